@@ -1,0 +1,2 @@
+// TesseraQ calibration lands here (issue: Calibration).
+public enum CalibrateModule {}

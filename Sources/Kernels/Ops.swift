@@ -1,0 +1,42 @@
+import Foundation
+import KernelsC
+
+/// The small element-wise and row-wise operations of a transformer, in fp32.
+/// Shapes: rows of width C, row-major.
+public enum Ops {
+    /// out = x / rms(x) * weight, per row of width C.
+    public static func rmsNorm(_ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>,
+                               C: Int, eps: Float) {
+        var sumSquares: Float = 0
+        for i in 0..<C { sumSquares += x[i] * x[i] }
+        let scale = 1 / (sumSquares / Float(C) + eps).squareRoot()
+        for i in 0..<C { out[i] = x[i] * scale * weight[i] }
+    }
+
+    /// In-place softmax over n values.
+    public static func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
+        var maxValue = -Float.infinity
+        for i in 0..<n { maxValue = max(maxValue, x[i]) }
+        var sum: Float = 0
+        for i in 0..<n { x[i] = expf(x[i] - maxValue); sum += x[i] }
+        let inv = 1 / sum
+        for i in 0..<n { x[i] *= inv }
+    }
+
+    /// gate = silu(gate) * up, element-wise over n values.
+    public static func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, _ n: Int) {
+        for i in 0..<n {
+            let g = gate[i]
+            gate[i] = g / (1 + expf(-g)) * up[i]
+        }
+    }
+
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        tsr_dot_f32(a, b, Int32(n))
+    }
+
+    /// y += a·x over n values.
+    public static func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+        tsr_axpy_f32(a, x, y, Int32(n))
+    }
+}

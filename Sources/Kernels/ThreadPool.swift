@@ -1,0 +1,53 @@
+import KernelsC
+
+/// A persistent pool of worker threads (spin briefly, then sleep). The calling thread is
+/// worker 0, so a pool of 1 runs everything inline.
+public final class ThreadPool: @unchecked Sendable {
+    private let pool: OpaquePointer
+    public let threads: Int
+
+    /// - Parameters:
+    ///   - threads: total workers including the caller; 0 means the number of physical cores.
+    ///   - numa: pin workers to CPUs and use node-local memory (llama.cpp's `--numa`).
+    public init(threads: Int = 0, numa: Bool = false) {
+        let n = threads > 0 ? threads : ThreadPool.physicalCores
+        pool = tsr_pool_create(Int32(n), numa ? 1 : 0)
+        self.threads = Int(tsr_pool_threads(pool))
+    }
+
+    deinit { tsr_pool_destroy(pool) }
+
+    public static var physicalCores: Int { Int(tsr_physical_cores()) }
+
+    /// Runs `body(worker, workerCount)` once on every worker and waits for all of them.
+    public func run(_ body: (Int, Int) -> Void) {
+        withoutActuallyEscaping(body) { escapable in
+            var closure = escapable
+            withUnsafeMutablePointer(to: &closure) { context in
+                tsr_pool_run(pool, { raw, index, count in
+                    let f = raw!.assumingMemoryBound(to: ((Int, Int) -> Void).self).pointee
+                    f(Int(index), Int(count))
+                }, context)
+            }
+        }
+    }
+
+    /// Splits 0..<n into one contiguous range per worker (ranges aligned to `multiple`) and
+    /// runs `body` on each non-empty range.
+    public func parallelFor(_ n: Int, multiple: Int = 1, _ body: (Range<Int>) -> Void) {
+        if n <= 0 { return }
+        if threads == 1 || n <= multiple { body(0..<n); return }
+        run { index, count in
+            let r = ThreadPool.chunk(n, index: index, count: count, multiple: multiple)
+            if !r.isEmpty { body(r) }
+        }
+    }
+
+    /// The `index`-th of `count` contiguous chunks of 0..<n, chunk borders on multiples of `multiple`.
+    public static func chunk(_ n: Int, index: Int, count: Int, multiple: Int = 1) -> Range<Int> {
+        let units = (n + multiple - 1) / multiple
+        let lo = units * index / count * multiple
+        let hi = min(n, units * (index + 1) / count * multiple)
+        return min(lo, n)..<hi
+    }
+}

@@ -1,0 +1,98 @@
+// fp32 matrix-vector products for the decode path (one token at a time).
+// Scalar reference first, then the AVX2+FMA path; tsr_gemv_f32 picks one at run time.
+#include "KernelsC.h"
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+void tsr_gemv_f32_ref(const float *W, const float *x, float *y, int cols, int rowBegin, int rowEnd) {
+    for (int r = rowBegin; r < rowEnd; r++) {
+        const float *w = W + (size_t)r * cols;
+        float sum = 0;
+        for (int k = 0; k < cols; k++) sum += w[k] * x[k];
+        y[r] = sum;
+    }
+}
+
+static float dot_ref(const float *a, const float *b, int n) {
+    float sum = 0;
+    for (int k = 0; k < n; k++) sum += a[k] * b[k];
+    return sum;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma")))
+static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma")))
+static float dot_avx2(const float *a, const float *b, int n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 32 <= n; k += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 16), _mm256_loadu_ps(b + k + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 24), _mm256_loadu_ps(b + k + 24), s3);
+    }
+    for (; k + 8 <= n; k += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), s0);
+    float sum = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; k < n; k++) sum += a[k] * b[k];
+    return sum;
+}
+
+__attribute__((target("avx2,fma")))
+static void gemv_avx2(const float *W, const float *x, float *y, int cols, int rowBegin, int rowEnd) {
+    int r = rowBegin;
+    // Four rows at a time share each load of x.
+    for (; r + 4 <= rowEnd; r += 4) {
+        const float *w0 = W + (size_t)r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        int k = 0;
+        for (; k + 8 <= cols; k += 8) {
+            __m256 xv = _mm256_loadu_ps(x + k);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), xv, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k), xv, a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k), xv, a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), xv, a3);
+        }
+        float s0 = hsum256(a0), s1 = hsum256(a1), s2 = hsum256(a2), s3 = hsum256(a3);
+        for (; k < cols; k++) { s0 += w0[k] * x[k]; s1 += w1[k] * x[k]; s2 += w2[k] * x[k]; s3 += w3[k] * x[k]; }
+        y[r] = s0; y[r + 1] = s1; y[r + 2] = s2; y[r + 3] = s3;
+    }
+    for (; r < rowEnd; r++) y[r] = dot_avx2(W + (size_t)r * cols, x, cols);
+}
+
+__attribute__((target("avx2,fma")))
+static void axpy_avx2(float a, const float *x, float *y, int n) {
+    __m256 av = _mm256_set1_ps(a);
+    int k = 0;
+    for (; k + 8 <= n; k += 8) _mm256_storeu_ps(y + k, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + k), _mm256_loadu_ps(y + k)));
+    for (; k < n; k++) y[k] += a * x[k];
+}
+#endif
+
+void tsr_gemv_f32(const float *W, const float *x, float *y, int cols, int rowBegin, int rowEnd) {
+#if defined(__x86_64__)
+    if (tsr_cpu_features() & TSR_CPU_AVX2_FMA) { gemv_avx2(W, x, y, cols, rowBegin, rowEnd); return; }
+#endif
+    tsr_gemv_f32_ref(W, x, y, cols, rowBegin, rowEnd);
+}
+
+float tsr_dot_f32(const float *a, const float *b, int n) {
+#if defined(__x86_64__)
+    if (tsr_cpu_features() & TSR_CPU_AVX2_FMA) return dot_avx2(a, b, n);
+#endif
+    return dot_ref(a, b, n);
+}
+
+void tsr_axpy_f32(float a, const float *x, float *y, int n) {
+#if defined(__x86_64__)
+    if (tsr_cpu_features() & TSR_CPU_AVX2_FMA) { axpy_avx2(a, x, y, n); return; }
+#endif
+    for (int k = 0; k < n; k++) y[k] += a * x[k];
+}

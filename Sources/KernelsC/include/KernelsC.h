@@ -1,0 +1,53 @@
+// KernelsC: the C half of Tessera's kernels.
+// Every SIMD path has a scalar reference beside it (same name with _ref) and a test comparing them.
+// ISA selection happens in one place: tsr_cpu_features() at run time; nothing else branches on ISA.
+#ifndef TESSERA_KERNELS_C_H
+#define TESSERA_KERNELS_C_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- CPU features -------------------------------------------------------------------------
+enum { TSR_CPU_AVX2_FMA = 1, TSR_CPU_F16C = 2, TSR_CPU_NEON = 4, TSR_CPU_NEON_DOT = 8 };
+/// Bit set of TSR_CPU_* flags for this CPU.
+int tsr_cpu_features(void);
+/// Forces the portable paths (for tests and A/B benchmarks) when `on` is non-zero.
+void tsr_force_portable(int on);
+/// Number of physical cores (falls back to online CPUs).
+int tsr_physical_cores(void);
+
+// ---- thread pool --------------------------------------------------------------------------
+/// A persistent pool: workers spin briefly, then sleep on a condition variable.
+typedef struct tsr_pool tsr_pool;
+/// Work callback: `index` in [0, count) identifies the worker, the caller is worker 0.
+typedef void (*tsr_task_fn)(void *context, int index, int count);
+/// Creates a pool with `threads` workers in total (the calling thread counts as one).
+/// `numa` non-zero pins worker i to CPU i and prefers node-local memory when libnuma finds
+/// more than one node (a no-op on one-node machines).
+tsr_pool *tsr_pool_create(int threads, int numa);
+void tsr_pool_destroy(tsr_pool *pool);
+int tsr_pool_threads(const tsr_pool *pool);
+/// Runs fn(context, i, n) on every worker and returns when all have finished.
+void tsr_pool_run(tsr_pool *pool, tsr_task_fn fn, void *context);
+
+// ---- fp16 ----------------------------------------------------------------------------------
+float tsr_f16_to_f32(uint16_t h);
+uint16_t tsr_f32_to_f16(float f);
+void tsr_f16_to_f32_array(const uint16_t *src, float *dst, size_t n);
+
+// ---- fp32 GEMV: y[r] = sum_k W[r*cols + k] * x[k] for r in [rowBegin, rowEnd) ---------------
+void tsr_gemv_f32(const float *W, const float *x, float *y, int cols, int rowBegin, int rowEnd);
+void tsr_gemv_f32_ref(const float *W, const float *x, float *y, int cols, int rowBegin, int rowEnd);
+/// Dot product of n floats.
+float tsr_dot_f32(const float *a, const float *b, int n);
+/// y += a * x over n floats.
+void tsr_axpy_f32(float a, const float *x, float *y, int n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,2 @@
+// Runtime re-exports Kernels so that clients see FloatBuffer, ThreadPool and LinearWeights.
+@_exported import Kernels

@@ -1,0 +1,1 @@
+print("tessera: not yet")
