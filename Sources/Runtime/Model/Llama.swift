@@ -162,24 +162,30 @@ public final class InferenceSession {
     /// `logitRows` tokens as rows of V values (row r is for token tokens.count − logitRows + r).
     @discardableResult
     public func forward(_ tokens: [Int32], logitRows: Int = 1) throws -> [[Float]] {
+        var rows: [[Float]] = []
+        try forward(tokens, logitRows: logitRows) { _, row in rows.append(Array(row)) }
+        return rows
+    }
+
+    /// Runs `tokens` and hands the logits of each of the last `logitRows` tokens to `body`
+    /// (index into `tokens`, V values valid only during the call) without keeping them.
+    public func forward(_ tokens: [Int32], logitRows: Int, _ body: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws {
         let V = model.config.vocab
         guard position + tokens.count <= capacity else {
             throw InferenceError.contextFull(position: position, adding: tokens.count, capacity: capacity)
         }
         for t in tokens where t < 0 || Int(t) >= V { throw InferenceError.badToken(id: t, vocab: V) }
-        let wanted = min(logitRows, tokens.count)
-        var rows: [[Float]] = []
+        let firstWanted = tokens.count - min(max(logitRows, 0), tokens.count)
         var start = 0
         while start < tokens.count {
             let end = min(tokens.count, start + maxBatch)
-            let firstWanted = max(start, tokens.count - wanted)
-            let chunk = Array(tokens[start..<end])
-            let n = max(0, end - firstWanted)
-            let logits = runBatch(chunk, logitRowsFrom: chunk.count - n)
-            for r in 0..<n { rows.append(Array(UnsafeBufferPointer(start: logits + r * V, count: V))) }
+            let from = max(start, firstWanted)
+            let logits = runBatch(Array(tokens[start..<end]), logitRowsFrom: min(from, end) - start)
+            for index in from..<max(from, end) {
+                try body(index, UnsafeBufferPointer(start: logits + (index - from) * V, count: V))
+            }
             start = end
         }
-        return rows
     }
 
     /// The forward pass for T ≤ maxBatch tokens. Returns a pointer to the logits of tokens
