@@ -27,3 +27,6 @@ public enum TensorName {
     public static let blockParts = ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
                                     "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"]
 }
+
+/// Sources backed by a GGUF file expose it (inspect lists its metadata and tensors).
+public protocol GGUFTensorListing { var gguf: GGUFFile { get } }

@@ -1,0 +1,24 @@
+import Foundation
+
+/// A model ready to run: its source, weights, tokenizer and chat template.
+public struct LoadedModel {
+    public let source: ModelSource
+    public let model: LlamaModel
+    public let tokenizer: Tokenizer
+    public let loadSeconds: Double
+
+    public var chatTemplate: String? { source.chatTemplate }
+
+    /// Opens a GGUF file or Hugging Face folder and loads it for inference on `threads`
+    /// workers (0 = physical cores).
+    public static func load(path: String, threads: Int = 0, numa: Bool = false) throws -> LoadedModel {
+        let start = ContinuousClock.now
+        let source = try ModelLoader.open(path)
+        let tokenizer = try source.makeTokenizer()
+        guard tokenizer.vocabularySize <= source.config.vocab else {
+            throw FormatError.invalid(path: path, reason: "the tokenizer has \(tokenizer.vocabularySize) tokens but the model only \(source.config.vocab) embeddings")
+        }
+        let model = try LlamaModel(source: source, pool: ThreadPool(threads: threads, numa: numa))
+        return LoadedModel(source: source, model: model, tokenizer: tokenizer, loadSeconds: (ContinuousClock.now - start).seconds)
+    }
+}

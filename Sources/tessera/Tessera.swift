@@ -1,0 +1,29 @@
+import ArgumentParser
+import Foundation
+import Runtime
+
+@main
+struct Tessera: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tessera",
+        abstract: "Tessera: ultra-low-bit LLMs on CPUs — inspect, perplexity (more to come: quantize, calibrate, eval).",
+        subcommands: [Perplexity.self, Inspect.self])
+}
+
+/// Options every model-running command shares.
+struct RuntimeOptions: ParsableArguments {
+    @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = physical cores).")
+    var threads: Int = 0
+
+    @Flag(help: "Pin threads to CPUs and use node-local memory (multi-socket machines).")
+    var numa = false
+
+    func validate() throws {
+        guard threads >= 0 else { throw ValidationError("--threads must be 0 (physical cores) or positive, got \(threads)") }
+    }
+}
+
+/// Writes a line to standard error.
+func printError(_ line: String) {
+    FileHandle.standardError.write((line + "\n").data(using: .utf8)!)
+}

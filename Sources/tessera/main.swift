@@ -1,1 +1,0 @@
-print("tessera: not yet")
