@@ -15,6 +15,8 @@ public struct GenerationStats: Sendable {
     public var generatedTokens = 0
     public var generationSeconds = 0.0
     public var stopReason = StopReason.maxTokens
+    /// False when the last emitted token could not be fed to the cache (context full).
+    public var lastTokenInCache = true
 
     public var promptTokensPerSecond: Double { promptSeconds > 0 ? Double(promptTokens) / promptSeconds : 0 }
     public var generationTokensPerSecond: Double { generationSeconds > 0 ? Double(generatedTokens) / generationSeconds : 0 }
@@ -60,6 +62,7 @@ public struct Generator {
             next = sampler.sample(logits, recent: history.suffix(window))
         }
         stats.promptSeconds = (clock.now - start).seconds
+        if maxTokens == 0 { return stats }
         start = clock.now
         while true {
             if stopTokens.contains(next) { stats.stopReason = .endOfGeneration; break }
@@ -71,6 +74,16 @@ public struct Generator {
             try session.forward([token], logitRows: 1) { _, logits in
                 history.append(token)
                 next = sampler.sample(logits, recent: history.suffix(window))
+            }
+        }
+        // A reply cut short leaves its last emitted token outside the cache: feed it, so the
+        // cache holds exactly the prompt and every emitted token.
+        if stats.stopReason != .endOfGeneration && stats.generatedTokens > 0 {
+            if session.position < session.capacity {
+                try session.forward([next], logitRows: 0) { _, _ in }
+                history.append(next)
+            } else {
+                stats.lastTokenInCache = false
             }
         }
         stats.generationSeconds = (clock.now - start).seconds
