@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .executable(name: "chat", targets: ["chat"]),
         .executable(name: "tessera", targets: ["tessera"]),
+        .executable(name: "bench", targets: ["bench"]),
         .library(name: "Runtime", targets: ["Runtime"]),
     ],
     dependencies: [
@@ -39,6 +40,10 @@ let package = Package(
             name: "tessera",
             dependencies: ["Runtime", "Calibrate", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/tessera"),
+        .executableTarget(
+            name: "bench",
+            dependencies: ["Runtime", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "bench/Sources"),
         .testTarget(
             name: "TesseraTests", dependencies: ["Runtime", "Kernels", "KernelsC"], path: "Tests/TesseraTests"),
     ],
