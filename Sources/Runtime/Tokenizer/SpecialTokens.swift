@@ -30,6 +30,8 @@ struct SpecialTokenMatcher {
     let entries: [Entry]
     /// Entries starting with each byte.
     private let byFirstByte: [[Int]]
+    /// Whether any entry starts with each byte (checked first: most bytes start none).
+    private let startsEntry: [Bool]
 
     init(_ list: [(bytes: [UInt8], id: Int32, always: Bool)]) {
         let sorted = list.filter { !$0.bytes.isEmpty }
@@ -38,6 +40,7 @@ struct SpecialTokenMatcher {
         var table = [[Int]](repeating: [], count: 256)
         for (i, e) in entries.enumerated() { table[Int(e.bytes[0])].append(i) }
         byFirstByte = table
+        startsEntry = table.map { !$0.isEmpty }
     }
 
     var isEmpty: Bool { entries.isEmpty }
@@ -48,10 +51,8 @@ struct SpecialTokenMatcher {
         guard !entries.isEmpty else { return [.text(0..<n)] }
         // every occurrence of every allowed token: (entry index, position)
         var found: [(entry: Int, pos: Int)] = []
-        for i in 0..<n {
-            let candidates = byFirstByte[Int(bytes[i])]
-            if candidates.isEmpty { continue }
-            for ei in candidates {
+        for i in 0..<n where startsEntry[Int(bytes[i])] {
+            for ei in byFirstByte[Int(bytes[i])] {
                 let e = entries[ei]
                 if !parseSpecial && !e.always { continue }
                 let len = e.bytes.count

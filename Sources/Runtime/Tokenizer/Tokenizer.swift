@@ -29,7 +29,7 @@ struct TokenizerSpec {
 /// split into words by the pre-tokenizer, each word's UTF-8 bytes start as one token per byte
 /// (the GPT-2 byte alphabet) and adjacent tokens are merged by lowest rank. Safe to use from
 /// several threads (encoding is serialised by a lock).
-public final class Tokenizer {
+public final class Tokenizer: @unchecked Sendable { // mutable state (caches) is behind `lock`
     public let vocabularySize: Int
     public internal(set) var bosID: Int32?
     public internal(set) var eosID: Int32?
