@@ -46,7 +46,7 @@ public final class GGUFModelSource: ModelSource {
         let keyLength = try optionalInt("llama.attention.key_length")
         let valueLength = try optionalInt("llama.attention.value_length")
         let ropeDims = try optionalInt("llama.rope.dimension_count")
-        let headDim = keyLength ?? ropeDims ?? (heads > 0 ? hidden / heads : 0)
+        let headDim = keyLength ?? (heads > 0 ? hidden / heads : 0)
         if let valueLength, valueLength != headDim {
             throw FormatError.badMetadata(path: path, key: "llama.attention.value_length",
                                           reason: "\(valueLength) differs from the key length \(headDim), which Tessera does not support")

@@ -128,7 +128,10 @@ public final class SafetensorsFile {
             }
             guard begin >= 0, begin <= end else { throw bad("data_offsets [\(begin), \(end)] are not ordered") }
             guard end <= dataSize else {
-                throw FormatError.truncated(path: path, what: "data of tensor '\(name)'", offset: dataOffset + begin, needed: end - begin, fileSize: file.size)
+                if end <= Int.max - dataOffset {
+                    throw FormatError.truncated(path: path, what: "data of tensor '\(name)'", offset: dataOffset + begin, needed: end - begin, fileSize: file.size)
+                }
+                throw bad("data_offsets [\(begin), \(end)] lie beyond the \(dataSize)-byte data section")
             }
             let (bytes, o) = elements.multipliedReportingOverflow(by: dtype.byteSize)
             guard !o, bytes == end - begin else {
