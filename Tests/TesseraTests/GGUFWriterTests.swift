@@ -225,6 +225,18 @@ final class GGUFModelSourceTests: XCTestCase {
         if case .truncated = assertFormatError(try ModelLoader.open(dir.file("x.gguf"))) {} else { XCTFail() }
     }
 
+    /// A key length near UInt64.max once made the truncation message itself overflow (a trap).
+    func testHugeLengthGivesReadableError() throws {
+        var bytes: [UInt8] = Array("GGUF".utf8)
+        bytes += withUnsafeBytes(of: UInt32(3).littleEndian) { Array($0) }  // version
+        // tensor count, metadata count, length of the first key
+        for v: UInt64 in [0, 1, UInt64.max] { bytes += withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+        bytes += [UInt8](repeating: 0x41, count: 64)
+        try dir.write("huge.gguf", bytes: bytes)
+        let e = assertFormatError(try GGUFFile(path: dir.file("huge.gguf")))
+        XCTAssertTrue("\(e!)".contains("metadata key #0"), "\(e!)")
+    }
+
     /// Random byte mutations and truncations of a valid file's header region: opening must
     /// either succeed or throw a FormatError (with a printable message), never crash.
     func testFuzzedHeadersNeverCrash() throws {
