@@ -23,7 +23,9 @@ public enum FormatError: Error, CustomStringConvertible, Equatable {
             return "\(path) is not a \(expected) file (magic \(found)); pass a GGUF file, a Hugging Face folder or a Tessera packed model"
         case let .unsupportedVersion(path, version): return "\(path): unsupported GGUF version \(version) (Tessera reads versions 2 and 3)"
         case let .truncated(path, what, offset, needed, fileSize):
-            return "\(path) is truncated or corrupt: \(what) needs bytes \(offset)..<\(offset + needed) but the file has \(fileSize) bytes"
+            // Corrupt counts can be near Int.max: never let the message itself overflow.
+            let (end, overflow) = offset.addingReportingOverflow(needed)
+            return "\(path) is truncated or corrupt: \(what) needs bytes \(offset)..<\(overflow ? "beyond Int.max" : String(end)) but the file has \(fileSize) bytes"
         case let .absurdCount(path, what, count): return "\(path) is corrupt: \(what) count \(count) is impossible for this file"
         case let .badValueType(path, key, type): return "\(path) is corrupt: metadata key '\(key)' has unknown value type \(type)"
         case let .unknownTensorType(path, tensor, type):
