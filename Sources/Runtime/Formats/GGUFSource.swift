@@ -101,3 +101,4 @@ public final class GGUFModelSource: ModelSource {
     public func tensorShape(_ name: String) -> [Int]? { gguf.tensor(name)?.shape }
     public func floatTensor(_ name: String) throws -> FloatBuffer { try gguf.floatData(name) }
 }
+extension GGUFModelSource: GGUFTensorListing {}
