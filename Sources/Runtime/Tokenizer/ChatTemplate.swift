@@ -17,11 +17,16 @@ import Foundation
 // BOS: templates such as Llama 3's write `bos_token` themselves. When the rendered text
 // starts with the BOS text, encode it without adding another BOS.
 //
-// Multi-turn with a KV cache: for the templates above, rendering a conversation is a
-// prefix of rendering it with more turns appended (add_generation_prompt false for the
-// shorter one), so each new turn can be evaluated incrementally; see `renderIncrement`.
-// Templates that rewrite earlier turns (e.g. Qwen3 dropping <think> of old replies) break
-// this property; `renderIncrement` then throws `.notIncremental` and the caller re-renders.
+// Multi-turn with a KV cache: for SmolLM2, Llama 3.x and Qwen2.5 (tested), rendering
+// messages[0..<n] (add_generation_prompt false) is a prefix of rendering messages[0..<n+2],
+// and rendering messages[0..<n+1] with add_generation_prompt true is a prefix too: the new
+// user turn and the assistant header are `renderIncrement(previous:new:)`. After generating,
+// the cache holds prompt + reply; the rest of the assistant turn (e.g. "<|im_end|>\n") is
+// `ChatTemplate.suffix(of: render(history + [reply], false), after: prompt + replyText)`
+// (nil means the template normalised the reply, e.g. Llama's trim: re-evaluate from the
+// longest common prefix instead). Templates that rewrite earlier turns (e.g. Qwen3 drops
+// the <think> part of old replies) break the property; `renderIncrement` then throws
+// `.notIncremental` and the caller re-renders the whole conversation.
 
 public struct ChatMessage: Equatable, Sendable {
     public var role: String
