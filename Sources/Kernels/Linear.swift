@@ -32,13 +32,18 @@ public final class FP32Linear: LinearWeights {
         if T == 1 {
             Matmul.gemv(weight.pointer, x, y, rows: outFeatures, cols: inFeatures, pool: pool)
         } else {
-            Matmul.gemm(x, weight.pointer, y, T: T, rows: outFeatures, cols: inFeatures, threads: pool.threads)
+            Matmul.gemm(x, weight.pointer, y, T: T, rows: outFeatures, cols: inFeatures, pool: pool)
         }
     }
 }
 
-/// The fp32 matrix products used by the model and by calibration.
+/// The fp32 matrix products used by the model and by calibration. OpenBLAS runs
+/// single-threaded inside each worker of our pool: one set of threads, no two thread pools
+/// spinning against each other on a small machine.
 public enum Matmul {
+    /// OpenBLAS's thread count is process-wide; it is set to 1 once, before the first call.
+    private static let singleThreadedBLAS: Void = openblas_set_num_threads(1)
+
     /// y[r] = W[r,:]·x for all rows, rows split across the pool's workers.
     public static func gemv(_ W: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                             rows: Int, cols: Int, pool: ThreadPool) {
@@ -47,24 +52,22 @@ public enum Matmul {
         }
     }
 
-    /// Y[T, rows] = X[T, cols] · W[rows, cols]ᵀ via OpenBLAS.
+    /// Y[T, rows] = X[T, cols] · W[rows, cols]ᵀ, output columns (weight rows) split across the
+    /// pool's workers.
     public static func gemm(_ X: UnsafePointer<Float>, _ W: UnsafePointer<Float>, _ Y: UnsafeMutablePointer<Float>,
-                            T: Int, rows: Int, cols: Int, threads: Int, accumulate: Bool = false) {
-        setBLASThreads(threads)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(rows), Int32(cols),
-                    1, X, Int32(cols), W, Int32(cols), accumulate ? 1 : 0, Y, Int32(rows))
+                            T: Int, rows: Int, cols: Int, pool: ThreadPool) {
+        pool.parallelFor(rows, multiple: 64) { r in
+            sgemm(transA: false, transB: true, M: T, N: r.count, K: cols, A: X, lda: cols,
+                  B: W + r.lowerBound * cols, ldb: cols, C: Y + r.lowerBound, ldc: rows)
+        }
     }
 
-    /// General row-major sgemm: C[M,N] = alpha·op(A)·op(B) + beta·C.
+    /// Single-threaded row-major sgemm on the calling thread: C[M,N] = alpha·op(A)·op(B) + beta·C.
     public static func sgemm(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float = 1,
                              A: UnsafePointer<Float>, lda: Int, B: UnsafePointer<Float>, ldb: Int,
-                             beta: Float = 0, C: UnsafeMutablePointer<Float>, ldc: Int, threads: Int) {
-        setBLASThreads(threads)
+                             beta: Float = 0, C: UnsafeMutablePointer<Float>, ldc: Int) {
+        _ = singleThreadedBLAS
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(M), Int32(N), Int32(K), alpha, A, Int32(lda), B, Int32(ldb), beta, C, Int32(ldc))
     }
-
-    /// OpenBLAS keeps its thread count process-wide; set it per call (cheap) so that
-    /// callers with different pools never inherit each other's setting.
-    private static func setBLASThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
 }

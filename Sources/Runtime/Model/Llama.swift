@@ -131,6 +131,8 @@ public final class InferenceSession {
     // attention out [T,H·D], gate/up [T,F], scores [threads, capacity], logits [T,V].
     private let x, normed, q, k, v, attention, gateBuffer, upBuffer, scores: FloatBuffer
     private var logitsBuffer: FloatBuffer
+    /// Attention scores of a prefill batch, [T, cached positions], grown on demand.
+    private var batchScores = FloatBuffer(count: 0)
 
     public init(model: LlamaModel, contextLength: Int, maxBatch: Int = 512) {
         let c = model.config
@@ -256,20 +258,48 @@ public final class InferenceSession {
 
     /// out[t, h] = softmax(q[t,h]·K[0...p0+t]ᵀ/√D)·V, KV head = h / (H/KVH).
     private func attend(block b: Int, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, T: Int, p0: Int) {
+        if T == 1 { attendOneToken(block: b, q: q, out: out, p0: p0) } else { attendBatch(block: b, q: q, out: out, T: T, p0: p0) }
+    }
+
+    /// Decode: one query row, heads split across workers.
+    private func attendOneToken(block b: Int, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, p0: Int) {
         let c = model.config, D = c.headDim, H = c.heads, group = c.heads / c.kvHeads
-        let scale = 1 / Float(D).squareRoot(), capacity = self.capacity
+        let scale = 1 / Float(D).squareRoot(), capacity = self.capacity, length = p0 + 1
         let scoresBase = scores.pointer
         model.pool.run { worker, workers in
             let scores = scoresBase + worker * capacity
-            for item in ThreadPool.chunk(T * H, index: worker, count: workers) {
-                let t = item / H, h = item % H, kvHead = h / group
-                let query = q + t * H * D + h * D
-                let length = p0 + t + 1
+            for h in ThreadPool.chunk(H, index: worker, count: workers) {
+                let kvHead = h / group, query = q + h * D
                 for j in 0..<length { scores[j] = Ops.dot(query, cache.key(b, j) + kvHead * D, D) * scale }
                 Ops.softmax(scores, length)
-                let o = out + t * H * D + h * D
+                let o = out + h * D
                 o.update(repeating: 0, count: D)
                 for j in 0..<length { Ops.axpy(scores[j], cache.value(b, j) + kvHead * D, o, D) }
+            }
+        }
+    }
+
+    /// Prefill: per head, S = Q·Kᵀ/√D over the cached positions (sgemm), causal mask and
+    /// softmax per row, then out = S·V (sgemm). K and V are read in place from the cache;
+    /// heads are split across workers, each with its own score matrix.
+    private func attendBatch(block b: Int, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, T: Int, p0: Int) {
+        let c = model.config, D = c.headDim, H = c.heads, group = c.heads / c.kvHeads
+        let kvWidth = c.kvHeads * D, L = p0 + T, workers = model.pool.threads
+        if batchScores.count < workers * T * L { batchScores = FloatBuffer(count: workers * T * L) }
+        let scoresBase = batchScores.pointer
+        model.pool.run { worker, count in
+            let S = scoresBase + worker * T * L
+            for h in ThreadPool.chunk(H, index: worker, count: count) {
+                let kvHead = h / group
+                Matmul.sgemm(transA: false, transB: true, M: T, N: L, K: D, alpha: 1 / Float(D).squareRoot(),
+                             A: q + h * D, lda: H * D, B: cache.key(b, 0) + kvHead * D, ldb: kvWidth, C: S, ldc: L)
+                for t in 0..<T {
+                    let row = S + t * L, visible = p0 + t + 1
+                    Ops.softmax(row, visible)
+                    (row + visible).update(repeating: 0, count: L - visible)
+                }
+                Matmul.sgemm(transA: false, transB: false, M: T, N: D, K: L, A: S, lda: L,
+                             B: cache.value(b, 0) + kvHead * D, ldb: kvWidth, C: out + h * D, ldc: H * D)
             }
         }
     }
