@@ -32,17 +32,21 @@ let package = Package(
         .target(name: "Kernels", dependencies: ["KernelsC", "COpenBLAS"], path: "Sources/Kernels"),
         .target(name: "Runtime", dependencies: ["Kernels"], path: "Sources/Runtime"),
         .target(name: "Calibrate", dependencies: ["Runtime", "Kernels"], path: "Sources/Calibrate"),
+        .target(
+            name: "CLISupport",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/CLISupport"),
         .executableTarget(
             name: "chat",
-            dependencies: ["Runtime", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Runtime", "CLISupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/chat"),
         .executableTarget(
             name: "tessera",
-            dependencies: ["Runtime", "Calibrate", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Runtime", "Calibrate", "CLISupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/tessera"),
         .executableTarget(
             name: "bench",
-            dependencies: ["Runtime", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Runtime", "CLISupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "bench/Sources"),
         .testTarget(
             name: "TesseraTests", dependencies: ["Runtime", "Kernels", "KernelsC"], path: "Tests/TesseraTests"),

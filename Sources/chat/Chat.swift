@@ -1,9 +1,12 @@
 import ArgumentParser
 import Foundation
+import CLISupport
 import Runtime
 
 @main
 struct Chat: ParsableCommand {
+    static func main() { mainWithOneLineErrors() }
+
     static let configuration = CommandConfiguration(
         commandName: "chat",
         abstract: "Chat with a model in the terminal (streaming, KV cache kept across turns).",
@@ -160,8 +163,4 @@ struct Chat: ParsableCommand {
             }
         }
     }
-}
-
-func printError(_ line: String) {
-    FileHandle.standardError.write((line + "\n").data(using: .utf8)!)
 }

@@ -34,11 +34,11 @@ struct Perplexity: ParsableCommand {
     }
 
     func run() throws {
+        let loaded = try LoadedModel.load(path: model, threads: runtime.threads, numa: runtime.numa)
         guard let data = FileManager.default.contents(atPath: file) else {
             throw ValidationError("cannot read text file \(file)")
         }
         let text = String(decoding: data, as: UTF8.self)
-        let loaded = try LoadedModel.load(path: model, threads: runtime.threads, numa: runtime.numa)
         let clock = ContinuousClock()
         let tokenizeStart = clock.now
         // Tokenize as llama-perplexity does: BOS only when the model adds one.

@@ -1,9 +1,12 @@
 import ArgumentParser
 import Foundation
+import CLISupport
 import Runtime
 
 @main
 struct Tessera: ParsableCommand {
+    static func main() { mainWithOneLineErrors() }
+
     static let configuration = CommandConfiguration(
         commandName: "tessera",
         abstract: "Tessera: ultra-low-bit LLMs on CPUs — inspect, perplexity (more to come: quantize, calibrate, eval).",
@@ -24,6 +27,3 @@ struct RuntimeOptions: ParsableArguments {
 }
 
 /// Writes a line to standard error.
-func printError(_ line: String) {
-    FileHandle.standardError.write((line + "\n").data(using: .utf8)!)
-}

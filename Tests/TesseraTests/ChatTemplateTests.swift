@@ -466,10 +466,7 @@ final class ChatTemplateTests: XCTestCase {
     }
 
     func testSmolLM2TemplateMatchesGGUF() throws {
-        let candidates = [TestPaths.demoModel, "/work/peer/models/SmolLM2-135M-Instruct.Q4_1.gguf"]
-        guard let path = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
-            throw XCTSkip("SmolLM2 GGUF not present")
-        }
+        let path = try TestPaths.requireDemoModel()
         let gguf = try GGUFFile(path: path)
         XCTAssertEqual(gguf.string("tokenizer.chat_template"), RealTemplates.smolLM2)
     }

@@ -14,3 +14,17 @@ enum TestPaths {
     static let demoModel = repo + "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
     static var haveDemoModel: Bool { FileManager.default.fileExists(atPath: demoModel) }
 }
+
+import XCTest
+
+extension TestPaths {
+    /// The demo model's path. Skips the test where the model was not fetched, but fails in
+    /// CI (CI=true), where the set-up step always fetches it.
+    static func requireDemoModel() throws -> String {
+        if haveDemoModel { return demoModel }
+        if ProcessInfo.processInfo.environment["CI"] == "true" {
+            XCTFail("demo model missing at \(demoModel) in CI: scripts/setup.sh should have fetched it")
+        }
+        throw XCTSkip("demo model not present (run scripts/setup.sh)")
+    }
+}

@@ -328,13 +328,8 @@ final class TokenizerTests: XCTestCase {
 
     // MARK: the demo model (SmolLM2)
 
-    static var demoModelPath: String? {
-        let candidates = [ProcessInfo.processInfo.environment["TESSERA_DEMO_MODEL"], TestPaths.demoModel].compactMap { $0 }
-        return candidates.first { FileManager.default.fileExists(atPath: $0) }
-    }
-
     func testDemoModelTokenizer() throws {
-        guard let path = Self.demoModelPath else { throw XCTSkip("demo model not present") }
+        let path = try TestPaths.requireDemoModel()
         let tok = try Tokenizer.fromGGUF(GGUFFile(path: path))
         XCTAssertEqual(tok.preTokenizer, .gpt2SplitDigits)
         XCTAssertFalse(tok.addsBOS)

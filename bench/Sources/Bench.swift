@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import CLISupport
 import Runtime
 
 /// Throughput benchmark with llama-bench's tests and columns: pp<P> (prompt processing, one
@@ -7,6 +8,8 @@ import Runtime
 /// empty cache), each repeated after a warm-up run. Tokenization and sampling are excluded.
 @main
 struct Bench: ParsableCommand {
+    static func main() { mainWithOneLineErrors() }
+
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Prompt-processing and generation throughput (llama-bench's pp/tg tests).")
 

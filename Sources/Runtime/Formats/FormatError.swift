@@ -26,7 +26,7 @@ public enum FormatError: Error, CustomStringConvertible, Equatable {
             // Corrupt counts can be near Int.max: never let the message itself overflow.
             let (end, overflow) = offset.addingReportingOverflow(needed)
             return "\(path) is truncated or corrupt: \(what) needs bytes \(offset)..<\(overflow ? "beyond Int.max" : String(end)) but the file has \(fileSize) bytes"
-        case let .absurdCount(path, what, count): return "\(path) is corrupt: \(what) count \(count) is impossible for this file"
+        case let .absurdCount(path, what, count): return "\(path) is truncated or corrupt: a \(what) count of \(count) cannot fit in the file"
         case let .badValueType(path, key, type): return "\(path) is corrupt: metadata key '\(key)' has unknown value type \(type)"
         case let .unknownTensorType(path, tensor, type):
             return "\(path): tensor '\(tensor)' has tensor type \(type), which Tessera does not support (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)"

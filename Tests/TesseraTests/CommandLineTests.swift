@@ -1,0 +1,102 @@
+import XCTest
+
+/// The command-line programs end to end: bad input gives one line on stderr and a non-zero
+/// exit, never a crash or a hang.
+final class CommandLineTests: XCTestCase {
+    struct Result { var status: Int32; var stdout: String; var stderr: String }
+
+    /// The built products sit beside the test bundle (.build/<configuration>/).
+    static let productsDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+
+    func run(_ program: String, _ arguments: [String], stdin: String? = nil, timeout: TimeInterval = 120) throws -> Result {
+        let executable = Self.productsDirectory.appendingPathComponent(program)
+        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
+            throw XCTSkip("\(program) is not built at \(executable.path)")
+        }
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: TestPaths.repo)
+        let out = Pipe(), err = Pipe(), input = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = input
+        try process.run()
+        if let stdin { input.fileHandleForWriting.write(stdin.data(using: .utf8)!) }
+        try input.fileHandleForWriting.close()
+        let deadline = Date().addingTimeInterval(timeout)
+        // Read both pipes to the end (a full pipe would block the child).
+        var outData = Data(), errData = Data()
+        let group = DispatchGroup()
+        group.enter(); DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        group.enter(); DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            process.terminate()
+            XCTFail("\(program) \(arguments) did not finish in \(timeout) s")
+        }
+        process.waitUntilExit()
+        group.wait()
+        return Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                      stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    /// A failure: non-zero exit, no crash signal, and one non-empty line on stderr that
+    /// contains `mention`.
+    func assertCleanFailure(_ r: Result, mentioning mention: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertNotEqual(r.status, 0, file: file, line: line)
+        XCTAssertLessThan(r.status, 128, "terminated by a signal: \(r.stderr)", file: file, line: line)
+        let lines = r.stderr.split(separator: "\n", omittingEmptySubsequences: true)
+        XCTAssertEqual(lines.count, 1, "expected one line, got: \(r.stderr)", file: file, line: line)
+        XCTAssertTrue(r.stderr.contains(mention), "'\(mention)' not in: \(r.stderr)", file: file, line: line)
+    }
+
+    func testMissingModelFile() throws {
+        assertCleanFailure(try run("chat", ["/nonexistent/model.gguf", "--prompt", "hi"]), mentioning: "/nonexistent/model.gguf")
+        assertCleanFailure(try run("tessera", ["ppl", "/nonexistent/model.gguf", "--file", "/dev/null"]), mentioning: "/nonexistent/model.gguf")
+    }
+
+    func testNotAModel() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-\(UUID().uuidString).gguf").path
+        try Data("this is not a model file at all, just text\n".utf8).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        assertCleanFailure(try run("chat", [path, "--prompt", "hi"]), mentioning: "not a GGUF")
+        assertCleanFailure(try run("tessera", ["inspect", path]), mentioning: "not a GGUF")
+    }
+
+    func testBadFlags() throws {
+        assertCleanFailure(try run("chat", ["--top-p", "1.5", "--prompt", "hi"]), mentioning: "--top-p")
+        assertCleanFailure(try run("chat", ["--threads", "-2", "--prompt", "hi"]), mentioning: "--threads")
+        assertCleanFailure(try run("tessera", ["ppl", "m.gguf", "--file", "x", "--convention", "nope"]), mentioning: "nope")
+        assertCleanFailure(try run("bench", ["m.gguf", "-t", "0"]), mentioning: "-t")
+    }
+
+    func testPromptLongerThanTheContext() throws {
+        let model = try TestPaths.requireDemoModel()
+        let r = try run("chat", [model, "--prompt", String(repeating: "words and more words ", count: 40), "--ctx-size", "32", "--temperature", "0"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("context"), r.stderr)
+        XCTAssertLessThan(r.status, 128)
+    }
+
+    func testTruncatedModelFile() throws {
+        let model = try TestPaths.requireDemoModel()
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-\(UUID().uuidString).gguf").path
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: model))
+        try handle.readData(ofLength: 40_000_000).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        assertCleanFailure(try run("chat", [path, "--prompt", "hi"]), mentioning: "truncated")
+    }
+
+    func testOneShotGreedyPrintsOnlyTheReply() throws {
+        let model = try TestPaths.requireDemoModel()
+        let r = try run("chat", [model, "--prompt", "What is the capital of France?", "--temperature", "0", "--max-tokens", "16"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("Paris"), r.stdout)
+        XCTAssertFalse(r.stdout.contains("<|im_"), r.stdout)
+        XCTAssertTrue(r.stderr.contains("Generation:"), r.stderr)
+        // Piped stdin is the same one-shot mode.
+        let piped = try run("chat", [model, "--temperature", "0", "--max-tokens", "16"], stdin: "What is the capital of France?")
+        XCTAssertEqual(piped.stdout, r.stdout)
+    }
+}

@@ -1,0 +1,115 @@
+import XCTest
+@testable import Runtime
+
+/// Tests on the real demo model (SmolLM2-135M-Instruct, Q4_1 GGUF) against figures measured
+/// with llama.cpp on the same file (bench/RESULTS.md has the commands).
+final class DemoModelTests: XCTestCase {
+    // MARK: ggml block decoding, bit for bit
+
+    /// Reference decoding written from the block layouts (ggml's block_q8_0 / block_q4_0 /
+    /// block_q4_1), element by element, with Swift's own Float16 conversion.
+    static func referenceDecode(_ type: GGMLType, _ bytes: UnsafeRawBufferPointer, element i: Int) -> Float {
+        let block = i / 32, j = i % 32
+        func half(_ offset: Int) -> Float { Float(Float16(bitPattern: UInt16(bytes[offset]) | UInt16(bytes[offset + 1]) << 8)) }
+        func nibble(_ base: Int) -> Int { j < 16 ? Int(bytes[base + j] & 0x0F) : Int(bytes[base + j - 16] >> 4) }
+        switch type {
+        case .q8_0:
+            let b = block * 34
+            return Float(Int8(bitPattern: bytes[b + 2 + j])) * half(b)
+        case .q4_0:
+            let b = block * 18
+            return Float(nibble(b + 2) - 8) * half(b)
+        case .q4_1:
+            let b = block * 20
+            return Float(nibble(b + 4)) * half(b) + half(b + 2)
+        default:
+            fatalError("not a block type")
+        }
+    }
+
+    func testEveryQuantizedBlockOfTheDemoFileDecodesBitExactly() throws {
+        let gguf = try GGUFFile(path: try TestPaths.requireDemoModel())
+        var checked: [GGMLType: Int] = [:]
+        for t in gguf.tensors where t.type == .q8_0 || t.type == .q4_1 {
+            let decoded = try gguf.floatData(t.name)
+            let bytes = UnsafeRawBufferPointer(start: gguf.data(of: t), count: t.byteCount)
+            for i in 0..<t.elementCount {
+                let expected = Self.referenceDecode(t.type, bytes, element: i)
+                if decoded[i].bitPattern != expected.bitPattern {
+                    return XCTFail("\(t.name) element \(i): \(decoded[i]) != \(expected)")
+                }
+            }
+            checked[t.type, default: 0] += t.elementCount / 32
+        }
+        XCTAssertEqual(checked[.q8_0], 49152 * 576 / 32)   // token_embd
+        XCTAssertEqual(checked.keys.count, 2)
+        XCTAssertGreaterThan(checked[.q4_1] ?? 0, 100_000)
+    }
+
+    func testQ4_0BlocksDecodeBitExactly() throws {
+        // The demo file has no Q4_0 tensor: random blocks with finite scales.
+        var rng = SplitMix64(seed: 8)
+        var bytes: [UInt8] = []
+        for _ in 0..<500 {
+            let d = Float16(rng.uniform(-0.1, 0.1)).bitPattern
+            bytes += [UInt8(d & 0xFF), UInt8(d >> 8)]
+            for _ in 0..<16 { bytes.append(UInt8(truncatingIfNeeded: rng.next())) }
+        }
+        var out = [Float](repeating: 0, count: 500 * 32)
+        bytes.withUnsafeBytes { raw in
+            GGMLDecode.decode(.q4_0, raw.baseAddress!, &out, count: out.count)
+            for i in 0..<out.count {
+                XCTAssertEqual(out[i].bitPattern, Self.referenceDecode(.q4_0, raw, element: i).bitPattern, "element \(i)")
+            }
+        }
+    }
+
+    // MARK: perplexity against llama.cpp
+
+    func testPerplexityMatchesLlamaCppOnTheSameFile() throws {
+        // llama-perplexity -m SmolLM2-135M-Instruct.F32.gguf (the exact fp32 dequantization of
+        // the demo file) -f wiki.test.raw -c 512 --chunks 32: running values of chunks 1-4.
+        let llamaCpp = [12.9550, 21.3732, 22.5235, 22.7447]
+        let loaded = try LoadedModel.load(path: try TestPaths.requireDemoModel(), threads: 2)
+        let text = try String(contentsOfFile: TestPaths.shared + "/data/wikitext2/wiki.test.raw", encoding: .utf8)
+        let tokens = loaded.tokenizer.encode(text, addBOS: nil, parseSpecial: false)
+        XCTAssertEqual(tokens.count, 303_415) // llama.cpp's count for this file
+        let session = InferenceSession(model: loaded.model, contextLength: 512)
+        let run = PerplexityRun(session: session, convention: .llamacpp, contextLength: 512, bos: nil)
+        var running: [Double] = []
+        let result = try run.run(tokens: tokens, chunks: 4) { _, acc in running.append(acc.perplexity) }
+        XCTAssertEqual(result.count, 4 * 255)
+        for (ours, theirs) in zip(running, llamaCpp) {
+            XCTAssertEqual(ours, theirs, accuracy: theirs * 5e-4, "running ppl \(running) vs llama.cpp \(llamaCpp)")
+        }
+    }
+
+    // MARK: damaged files
+
+    func testTruncatedAndCorruptDemoFilesAreClearErrors() throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: try TestPaths.requireDemoModel()))
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-demo-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("damaged.gguf").path
+
+        // Cut inside the tensor data: the directory parses, the last tensors run past the end.
+        try data.prefix(data.count / 2).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try ModelLoader.open(path)) { error in
+            guard case FormatError.truncated = error else { return XCTFail("\(error)") }
+            XCTAssertTrue("\(error)".contains("truncated"), "\(error)")
+        }
+        // Cut inside the metadata: too short for the tensor directory it announces.
+        try data.prefix(5000).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try ModelLoader.open(path)) { error in
+            XCTAssertTrue("\(error)".contains("truncated or corrupt"), "\(error)")
+        }
+        // Wrong magic.
+        var bad = data.prefix(4096)
+        bad[0] = UInt8(ascii: "X")
+        try bad.write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try ModelLoader.open(path)) { error in
+            guard case FormatError.badMagic = error else { return XCTFail("\(error)") }
+        }
+    }
+}
