@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-swift test -c release "$@"
+swift test -c release -Xswiftc -enable-testing "$@"
