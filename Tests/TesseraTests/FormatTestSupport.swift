@@ -2,17 +2,10 @@ import Foundation
 import XCTest
 @testable import Runtime
 
-/// SplitMix64: a small seeded generator so format tests and fuzzers are reproducible.
-struct FormatTestRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// The seeded generator of format tests and fuzzers.
+typealias FormatTestRNG = SplitMix64
+
+extension SplitMix64 {
     /// Uniform in [-scale, scale).
     mutating func floats(_ n: Int, scale: Float = 1) -> [Float] {
         (0..<n).map { _ in Float.random(in: -scale..<scale, using: &self) }

@@ -11,6 +11,8 @@ final class InMemorySource: ModelSource {
     var chatTemplate: String? { nil }
 
     init(config: LlamaConfig, seed: UInt64, tied: Bool = true) {
+        var config = config
+        config.tiedEmbeddings = tied
         self.config = config
         var rng = SeededRandom(seed: seed)
         func add(_ name: String, _ shape: [Int], scale: Float, offset: Float = 0) {
@@ -35,6 +37,12 @@ final class InMemorySource: ModelSource {
         if !tied { add(TensorName.output, [c.vocab, C], scale: 1 / Float(C).squareRoot()) }
     }
 
+    /// A source over given tensors (GGUF names).
+    init(config: LlamaConfig, tensors: [String: (shape: [Int], values: [Float])]) {
+        self.config = config
+        self.tensors = tensors
+    }
+
     func makeTokenizer() throws -> Tokenizer { throw FormatError.invalid(path: path, reason: "no tokenizer") }
     func hasTensor(_ name: String) -> Bool { tensors[name] != nil }
     func tensorShape(_ name: String) -> [Int]? { tensors[name]?.shape }
@@ -56,6 +64,8 @@ final class InMemorySource: ModelSource {
 /// A float64 Llama forward pass written independently of the runtime, for reference.
 struct ReferenceLlama {
     let source: InMemorySource
+    /// Hugging Face's rotate-half RoPE (pairs i, i+D/2) instead of GGUF's interleaved pairs.
+    var rotateHalf = false
     var c: LlamaConfig { source.config }
 
     func w(_ name: String) -> [Double] { source.tensors[name]!.values.map(Double.init) }
@@ -80,9 +90,10 @@ struct ReferenceLlama {
                     var theta = pow(c.ropeBase, -2.0 * Double(i) / Double(D))
                     if let f = c.ropeFrequencyFactors { theta /= Double(f[i]) }
                     let a = Double(pos) * theta
-                    let x0 = v[h * D + 2 * i], x1 = v[h * D + 2 * i + 1]
-                    out[h * D + 2 * i] = x0 * cos(a) - x1 * sin(a)
-                    out[h * D + 2 * i + 1] = x0 * sin(a) + x1 * cos(a)
+                    let i0 = h * D + (rotateHalf ? i : 2 * i), i1 = rotateHalf ? i0 + D / 2 : i0 + 1
+                    let x0 = v[i0], x1 = v[i1]
+                    out[i0] = x0 * cos(a) - x1 * sin(a)
+                    out[i1] = x0 * sin(a) + x1 * cos(a)
                 }
             }
             return out
