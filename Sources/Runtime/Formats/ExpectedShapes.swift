@@ -22,12 +22,6 @@ extension LlamaConfig {
         return list
     }
 
-    /// `validate(path:)` plus the bounds the loaders rely on to compute shapes without overflow.
-    func validateForLoading(path: String) throws {
-        try validate(path: path)
-        guard heads <= 1 << 14 else { throw FormatError.invalid(path: path, reason: "impossible hyper-parameter: heads \(heads)") }
-    }
-
     /// Throws `missingTensor` / `shapeMismatch` for the first required tensor `shapeOf` lacks or
     /// disagrees on.
     func checkTensors(path: String, shapeOf: (String) -> [Int]?) throws {

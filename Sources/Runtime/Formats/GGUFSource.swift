@@ -92,7 +92,7 @@ public final class GGUFModelSource: ModelSource {
         let config = LlamaConfig(blockCount: blocks, hidden: hidden, ffn: ffn, heads: heads, kvHeads: kvHeads, headDim: headDim,
                                  vocab: vocab, contextLength: context, ropeBase: ropeBase, ropeFrequencyFactors: factors,
                                  rmsEps: Float(eps), tiedEmbeddings: g.tensor(TensorName.output) == nil)
-        try config.validateForLoading(path: path)
+        try config.validate(path: path)
         return config
     }
 

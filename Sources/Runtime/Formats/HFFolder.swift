@@ -108,7 +108,7 @@ public final class HFModelSource: ModelSource {
         var cfg = LlamaConfig(blockCount: hf.blockCount, hidden: hf.hidden, ffn: hf.ffn, heads: hf.heads, kvHeads: hf.kvHeads,
                               headDim: hf.headDim, vocab: hf.vocab, contextLength: hf.contextLength, ropeBase: hf.ropeTheta,
                               ropeFrequencyFactors: nil, rmsEps: Float(hf.rmsEps), tiedEmbeddings: tied)
-        try cfg.validateForLoading(path: configPath)
+        try cfg.validate(path: configPath)
         if let scaling = hf.llama3Scaling {
             cfg.ropeFrequencyFactors = scaling.frequencyFactors(headDim: cfg.headDim, base: cfg.ropeBase)
         }

@@ -239,12 +239,12 @@ public enum SafetensorsWriter {
         var json = "{"
         var entries: [String] = []
         if !metadata.isEmpty {
-            let items = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
+            let items = metadata.keys.sorted().map { "\(JSONText.quoted($0)):\(JSONText.quoted(metadata[$0]!))" }
             entries.append("\"__metadata__\":{\(items.joined(separator: ","))}")
         }
         for (t, (b, e)) in zip(tensors, offsets) {
             let shape = t.shape.map(String.init).joined(separator: ",")
-            entries.append("\(jsonString(t.name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(b),\(e)]}")
+            entries.append("\(JSONText.quoted(t.name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(b),\(e)]}")
         }
         json += entries.joined(separator: ",") + "}"
         var header = Array(json.utf8)
@@ -281,21 +281,5 @@ public enum SafetensorsWriter {
         if f.isNaN { return UInt16(x >> 16) | 0x0040 }
         let rounded = x &+ 0x7FFF &+ ((x >> 16) & 1)
         return UInt16(rounded >> 16)
-    }
-
-    static func jsonString(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
-            }
-        }
-        return out + "\""
     }
 }

@@ -69,7 +69,7 @@ public struct LlamaConfig: Equatable, Sendable {
         guard blockCount >= 1, blockCount <= 1024 else { throw bad("block count \(blockCount)") }
         guard hidden >= 1, hidden <= 1 << 16 else { throw bad("hidden size \(hidden)") }
         guard ffn >= 1, ffn <= 1 << 18 else { throw bad("ffn size \(ffn)") }
-        guard heads >= 1, kvHeads >= 1, heads % kvHeads == 0 else { throw bad("heads \(heads) / kv heads \(kvHeads)") }
+        guard heads >= 1, heads <= 1 << 14, kvHeads >= 1, heads % kvHeads == 0 else { throw bad("heads \(heads) / kv heads \(kvHeads)") }
         guard headDim >= 2, headDim % 2 == 0, headDim <= 1024 else { throw bad("head dim \(headDim)") }
         guard vocab >= 1, vocab <= 1 << 22 else { throw bad("vocabulary size \(vocab)") }
         guard contextLength >= 1 else { throw bad("context length \(contextLength)") }

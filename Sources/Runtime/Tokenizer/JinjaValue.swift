@@ -181,14 +181,14 @@ indirect enum JinjaValue {
             if d.isNaN { return "NaN" }
             if d.isInfinite { return d > 0 ? "Infinity" : "-Infinity" }
             return JinjaValue.pyFloat(d)
-        case .string(let s): return JinjaValue.jsonString(s)
+        case .string(let s): return JSONText.quoted(s)
         case .array(let a):
             if a.isEmpty { return "[]" }
             let items = try a.map { try $0.toJSON(indent: indent, level: level + 1) }
             return JinjaValue.jsonContainer("[", "]", items, indent: indent, level: level)
         case .dict(let d):
             if d.count == 0 { return "{}" }
-            let items = try d.pairs.map { try JinjaValue.jsonString($0.0) + ": " + $0.1.toJSON(indent: indent, level: level + 1) }
+            let items = try d.pairs.map { try JSONText.quoted($0.0) + ": " + $0.1.toJSON(indent: indent, level: level + 1) }
             return JinjaValue.jsonContainer("{", "}", items, indent: indent, level: level)
         case .undefined, .namespace, .function:
             throw JinjaError.render("Object of type \(typeName) is not JSON serializable")
@@ -200,24 +200,6 @@ indirect enum JinjaValue {
         let inner = "\n" + String(repeating: " ", count: indent * (level + 1))
         let outer = "\n" + String(repeating: " ", count: indent * level)
         return open + inner + items.joined(separator: "," + inner) + outer + close
-    }
-
-    static func jsonString(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            default:
-                if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
-            }
-        }
-        return out + "\""
     }
 }
 
