@@ -24,20 +24,6 @@ final class TokenizerTests: XCTestCase {
 
     /// Checks every case; returns how many passed.
     @discardableResult
-    func checkVectors(_ tok: Tokenizer, _ name: String, file: StaticString = #filePath, line: UInt = #line) throws -> Int {
-        let cases = try Self.loadCases(name)
-        XCTAssertEqual(cases.count, 46, file: file, line: line)
-        var passed = 0
-        for (i, c) in cases.enumerated() {
-            let got = tok.encode(c.text, addBOS: false, parseSpecial: false)
-            if got == c.ids { passed += 1 }
-            XCTAssertEqual(got, c.ids, "\(name) case \(i) \(c.text.debugDescription): expected \(c.ids) got \(got)", file: file, line: line)
-            XCTAssertEqual(tok.decode(got), c.text, "\(name) case \(i): decode does not round-trip", file: file, line: line)
-        }
-        print("\(name): \(passed)/\(cases.count) vector cases pass")
-        return passed
-    }
-
     static func gguf(_ vocab: String) throws -> GGUFFile {
         try GGUFFile(path: "\(vectors)/ggml-vocab-\(vocab).gguf")
     }
@@ -350,5 +336,22 @@ final class TokenizerTests: XCTestCase {
         print("wiki.test.raw: \(all.count) tokens in \(String(format: "%.2f", Date().timeIntervalSince(start))) s")
         XCTAssertEqual(all.count, 303_415)
         XCTAssertEqual(tok.decode(all), text)
+    }
+}
+
+extension XCTestCase {
+    /// Runs every case of a llama.cpp vector file through `tok`; returns how many passed.
+    func checkVectors(_ tok: Tokenizer, _ name: String, file: StaticString = #filePath, line: UInt = #line) throws -> Int {
+        let cases = try TokenizerTests.loadCases(name)
+        XCTAssertEqual(cases.count, 46, file: file, line: line)
+        var passed = 0
+        for (i, c) in cases.enumerated() {
+            let got = tok.encode(c.text, addBOS: false, parseSpecial: false)
+            if got == c.ids { passed += 1 }
+            XCTAssertEqual(got, c.ids, "\(name) case \(i) \(c.text.debugDescription): expected \(c.ids) got \(got)", file: file, line: line)
+            XCTAssertEqual(tok.decode(got), c.text, "\(name) case \(i): decode does not round-trip", file: file, line: line)
+        }
+        print("\(name): \(passed)/\(cases.count) vector cases pass")
+        return passed
     }
 }
