@@ -14,7 +14,10 @@ struct Bench: ParsableCommand {
         commandName: "bench", abstract: "Prompt-processing and generation throughput (llama-bench's pp/tg tests).")
 
     @Argument(help: "GGUF files or Hugging Face folders.")
-    var models: [String]
+    var models: [String] = []
+
+    @Option(help: "Also measure a random-weight model of this shape: \(SyntheticShape.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var synthetic: SyntheticShape?
 
     @Option(name: .customShort("t"), help: "Comma-separated thread counts.")
     var threads: String = "\(ThreadPool.physicalCores)"
@@ -32,7 +35,7 @@ struct Bench: ParsableCommand {
     var output: String = "md"
 
     func validate() throws {
-        guard !models.isEmpty else { throw ValidationError("name at least one model") }
+        guard !models.isEmpty || synthetic != nil else { throw ValidationError("name at least one model or --synthetic SHAPE") }
         guard threadList != nil else { throw ValidationError("-t takes positive thread counts like 1,2, got \(threads)") }
         guard prompt >= 0, generate >= 0, repetitions >= 1 else { throw ValidationError("-p and -n must be ≥ 0 and -r ≥ 1") }
         guard prompt > 0 || generate > 0 else { throw ValidationError("-p 0 and -n 0 leave nothing to measure") }
@@ -66,17 +69,22 @@ struct Bench: ParsableCommand {
             print("| model | size | params | backend | threads | test | t/s |")
             print("| --- | ---: | ---: | --- | ---: | ---: | ---: |")
         }
-        for path in models {
+        let entries = models.map { Optional($0) } + (synthetic == nil ? [] : [nil])
+        for path in entries {
             for n in threadList! {
-                let loaded = try LoadedModel.load(path: path, threads: n)
-                let m = loaded.model
+                let m: LlamaModel
+                if let path {
+                    m = try LoadedModel.load(path: path, threads: n).model
+                } else {
+                    m = try LlamaModel(source: SyntheticModelSource(shape: synthetic!), pool: ThreadPool(threads: n))
+                }
                 var tests: [(String, () throws -> Double)] = []
                 if prompt > 0 { tests.append(("pp\(prompt)", { try measurePrompt(m) })) }
                 if generate > 0 { tests.append(("tg\(generate)", { try measureGeneration(m) })) }
                 for (name, measure) in tests {
                     _ = try measure() // warm-up
                     let samples = try (0..<repetitions).map { _ in try measure() }
-                    let row = Row(model: (path as NSString).lastPathComponent, sizeBytes: m.weightBytes,
+                    let row = Row(model: path.map { ($0 as NSString).lastPathComponent } ?? "synthetic \(synthetic!.rawValue)", sizeBytes: m.weightBytes,
                                   parameters: m.config.parameterCount, threads: n, test: name, samples: samples)
                     rows.append(row)
                     if output == "md" {
@@ -117,3 +125,5 @@ struct Bench: ParsableCommand {
         return (0..<n).map { _ in Int32.random(in: 0..<Int32(vocab), using: &rng) }
     }
 }
+
+extension SyntheticShape: ExpressibleByArgument {}
