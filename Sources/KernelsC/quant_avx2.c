@@ -195,18 +195,30 @@ AVX2 void tsr_qdot_i8_avx2(const tsr_qweights *w, const int8_t *xq, const int32_
 }
 
 // ---- A8/A4 GEMV -----------------------------------------------------------------------------
-/// NR consecutive rows from r0 share every activation load.
+/// NR consecutive rows from r0 share every activation load. NB > 0 fixes the blocks per group
+/// at compile time (G = 32·NB), which lets the compiler keep every accumulator in registers.
 INLINE void gemv_i8_rows(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int r0,
-                         const int NR, const int bits) {
-    const int groups = w->cols / w->group, nb = w->group / 32, bb = tsr_q_block_bytes(bits);
+                         const int NR, const int bits, const int NB) {
+    const int groups = w->cols / w->group, nb = NB ? NB : w->group / 32, bb = tsr_q_block_bytes(bits);
     const size_t rb = tsr_q_row_bytes(bits, w->cols);
     const __m256i ones = _mm256_set1_epi16(1);
     const uint8_t *row[4];
     __m256 acc[4];
     for (int i = 0; i < NR; i++) { row[i] = w->codes + (size_t)(r0 + i) * rb; acc[i] = _mm256_setzero_ps(); }
     for (int g = 0; g < groups; g++) {
-        __m256 s[4];
-        for (int i = 0; i < NR; i++) s[i] = _mm256_set1_ps(h2f(w->scales[(size_t)(r0 + i) * groups + g]));
+        const uint16_t *sg = w->scales + (size_t)r0 * groups + g;
+        if (NB && bits != 8) {
+            // One int16 span per group (NB ≤ 8 blocks cannot overflow, see the top of the file).
+            __m256i s16[4];
+            for (int i = 0; i < NR; i++) s16[i] = _mm256_setzero_si256();
+            for (int b = g * NB; b < (g + 1) * NB; b++) {
+                __m256i x = _mm256_loadu_si256((const __m256i *)(xq + b * 32));
+                for (int i = 0; i < NR; i++) s16[i] = _mm256_add_epi16(s16[i], mul16(unpack(row[i] + (size_t)b * bb, bits), x, bits));
+            }
+            for (int i = 0; i < NR; i++)
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16[i], ones)), _mm256_set1_ps(h2f(sg[(size_t)i * groups])), acc[i]);
+            continue;
+        }
         for (int b0 = g * nb; b0 < (g + 1) * nb; b0 += SPAN(bits)) {
             int b1 = b0 + SPAN(bits) < (g + 1) * nb ? b0 + SPAN(bits) : (g + 1) * nb;
             __m256i s16[4];
@@ -216,7 +228,7 @@ INLINE void gemv_i8_rows(const tsr_qweights *w, const int8_t *xq, float dx, cons
                 for (int i = 0; i < NR; i++) s16[i] = _mm256_add_epi16(s16[i], mul16(unpack(row[i] + (size_t)b * bb, bits), x, bits));
             }
             for (int i = 0; i < NR; i++)
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16[i], ones)), s[i], acc[i]);
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16[i], ones)), _mm256_set1_ps(h2f(sg[(size_t)i * groups])), acc[i]);
         }
     }
     for (int i = 0; i < NR; i++) {
@@ -225,10 +237,20 @@ INLINE void gemv_i8_rows(const tsr_qweights *w, const int8_t *xq, float dx, cons
     }
 }
 
-INLINE void gemv_i8_body(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd, const int bits) {
+INLINE void gemv_i8_nb(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd,
+                       const int bits, const int NB) {
     int r = rowBegin;
-    for (; r + 4 <= rowEnd; r += 4) gemv_i8_rows(w, xq, dx, gsums, y, r, 4, bits);
-    for (; r < rowEnd; r++) gemv_i8_rows(w, xq, dx, gsums, y, r, 1, bits);
+    for (; r + 4 <= rowEnd; r += 4) gemv_i8_rows(w, xq, dx, gsums, y, r, 4, bits, NB);
+    for (; r < rowEnd; r++) gemv_i8_rows(w, xq, dx, gsums, y, r, 1, bits, NB);
+}
+
+INLINE void gemv_i8_body(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd, const int bits) {
+    switch (w->group) {
+    case 32: gemv_i8_nb(w, xq, dx, gsums, y, rowBegin, rowEnd, bits, 1); break;
+    case 64: gemv_i8_nb(w, xq, dx, gsums, y, rowBegin, rowEnd, bits, 2); break;
+    case 128: gemv_i8_nb(w, xq, dx, gsums, y, rowBegin, rowEnd, bits, 4); break;
+    default: gemv_i8_nb(w, xq, dx, gsums, y, rowBegin, rowEnd, bits, 0); break;
+    }
 }
 
 AVX2 void tsr_qgemv_i8_avx2(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd) {
@@ -272,7 +294,78 @@ INLINE void gemv_f32_body(const tsr_qweights *w, const float *x, const float *xs
     for (; r < rowEnd; r++) gemv_f32_rows(w, x, xsums, y, r, 1, bits);
 }
 
+// B = 2 and 4 without byte shuffles: each 32-bit broadcast of 4 code bytes is shifted per lane
+// (vpsrlvd) so that every lane holds one code, ready for cvtdq2ps. The lanes then hold codes in
+// a fixed permuted order, so x is permuted the same way once per call (xperm below).
+
+/// Position in the block of the value in permuted slot i (0..31).
+static int xperm(int bits, int i) {
+    if (bits == 4) { int j = 4 * (i / 8), l = i % 8; return l < 4 ? j + l : j + 16 + (l - 4); }
+    int j = 4 * (i / 16), h = (i / 8) % 2, l = i % 8; // bits == 2
+    return l < 4 ? j + 16 * h + l : j + 8 + 16 * h + (l - 4);
+}
+
+INLINE void gemv_f32_shift_rows(const tsr_qweights *w, const float *xp, const float *xsums, float *y, int r0, const int NR, const int bits) {
+    const int groups = w->cols / w->group, nb = w->group / 32, bb = tsr_q_block_bytes(bits);
+    const size_t rb = tsr_q_row_bytes(bits, w->cols);
+    const __m256i mask = _mm256_set1_epi32(bits == 4 ? 15 : 3);
+    const __m256i sh0 = bits == 4 ? _mm256_setr_epi32(0, 8, 16, 24, 4, 12, 20, 28) : _mm256_setr_epi32(0, 8, 16, 24, 2, 10, 18, 26);
+    const __m256i sh1 = _mm256_setr_epi32(4, 12, 20, 28, 6, 14, 22, 30); // bits == 2 only
+    const uint8_t *row[4];
+    __m256 acc[4];
+    for (int i = 0; i < NR; i++) { row[i] = w->codes + (size_t)(r0 + i) * rb; acc[i] = _mm256_setzero_ps(); }
+    for (int g = 0; g < groups; g++) {
+        __m256 d0[4], d1[4];
+        for (int i = 0; i < NR; i++) { d0[i] = _mm256_setzero_ps(); d1[i] = _mm256_setzero_ps(); }
+        for (int b = g * nb; b < (g + 1) * nb; b++) {
+            const float *xb = xp + b * 32;
+            for (int j = 0; j < 4; j += 2) {
+                __m256 x0 = _mm256_loadu_ps(xb + 8 * j), x1 = _mm256_loadu_ps(xb + 8 * j + 8);
+                for (int i = 0; i < NR; i++) {
+                    const uint8_t *p = row[i] + (size_t)b * bb;
+                    __m256i c0, c1;
+                    if (bits == 4) {
+                        c0 = _mm256_set1_epi32(*(const int32_t *)(const void *)(p + 4 * j));
+                        c1 = _mm256_srlv_epi32(_mm256_set1_epi32(*(const int32_t *)(const void *)(p + 4 * j + 4)), sh0);
+                        c0 = _mm256_srlv_epi32(c0, sh0);
+                    } else {
+                        __m256i d = _mm256_set1_epi32(*(const int32_t *)(const void *)(p + 2 * j));
+                        c0 = _mm256_srlv_epi32(d, sh0);
+                        c1 = _mm256_srlv_epi32(d, sh1);
+                    }
+                    d0[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(c0, mask)), x0, d0[i]);
+                    d1[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(c1, mask)), x1, d1[i]);
+                }
+            }
+        }
+        for (int i = 0; i < NR; i++)
+            acc[i] = _mm256_fmadd_ps(_mm256_add_ps(d0[i], d1[i]), _mm256_set1_ps(h2f(w->scales[(size_t)(r0 + i) * groups + g])), acc[i]);
+    }
+    for (int i = 0; i < NR; i++)
+        y[r0 + i] = hsum_ps(acc[i]) + offset_term_f(w->offsets + (size_t)(r0 + i) * groups, xsums, groups);
+}
+
+AVX2 static void gemv_f32_shift(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd, float *xp) {
+    int perm[32];
+    for (int i = 0; i < 32; i++) perm[i] = xperm(w->bits, i);
+    for (int b = 0; b < w->cols / 32; b++)
+        for (int i = 0; i < 32; i++) xp[b * 32 + i] = x[b * 32 + perm[i]];
+    int r = rowBegin;
+    if (w->bits == 4) {
+        for (; r + 4 <= rowEnd; r += 4) gemv_f32_shift_rows(w, xp, xsums, y, r, 4, 4);
+        for (; r < rowEnd; r++) gemv_f32_shift_rows(w, xp, xsums, y, r, 1, 4);
+    } else {
+        for (; r + 4 <= rowEnd; r += 4) gemv_f32_shift_rows(w, xp, xsums, y, r, 4, 2);
+        for (; r < rowEnd; r++) gemv_f32_shift_rows(w, xp, xsums, y, r, 1, 2);
+    }
+}
+
 AVX2 void tsr_qgemv_f32_avx2(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd) {
+    if ((w->bits == 2 || w->bits == 4) && w->cols <= 8192) {
+        float xp[8192] __attribute__((aligned(64)));
+        gemv_f32_shift(w, x, xsums, y, rowBegin, rowEnd, xp);
+        return;
+    }
 #define CALL(B) gemv_f32_body(w, x, xsums, y, rowBegin, rowEnd, B)
     BY_BITS(CALL, w->bits)
 #undef CALL
