@@ -30,8 +30,8 @@ public final class QuantizedLinear: LinearWeights {
     public let weights: PackedWeights
     public var activation: ActivationMode
     public var a16Prefill: A16Prefill = .dequantizeAndSgemm
-    /// Rows per dequantized panel for `.dequantizeAndSgemm`.
-    public var panelRows = 128
+    /// Rows per dequantized panel for `.dequantizeAndSgemm`; 0 picks ~512 KB panels (16…256 rows).
+    public var panelRows = 0
 
     public var inFeatures: Int { weights.cols }
     public var outFeatures: Int { weights.rows }
@@ -113,7 +113,8 @@ public final class QuantizedLinear: LinearWeights {
     /// them with sgemm: Y[:, panel] = X · panelᵀ.
     private func prefillBySgemm(_ w: UnsafePointer<tsr_qweights>, _ x: UnsafePointer<Float>, T: Int,
                                 _ y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        let cols = weights.cols, rows = weights.rows, P = panelRows
+        let cols = weights.cols, rows = weights.rows
+        let P = panelRows > 0 ? panelRows : min(256, max(16, (131_072 / cols) / 16 * 16))
         while panels.count < pool.threads { panels.append(FloatBuffer(count: P * cols)) }
         if panels[0].count < P * cols { panels = (0..<pool.threads).map { _ in FloatBuffer(count: P * cols) } }
         let panels = self.panels
