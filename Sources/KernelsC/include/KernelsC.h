@@ -50,4 +50,7 @@ void tsr_axpy_f32(float a, const float *x, float *y, int n);
 #ifdef __cplusplus
 }
 #endif
+
+// Group-quantized low-bit weights (layout, GEMV, GEMM).
+#include "KernelsQuant.h"
 #endif

@@ -1,0 +1,134 @@
+import KernelsC
+
+/// How activations meet the quantized weights.
+public enum ActivationMode: Sendable, CaseIterable {
+    /// fp32 activations.
+    case a16
+    /// Dynamic per-token symmetric INT8 (dx = max|x|/127), integer dot products.
+    case a8
+    /// Dynamic per-token symmetric INT4 (dx = max|x|/7), codes stored as int8.
+    case a4
+
+    /// Largest code magnitude (0 for fp32).
+    public var levels: Int32 {
+        switch self {
+        case .a16: return 0
+        case .a8: return 127
+        case .a4: return 7
+        }
+    }
+}
+
+/// A linear layer over group-quantized weights. Decode (T = 1) runs the GEMV, prefill (T > 1)
+/// the GEMM; weight rows are split across the pool. The quantized-activation scratch is kept
+/// and grown to the largest T seen, so `forward` must not run concurrently on one instance.
+public final class QuantizedLinear: LinearWeights {
+    /// The A16 prefill method: the fused 4-token kernel, or dequantize a panel of rows to fp32
+    /// and multiply with OpenBLAS sgemm.
+    public enum A16Prefill: Sendable { case fused, dequantizeAndSgemm }
+
+    public let weights: PackedWeights
+    public var activation: ActivationMode
+    public var a16Prefill: A16Prefill = .dequantizeAndSgemm
+    /// Rows per dequantized panel for `.dequantizeAndSgemm`; 0 picks ~512 KB panels (16…256 rows).
+    public var panelRows = 0
+
+    public var inFeatures: Int { weights.cols }
+    public var outFeatures: Int { weights.rows }
+    public var byteCount: Int { weights.byteCount }
+
+    private var capacityT = 0
+    private var xq: UnsafeMutablePointer<Int8>?
+    private var isums: UnsafeMutablePointer<Int32>?
+    private var dx: UnsafeMutablePointer<Float>?
+    private var fsums: UnsafeMutablePointer<Float>?
+    private var panels: [FloatBuffer] = []
+
+    public init(weights: PackedWeights, activation: ActivationMode = .a16) {
+        self.weights = weights
+        self.activation = activation
+    }
+
+    deinit { freeScratch() }
+
+    private func freeScratch() {
+        for p in [xq.map(UnsafeMutableRawPointer.init), isums.map(UnsafeMutableRawPointer.init),
+                  dx.map(UnsafeMutableRawPointer.init), fsums.map(UnsafeMutableRawPointer.init)] {
+            p?.deallocate()
+        }
+    }
+
+    private func reserve(tokens T: Int) {
+        if T <= capacityT { return }
+        freeScratch()
+        let cols = weights.cols, groups = weights.groupsPerRow
+        func alloc<E>(_ n: Int, _: E.Type) -> UnsafeMutablePointer<E> {
+            UnsafeMutableRawPointer.allocate(byteCount: max(n, 1) * MemoryLayout<E>.stride, alignment: 64)
+                .bindMemory(to: E.self, capacity: max(n, 1))
+        }
+        xq = alloc(T * cols, Int8.self)
+        isums = alloc(T * groups, Int32.self)
+        dx = alloc(T, Float.self)
+        fsums = alloc(T * groups, Float.self)
+        capacityT = T
+    }
+
+    public func forward(_ x: UnsafePointer<Float>, tokens T: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        guard T > 0 else { return }
+        reserve(tokens: T)
+        let cols = weights.cols, rows = weights.rows, groups = weights.groupsPerRow, G = weights.group
+        let xq = self.xq!, isums = self.isums!, dx = self.dx!, fsums = self.fsums!
+        weights.withView { w in
+            switch activation {
+            case .a16:
+                if T > 1 && a16Prefill == .dequantizeAndSgemm {
+                    prefillBySgemm(w, x, T: T, y, pool: pool)
+                    return
+                }
+                for t in 0..<T { tsr_group_sums_f32(x + t * cols, Int32(cols), Int32(G), fsums + t * groups) }
+                pool.parallelFor(rows, multiple: 16) { r in
+                    if T == 1 {
+                        tsr_qgemv_f32(w, x, fsums, y, Int32(r.lowerBound), Int32(r.upperBound))
+                    } else {
+                        tsr_qgemm_f32(w, Int32(T), x, fsums, y, Int32(rows), Int32(r.lowerBound), Int32(r.upperBound))
+                    }
+                }
+            case .a8, .a4:
+                let levels = activation.levels
+                for t in 0..<T {
+                    dx[t] = tsr_quantize_act(x + t * cols, Int32(cols), Int32(G), levels, xq + t * cols, isums + t * groups)
+                }
+                pool.parallelFor(rows, multiple: 16) { r in
+                    if T == 1 {
+                        tsr_qgemv_i8(w, xq, dx[0], isums, y, Int32(r.lowerBound), Int32(r.upperBound))
+                    } else {
+                        tsr_qgemm_i8(w, Int32(T), xq, dx, isums, y, Int32(rows), Int32(r.lowerBound), Int32(r.upperBound))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each worker dequantizes panels of its rows into its own fp32 buffer and multiplies
+    /// them with sgemm: Y[:, panel] = X · panelᵀ.
+    private func prefillBySgemm(_ w: UnsafePointer<tsr_qweights>, _ x: UnsafePointer<Float>, T: Int,
+                                _ y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        let cols = weights.cols, rows = weights.rows
+        let P = panelRows > 0 ? panelRows : min(256, max(16, (131_072 / cols) / 16 * 16))
+        while panels.count < pool.threads { panels.append(FloatBuffer(count: P * cols)) }
+        if panels[0].count < P * cols { panels = (0..<pool.threads).map { _ in FloatBuffer(count: P * cols) } }
+        let panels = self.panels
+        pool.run { index, count in
+            let range = ThreadPool.chunk(rows, index: index, count: count, multiple: 16)
+            let panel = panels[index].pointer
+            var r0 = range.lowerBound
+            while r0 < range.upperBound {
+                let n = min(P, range.upperBound - r0)
+                tsr_q_dequantize(w, panel, Int32(r0), Int32(r0 + n))
+                Matmul.sgemm(transA: false, transB: true, M: T, N: n, K: cols, A: x, lda: cols,
+                             B: panel, ldb: cols, C: y + r0, ldc: rows)
+                r0 += n
+            }
+        }
+    }
+}

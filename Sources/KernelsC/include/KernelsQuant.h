@@ -1,0 +1,99 @@
+// Uniform asymmetric group-quantized weights: layout, activation quantizers, GEMV and GEMM.
+//
+// ==== Layout ==================================================================================
+// W is [rows, cols] row-major, dequantized as  w = q·s + m  with an unsigned code q in
+// [0, 2^B − 1] and one fp16 scale s and one fp16 offset m per (row, group).
+//   * cols % 32 == 0. Groups are G consecutive weights of a row; G % 32 == 0 and G divides cols
+//     (G = cols is a row-wide group).
+//   * codes: row r starts at codes + r·rowBytes, rowBytes = (cols / 32)·blockBytes(B); the row is
+//     a sequence of blocks of 32 consecutive weights q[0..31]:
+//       B = 8: 32 bytes, byte j = q[j]
+//       B = 4: 16 bytes, byte j = q[j] | q[j+16] << 4                              (j < 16)
+//              (ggml's Q4_0/Q4_1 nibble order: their 16 code bytes copy unchanged)
+//       B = 2:  8 bytes, byte j = q[j] | q[j+8] << 2 | q[j+16] << 4 | q[j+24] << 6   (j < 8)
+//       B = 3: 12 bytes: bytes 0..7 = the B = 2 layout of (q & 3); bytes 8..11 = a little-endian
+//              uint32 whose bit j is bit 2 of q[j]
+//     blockBytes: B2 8, B3 12, B4 16, B8 32. The codes buffer starts 64-byte aligned; rows are
+//     not padded (rowBytes need not be a multiple of 64).
+//   * scales, offsets: two separate fp16 (IEEE binary16) arrays [rows, cols / G], row-major.
+// Bits per weight = B + 32 / G (two fp16 per group).
+//
+// ==== Activations =============================================================================
+//   A16: fp32 x. Kernels take the per-group sums Σx (tsr_group_sums_f32) and fold the offsets:
+//        y[r] = Σ_g ( s_g·Σ_{i∈g} q_i·x_i + m_g·Σ_{i∈g} x_i ).
+//   A8 / A4: per token, dx = max|x| / L (L = 127 or 7), xq = rint(x·(1/dx)) clamped to [−L, L],
+//        stored as int8 either way; per-group code sums Σxq (int32). Integer dot products are
+//        exact int32 per group:  y[r] = dx · Σ_g ( s_g·Σ q_i·xq_i + m_g·Σ xq_i ).
+//
+// Every function taking [rowBegin, rowEnd) writes only y[rowBegin..<rowEnd] (GEMM: the same
+// columns of each token row of Y), so callers split rows over threads. Every SIMD entry point
+// has a scalar `_ref` twin; the plain names dispatch on tsr_cpu_features().
+#ifndef TESSERA_KERNELS_QUANT_H
+#define TESSERA_KERNELS_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// A view of packed weights (see the layout above). Not owning.
+typedef struct tsr_qweights {
+    const uint8_t *codes;
+    const uint16_t *scales;   // fp16 [rows, cols / group]
+    const uint16_t *offsets;  // fp16 [rows, cols / group]
+    int rows, cols, bits, group;
+} tsr_qweights;
+
+/// Bytes of one 32-weight block for `bits` (0 for an unsupported width).
+int tsr_q_block_bytes(int bits);
+/// Bytes of one packed row of `cols` weights.
+size_t tsr_q_row_bytes(int bits, int cols);
+/// Packs rows×cols codes (one byte each, values < 2^bits) into the layout above.
+void tsr_q_pack(const uint8_t *q, int bits, int rows, int cols, uint8_t *dst);
+/// Unpacks one packed row back to one code per byte.
+void tsr_q_unpack_row(const uint8_t *row, int bits, int cols, uint8_t *q);
+
+/// dst[(r − rowBegin)·cols + k] = q·s + m (fp32) for rows [rowBegin, rowEnd).
+void tsr_q_dequantize(const tsr_qweights *w, float *dst, int rowBegin, int rowEnd);
+void tsr_q_dequantize_ref(const tsr_qweights *w, float *dst, int rowBegin, int rowEnd);
+
+/// sums[g] = Σ x[g·group ..< (g+1)·group] in fp32 (n % group == 0).
+void tsr_group_sums_f32(const float *x, int n, int group, float *sums);
+
+/// Quantizes n activations (n % group == 0) to symmetric codes in [−levels, levels]
+/// (levels 127: A8, 7: A4), writes per-group code sums, returns dx (0 for an all-zero row).
+/// The SIMD and reference paths produce identical bytes.
+float tsr_quantize_act(const float *x, int n, int group, int levels, int8_t *xq, int32_t *gsums);
+float tsr_quantize_act_ref(const float *x, int n, int group, int levels, int8_t *xq, int32_t *gsums);
+
+/// The integer part of the A8/A4 kernels: out[(r − rowBegin)·groups + g] = Σ_{i∈g} q_i·xq_i.
+/// `gsums` are the group sums from tsr_quantize_act (the 8-bit path uses them).
+void tsr_qdot_i8(const tsr_qweights *w, const int8_t *xq, const int32_t *gsums, int32_t *out, int rowBegin, int rowEnd);
+void tsr_qdot_i8_ref(const tsr_qweights *w, const int8_t *xq, const int32_t *gsums, int32_t *out, int rowBegin, int rowEnd);
+
+/// A16 GEMV: y[r] = Σ_k (q·s + m)·x[k]; `xsums` from tsr_group_sums_f32 (the reference
+/// ignores them and computes the plain dot product of dequantized weights).
+void tsr_qgemv_f32(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd);
+void tsr_qgemv_f32_ref(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd);
+
+/// A8/A4 GEMV: y[r] = dx · Σ_g (s_g·Σ q·xq + m_g·gsums[g]).
+void tsr_qgemv_i8(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd);
+void tsr_qgemv_i8_ref(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd);
+
+/// A16 GEMM over T tokens: Y[t·ldy + r] for X [T, cols], xsums [T, groups]. The SIMD path reads
+/// each weight block once per 4 tokens.
+void tsr_qgemm_f32(const tsr_qweights *w, int T, const float *X, const float *xsums, float *Y, int ldy, int rowBegin, int rowEnd);
+void tsr_qgemm_f32_ref(const tsr_qweights *w, int T, const float *X, const float *xsums, float *Y, int ldy, int rowBegin, int rowEnd);
+
+/// A8/A4 GEMM over T tokens: Xq [T, cols], dx [T], gsums [T, groups]; Y as above.
+void tsr_qgemm_i8(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const int32_t *gsums,
+                  float *Y, int ldy, int rowBegin, int rowEnd);
+void tsr_qgemm_i8_ref(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const int32_t *gsums,
+                      float *Y, int ldy, int rowBegin, int rowEnd);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,472 @@
+// AVX2 + FMA (+ F16C) paths for group-quantized weights; scalar twins live in quant_ref.c.
+// Every function is compiled for AVX2 through target attributes only (no global -march), and
+// reached only through the dispatchers in quant_ref.c after tsr_cpu_features() said yes.
+//
+// Building blocks:
+//   unpack(p, bits)  32 codes of one block → one __m256i, byte k = q[k] (unsigned).
+//   mul16(q, x)      maddubs: 16 int16 sums of adjacent u8·s8 products. For B ≤ 4 the pair
+//                    sums are ≤ 2·15·127 = 3810, so up to 8 blocks add up in int16 before one
+//                    madd_epi16 widens them to int32. For B = 8 (q up to 255 would overflow
+//                    int16) the codes are used as q − 128 with the sign trick
+//                    |q−128| · sign(x, q−128), and the missing 128·Σx is added back from the
+//                    activation group sums (folded into the offset: m + 128·s).
+#if defined(__x86_64__)
+#include "quant_internal.h"
+#include <immintrin.h>
+#include <string.h>
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+
+INLINE float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+INLINE float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+INLINE int32_t hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+INLINE __m256i unpack(const uint8_t *p, const int bits) {
+    if (bits == 8) return _mm256_loadu_si256((const __m256i *)p);
+    if (bits == 4) {
+        __m128i b = _mm_loadu_si128((const __m128i *)p);
+        __m256i v = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
+        return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+    }
+    uint64_t lo;
+    memcpy(&lo, p, 8);
+    // 64-bit lane i holds the 8 bytes shifted right by 2i: byte j of lane i = q[8i + j].
+    __m256i v = _mm256_srlv_epi64(_mm256_set1_epi64x((long long)lo), _mm256_set_epi64x(6, 4, 2, 0));
+    v = _mm256_and_si256(v, _mm256_set1_epi8(3));
+    if (bits == 2) return v;
+    uint32_t hi;
+    memcpy(&hi, p + 8, 4);
+    // Byte k takes byte k/8 of the plane, then tests bit k%8.
+    __m256i h = _mm256_shuffle_epi8(_mm256_set1_epi32((int)hi),
+                                    _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL, 0x0101010101010101LL, 0));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    h = _mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit);
+    return _mm256_or_si256(v, _mm256_and_si256(h, _mm256_set1_epi8(4)));
+}
+
+INLINE __m256i mul16(__m256i q, __m256i x, const int bits) {
+    if (bits == 8) {
+        __m256i ws = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
+        return _mm256_maddubs_epi16(_mm256_abs_epi8(ws), _mm256_sign_epi8(x, ws));
+    }
+    return _mm256_maddubs_epi16(q, x);
+}
+
+/// Blocks whose int16 products may be summed before widening.
+#define SPAN(bits) ((bits) == 8 ? 1 : 8)
+
+/// The 8 fp32 values q[8i..8i+7] of an unpacked block, i = 0..3.
+INLINE void to_float(__m256i q, __m256 f[4]) {
+    __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    f[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+    f[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+    f[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+    f[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+}
+
+/// Σ_g m'_g · sums[g] with m' = m (+ 128·s for 8-bit codes): the offset term of one row.
+INLINE float offset_term_i(const uint16_t *m, const uint16_t *s, const int32_t *sums, int groups, const int bits) {
+    __m256 a = _mm256_setzero_ps();
+    int g = 0;
+    for (; g + 8 <= groups; g += 8) {
+        __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(m + g)));
+        if (bits == 8) mv = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + g))), _mm256_set1_ps(128.0f), mv);
+        a = _mm256_fmadd_ps(mv, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(sums + g))), a);
+    }
+    float r = hsum_ps(a);
+    for (; g < groups; g++) {
+        float mv = h2f(m[g]);
+        if (bits == 8) mv += 128.0f * h2f(s[g]);
+        r += mv * (float)sums[g];
+    }
+    return r;
+}
+
+INLINE float offset_term_f(const uint16_t *m, const float *sums, int groups) {
+    __m256 a = _mm256_setzero_ps();
+    int g = 0;
+    for (; g + 8 <= groups; g += 8)
+        a = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(m + g))), _mm256_loadu_ps(sums + g), a);
+    float r = hsum_ps(a);
+    for (; g < groups; g++) r += h2f(m[g]) * sums[g];
+    return r;
+}
+
+// ---- activation quantizer -------------------------------------------------------------------
+AVX2 float tsr_quantize_act_avx2(const float *x, int n, int group, int levels, int8_t *xq, int32_t *gsums) {
+    const __m256 signBit = _mm256_set1_ps(-0.0f);
+    __m256 mx = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(signBit, _mm256_loadu_ps(x + i)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float amax = _mm_cvtss_f32(m4);
+    for (; i < n; i++) { float a = x[i] < 0 ? -x[i] : x[i]; if (a > amax) amax = a; }
+    float dx = amax / (float)levels;
+    float id = dx != 0 ? 1.0f / dx : 0.0f;
+    const __m256 idv = _mm256_set1_ps(id), hiv = _mm256_set1_ps((float)levels), lov = _mm256_set1_ps((float)-levels);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int g = 0; g < n / group; g++) {
+        __m256i sum = _mm256_setzero_si256();
+        for (int k = g * group; k < (g + 1) * group; k += 32) {
+            __m256i v[4];
+            for (int j = 0; j < 4; j++) {
+                __m256 f = _mm256_mul_ps(_mm256_loadu_ps(x + k + 8 * j), idv);
+                f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                f = _mm256_min_ps(_mm256_max_ps(f, lov), hiv);
+                v[j] = _mm256_cvtps_epi32(f);
+                sum = _mm256_add_epi32(sum, v[j]);
+            }
+            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+            _mm256_storeu_si256((__m256i *)(xq + k), _mm256_permutevar8x32_epi32(p, perm));
+        }
+        gsums[g] = hsum_epi32(sum);
+    }
+    return dx;
+}
+
+// ---- dequantization -------------------------------------------------------------------------
+INLINE void dequant_body(const tsr_qweights *w, float *dst, int rowBegin, int rowEnd, const int bits) {
+    const int groups = w->cols / w->group, nb = w->group / 32, bb = tsr_q_block_bytes(bits);
+    const size_t rb = tsr_q_row_bytes(bits, w->cols);
+    for (int r = rowBegin; r < rowEnd; r++) {
+        const uint8_t *row = w->codes + (size_t)r * rb;
+        float *out = dst + (size_t)(r - rowBegin) * w->cols;
+        for (int g = 0; g < groups; g++) {
+            __m256 s = _mm256_set1_ps(h2f(w->scales[(size_t)r * groups + g]));
+            __m256 m = _mm256_set1_ps(h2f(w->offsets[(size_t)r * groups + g]));
+            for (int b = g * nb; b < (g + 1) * nb; b++) {
+                __m256 f[4];
+                to_float(unpack(row + (size_t)b * bb, bits), f);
+                for (int j = 0; j < 4; j++) _mm256_storeu_ps(out + b * 32 + 8 * j, _mm256_fmadd_ps(f[j], s, m));
+            }
+        }
+    }
+}
+
+#define BY_BITS(call, bitsExpr) \
+    switch (bitsExpr) { case 2: call(2); break; case 3: call(3); break; case 4: call(4); break; case 8: call(8); break; }
+
+AVX2 void tsr_q_dequantize_avx2(const tsr_qweights *w, float *dst, int rowBegin, int rowEnd) {
+#define CALL(B) dequant_body(w, dst, rowBegin, rowEnd, B)
+    BY_BITS(CALL, w->bits)
+#undef CALL
+}
+
+// ---- integer part (exact) -------------------------------------------------------------------
+INLINE void qdot_body(const tsr_qweights *w, const int8_t *xq, const int32_t *gsums, int32_t *out, int rowBegin, int rowEnd, const int bits) {
+    const int groups = w->cols / w->group, nb = w->group / 32, bb = tsr_q_block_bytes(bits);
+    const size_t rb = tsr_q_row_bytes(bits, w->cols);
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int r = rowBegin; r < rowEnd; r++) {
+        const uint8_t *row = w->codes + (size_t)r * rb;
+        for (int g = 0; g < groups; g++) {
+            __m256i isum = _mm256_setzero_si256();
+            for (int b0 = g * nb; b0 < (g + 1) * nb; b0 += SPAN(bits)) {
+                int b1 = b0 + SPAN(bits) < (g + 1) * nb ? b0 + SPAN(bits) : (g + 1) * nb;
+                __m256i s16 = _mm256_setzero_si256();
+                for (int b = b0; b < b1; b++)
+                    s16 = _mm256_add_epi16(s16, mul16(unpack(row + (size_t)b * bb, bits), _mm256_loadu_si256((const __m256i *)(xq + b * 32)), bits));
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s16, ones));
+            }
+            out[(size_t)(r - rowBegin) * groups + g] = hsum_epi32(isum) + (bits == 8 ? 128 * gsums[g] : 0);
+        }
+    }
+}
+
+AVX2 void tsr_qdot_i8_avx2(const tsr_qweights *w, const int8_t *xq, const int32_t *gsums, int32_t *out, int rowBegin, int rowEnd) {
+#define CALL(B) qdot_body(w, xq, gsums, out, rowBegin, rowEnd, B)
+    BY_BITS(CALL, w->bits)
+#undef CALL
+}
+
+// ---- A8/A4 GEMV -----------------------------------------------------------------------------
+/// NR consecutive rows from r0 share every activation load. NB > 0 fixes the blocks per group
+/// at compile time (G = 32·NB), which lets the compiler keep every accumulator in registers.
+INLINE void gemv_i8_rows(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int r0,
+                         const int NR, const int bits, const int NB) {
+    const int groups = w->cols / w->group, nb = NB ? NB : w->group / 32, bb = tsr_q_block_bytes(bits);
+    const size_t rb = tsr_q_row_bytes(bits, w->cols);
+    const __m256i ones = _mm256_set1_epi16(1);
+    const uint8_t *row[4];
+    __m256 acc[4];
+    for (int i = 0; i < NR; i++) { row[i] = w->codes + (size_t)(r0 + i) * rb; acc[i] = _mm256_setzero_ps(); }
+    for (int g = 0; g < groups; g++) {
+        const uint16_t *sg = w->scales + (size_t)r0 * groups + g;
+        if (NB && bits != 8) {
+            // One int16 span per group (NB ≤ 8 blocks cannot overflow, see the top of the file).
+            __m256i s16[4];
+            for (int i = 0; i < NR; i++) s16[i] = _mm256_setzero_si256();
+            for (int b = g * NB; b < (g + 1) * NB; b++) {
+                __m256i x = _mm256_loadu_si256((const __m256i *)(xq + b * 32));
+                for (int i = 0; i < NR; i++) s16[i] = _mm256_add_epi16(s16[i], mul16(unpack(row[i] + (size_t)b * bb, bits), x, bits));
+            }
+            for (int i = 0; i < NR; i++)
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16[i], ones)), _mm256_set1_ps(h2f(sg[(size_t)i * groups])), acc[i]);
+            continue;
+        }
+        for (int b0 = g * nb; b0 < (g + 1) * nb; b0 += SPAN(bits)) {
+            int b1 = b0 + SPAN(bits) < (g + 1) * nb ? b0 + SPAN(bits) : (g + 1) * nb;
+            __m256i s16[4];
+            for (int i = 0; i < NR; i++) s16[i] = _mm256_setzero_si256();
+            for (int b = b0; b < b1; b++) {
+                __m256i x = _mm256_loadu_si256((const __m256i *)(xq + b * 32));
+                for (int i = 0; i < NR; i++) s16[i] = _mm256_add_epi16(s16[i], mul16(unpack(row[i] + (size_t)b * bb, bits), x, bits));
+            }
+            for (int i = 0; i < NR; i++)
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16[i], ones)), _mm256_set1_ps(h2f(sg[(size_t)i * groups])), acc[i]);
+        }
+    }
+    for (int i = 0; i < NR; i++) {
+        size_t o = (size_t)(r0 + i) * groups;
+        y[r0 + i] = dx * (hsum_ps(acc[i]) + offset_term_i(w->offsets + o, w->scales + o, gsums, groups, bits));
+    }
+}
+
+INLINE void gemv_i8_nb(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd,
+                       const int bits, const int NB) {
+    int r = rowBegin;
+    for (; r + 4 <= rowEnd; r += 4) gemv_i8_rows(w, xq, dx, gsums, y, r, 4, bits, NB);
+    for (; r < rowEnd; r++) gemv_i8_rows(w, xq, dx, gsums, y, r, 1, bits, NB);
+}
+
+INLINE void gemv_i8_body(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd, const int bits) {
+    switch (w->group) {
+    case 32: gemv_i8_nb(w, xq, dx, gsums, y, rowBegin, rowEnd, bits, 1); break;
+    case 64: gemv_i8_nb(w, xq, dx, gsums, y, rowBegin, rowEnd, bits, 2); break;
+    case 128: gemv_i8_nb(w, xq, dx, gsums, y, rowBegin, rowEnd, bits, 4); break;
+    default: gemv_i8_nb(w, xq, dx, gsums, y, rowBegin, rowEnd, bits, 0); break;
+    }
+}
+
+AVX2 void tsr_qgemv_i8_avx2(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd) {
+#define CALL(B) gemv_i8_body(w, xq, dx, gsums, y, rowBegin, rowEnd, B)
+    BY_BITS(CALL, w->bits)
+#undef CALL
+}
+
+// ---- A16 GEMV -------------------------------------------------------------------------------
+INLINE void gemv_f32_rows(const tsr_qweights *w, const float *x, const float *xsums, float *y, int r0, const int NR, const int bits) {
+    const int groups = w->cols / w->group, nb = w->group / 32, bb = tsr_q_block_bytes(bits);
+    const size_t rb = tsr_q_row_bytes(bits, w->cols);
+    const uint8_t *row[4];
+    __m256 acc[4];
+    for (int i = 0; i < NR; i++) { row[i] = w->codes + (size_t)(r0 + i) * rb; acc[i] = _mm256_setzero_ps(); }
+    for (int g = 0; g < groups; g++) {
+        __m256 d0[4], d1[4];
+        for (int i = 0; i < NR; i++) { d0[i] = _mm256_setzero_ps(); d1[i] = _mm256_setzero_ps(); }
+        for (int b = g * nb; b < (g + 1) * nb; b++) {
+            const float *xb = x + b * 32;
+            __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8), x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
+            for (int i = 0; i < NR; i++) {
+                __m256 f[4];
+                to_float(unpack(row[i] + (size_t)b * bb, bits), f);
+                d0[i] = _mm256_fmadd_ps(f[0], x0, d0[i]);
+                d1[i] = _mm256_fmadd_ps(f[1], x1, d1[i]);
+                d0[i] = _mm256_fmadd_ps(f[2], x2, d0[i]);
+                d1[i] = _mm256_fmadd_ps(f[3], x3, d1[i]);
+            }
+        }
+        for (int i = 0; i < NR; i++)
+            acc[i] = _mm256_fmadd_ps(_mm256_add_ps(d0[i], d1[i]), _mm256_set1_ps(h2f(w->scales[(size_t)(r0 + i) * groups + g])), acc[i]);
+    }
+    for (int i = 0; i < NR; i++)
+        y[r0 + i] = hsum_ps(acc[i]) + offset_term_f(w->offsets + (size_t)(r0 + i) * groups, xsums, groups);
+}
+
+INLINE void gemv_f32_body(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd, const int bits) {
+    int r = rowBegin;
+    for (; r + 2 <= rowEnd; r += 2) gemv_f32_rows(w, x, xsums, y, r, 2, bits);
+    for (; r < rowEnd; r++) gemv_f32_rows(w, x, xsums, y, r, 1, bits);
+}
+
+// B = 2 and 4 without byte shuffles: each 32-bit broadcast of 4 code bytes is shifted per lane
+// (vpsrlvd) so that every lane holds one code, ready for cvtdq2ps. The lanes then hold codes in
+// a fixed permuted order, so x is permuted the same way once per call (xperm below).
+
+/// Position in the block of the value in permuted slot i (0..31).
+static int xperm(int bits, int i) {
+    if (bits == 4) { int j = 4 * (i / 8), l = i % 8; return l < 4 ? j + l : j + 16 + (l - 4); }
+    int j = 4 * (i / 16), h = (i / 8) % 2, l = i % 8; // bits == 2
+    return l < 4 ? j + 16 * h + l : j + 8 + 16 * h + (l - 4);
+}
+
+INLINE void gemv_f32_shift_rows(const tsr_qweights *w, const float *xp, const float *xsums, float *y, int r0, const int NR, const int bits) {
+    const int groups = w->cols / w->group, nb = w->group / 32, bb = tsr_q_block_bytes(bits);
+    const size_t rb = tsr_q_row_bytes(bits, w->cols);
+    const __m256i mask = _mm256_set1_epi32(bits == 4 ? 15 : 3);
+    const __m256i sh0 = bits == 4 ? _mm256_setr_epi32(0, 8, 16, 24, 4, 12, 20, 28) : _mm256_setr_epi32(0, 8, 16, 24, 2, 10, 18, 26);
+    const __m256i sh1 = _mm256_setr_epi32(4, 12, 20, 28, 6, 14, 22, 30); // bits == 2 only
+    const uint8_t *row[4];
+    __m256 acc[4];
+    for (int i = 0; i < NR; i++) { row[i] = w->codes + (size_t)(r0 + i) * rb; acc[i] = _mm256_setzero_ps(); }
+    for (int g = 0; g < groups; g++) {
+        __m256 d0[4], d1[4];
+        for (int i = 0; i < NR; i++) { d0[i] = _mm256_setzero_ps(); d1[i] = _mm256_setzero_ps(); }
+        for (int b = g * nb; b < (g + 1) * nb; b++) {
+            const float *xb = xp + b * 32;
+            for (int j = 0; j < 4; j += 2) {
+                __m256 x0 = _mm256_loadu_ps(xb + 8 * j), x1 = _mm256_loadu_ps(xb + 8 * j + 8);
+                for (int i = 0; i < NR; i++) {
+                    const uint8_t *p = row[i] + (size_t)b * bb;
+                    __m256i c0, c1;
+                    if (bits == 4) {
+                        c0 = _mm256_set1_epi32(*(const int32_t *)(const void *)(p + 4 * j));
+                        c1 = _mm256_srlv_epi32(_mm256_set1_epi32(*(const int32_t *)(const void *)(p + 4 * j + 4)), sh0);
+                        c0 = _mm256_srlv_epi32(c0, sh0);
+                    } else {
+                        __m256i d = _mm256_set1_epi32(*(const int32_t *)(const void *)(p + 2 * j));
+                        c0 = _mm256_srlv_epi32(d, sh0);
+                        c1 = _mm256_srlv_epi32(d, sh1);
+                    }
+                    d0[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(c0, mask)), x0, d0[i]);
+                    d1[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(c1, mask)), x1, d1[i]);
+                }
+            }
+        }
+        for (int i = 0; i < NR; i++)
+            acc[i] = _mm256_fmadd_ps(_mm256_add_ps(d0[i], d1[i]), _mm256_set1_ps(h2f(w->scales[(size_t)(r0 + i) * groups + g])), acc[i]);
+    }
+    for (int i = 0; i < NR; i++)
+        y[r0 + i] = hsum_ps(acc[i]) + offset_term_f(w->offsets + (size_t)(r0 + i) * groups, xsums, groups);
+}
+
+AVX2 static void gemv_f32_shift(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd, float *xp) {
+    int perm[32];
+    for (int i = 0; i < 32; i++) perm[i] = xperm(w->bits, i);
+    for (int b = 0; b < w->cols / 32; b++)
+        for (int i = 0; i < 32; i++) xp[b * 32 + i] = x[b * 32 + perm[i]];
+    int r = rowBegin;
+    if (w->bits == 4) {
+        for (; r + 4 <= rowEnd; r += 4) gemv_f32_shift_rows(w, xp, xsums, y, r, 4, 4);
+        for (; r < rowEnd; r++) gemv_f32_shift_rows(w, xp, xsums, y, r, 1, 4);
+    } else {
+        for (; r + 4 <= rowEnd; r += 4) gemv_f32_shift_rows(w, xp, xsums, y, r, 4, 2);
+        for (; r < rowEnd; r++) gemv_f32_shift_rows(w, xp, xsums, y, r, 1, 2);
+    }
+}
+
+AVX2 void tsr_qgemv_f32_avx2(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd) {
+    if ((w->bits == 2 || w->bits == 4) && w->cols <= 8192) {
+        float xp[8192] __attribute__((aligned(64)));
+        gemv_f32_shift(w, x, xsums, y, rowBegin, rowEnd, xp);
+        return;
+    }
+#define CALL(B) gemv_f32_body(w, x, xsums, y, rowBegin, rowEnd, B)
+    BY_BITS(CALL, w->bits)
+#undef CALL
+}
+
+// ---- A8/A4 GEMM: one row × NT tokens per weight load ------------------------------------------
+INLINE void gemm_i8_tile(const tsr_qweights *w, const int8_t *Xq, const float *dx, const int32_t *gsums,
+                         float *Y, int ldy, int r, int t0, const int NT, const int bits) {
+    const int cols = w->cols, groups = cols / w->group, nb = w->group / 32, bb = tsr_q_block_bytes(bits);
+    const uint8_t *row = w->codes + (size_t)r * tsr_q_row_bytes(bits, cols);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[4];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        __m256 s = _mm256_set1_ps(h2f(w->scales[(size_t)r * groups + g]));
+        for (int b0 = g * nb; b0 < (g + 1) * nb; b0 += SPAN(bits)) {
+            int b1 = b0 + SPAN(bits) < (g + 1) * nb ? b0 + SPAN(bits) : (g + 1) * nb;
+            __m256i s16[4];
+            for (int t = 0; t < NT; t++) s16[t] = _mm256_setzero_si256();
+            for (int b = b0; b < b1; b++) {
+                __m256i q = unpack(row + (size_t)b * bb, bits);
+                for (int t = 0; t < NT; t++)
+                    s16[t] = _mm256_add_epi16(s16[t], mul16(q, _mm256_loadu_si256((const __m256i *)(Xq + (size_t)(t0 + t) * cols + b * 32)), bits));
+            }
+            for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16[t], ones)), s, acc[t]);
+        }
+    }
+    size_t o = (size_t)r * groups;
+    for (int t = 0; t < NT; t++)
+        Y[(size_t)(t0 + t) * ldy + r] = dx[t0 + t] * (hsum_ps(acc[t]) + offset_term_i(w->offsets + o, w->scales + o,
+                                                                                     gsums + (size_t)(t0 + t) * groups, groups, bits));
+}
+
+/// Rows are visited in panels small enough to stay in L1 while every token quad passes over them.
+enum { PANEL_ROWS = 16 };
+
+INLINE void gemm_i8_body(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const int32_t *gsums,
+                         float *Y, int ldy, int rowBegin, int rowEnd, const int bits) {
+    for (int p = rowBegin; p < rowEnd; p += PANEL_ROWS) {
+        int pe = p + PANEL_ROWS < rowEnd ? p + PANEL_ROWS : rowEnd;
+        int t0 = 0;
+        for (; t0 + 4 <= T; t0 += 4)
+            for (int r = p; r < pe; r++) gemm_i8_tile(w, Xq, dx, gsums, Y, ldy, r, t0, 4, bits);
+        for (; t0 < T; t0++)
+            for (int r = p; r < pe; r++) gemm_i8_tile(w, Xq, dx, gsums, Y, ldy, r, t0, 1, bits);
+    }
+}
+
+AVX2 void tsr_qgemm_i8_avx2(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const int32_t *gsums,
+                            float *Y, int ldy, int rowBegin, int rowEnd) {
+#define CALL(B) gemm_i8_body(w, T, Xq, dx, gsums, Y, ldy, rowBegin, rowEnd, B)
+    BY_BITS(CALL, w->bits)
+#undef CALL
+}
+
+// ---- A16 GEMM: one row × NT tokens per weight load ------------------------------------------
+INLINE void gemm_f32_tile(const tsr_qweights *w, const float *X, const float *xsums, float *Y, int ldy, int r, int t0,
+                          const int NT, const int bits) {
+    const int cols = w->cols, groups = cols / w->group, nb = w->group / 32, bb = tsr_q_block_bytes(bits);
+    const uint8_t *row = w->codes + (size_t)r * tsr_q_row_bytes(bits, cols);
+    __m256 acc[4];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        __m256 d[4];
+        for (int t = 0; t < NT; t++) d[t] = _mm256_setzero_ps();
+        for (int b = g * nb; b < (g + 1) * nb; b++) {
+            __m256 f[4];
+            to_float(unpack(row + (size_t)b * bb, bits), f);
+            for (int t = 0; t < NT; t++) {
+                const float *xb = X + (size_t)(t0 + t) * cols + b * 32;
+                __m256 a = _mm256_mul_ps(f[0], _mm256_loadu_ps(xb));
+                __m256 c = _mm256_mul_ps(f[1], _mm256_loadu_ps(xb + 8));
+                a = _mm256_fmadd_ps(f[2], _mm256_loadu_ps(xb + 16), a);
+                c = _mm256_fmadd_ps(f[3], _mm256_loadu_ps(xb + 24), c);
+                d[t] = _mm256_add_ps(d[t], _mm256_add_ps(a, c));
+            }
+        }
+        __m256 s = _mm256_set1_ps(h2f(w->scales[(size_t)r * groups + g]));
+        for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(d[t], s, acc[t]);
+    }
+    for (int t = 0; t < NT; t++)
+        Y[(size_t)(t0 + t) * ldy + r] = hsum_ps(acc[t]) + offset_term_f(w->offsets + (size_t)r * groups, xsums + (size_t)(t0 + t) * groups, groups);
+}
+
+INLINE void gemm_f32_body(const tsr_qweights *w, int T, const float *X, const float *xsums, float *Y, int ldy,
+                          int rowBegin, int rowEnd, const int bits) {
+    for (int p = rowBegin; p < rowEnd; p += PANEL_ROWS) {
+        int pe = p + PANEL_ROWS < rowEnd ? p + PANEL_ROWS : rowEnd;
+        int t0 = 0;
+        for (; t0 + 4 <= T; t0 += 4)
+            for (int r = p; r < pe; r++) gemm_f32_tile(w, X, xsums, Y, ldy, r, t0, 4, bits);
+        for (; t0 < T; t0++)
+            for (int r = p; r < pe; r++) gemm_f32_tile(w, X, xsums, Y, ldy, r, t0, 1, bits);
+    }
+}
+
+AVX2 void tsr_qgemm_f32_avx2(const tsr_qweights *w, int T, const float *X, const float *xsums, float *Y, int ldy, int rowBegin, int rowEnd) {
+#define CALL(B) gemm_f32_body(w, T, X, xsums, Y, ldy, rowBegin, rowEnd, B)
+    BY_BITS(CALL, w->bits)
+#undef CALL
+}
+#else
+typedef int tsr_quant_avx2_empty_unit;
+#endif

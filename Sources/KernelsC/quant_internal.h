@@ -1,0 +1,16 @@
+// Private declarations shared by quant_ref.c (references, dispatch) and quant_avx2.c.
+#ifndef TESSERA_QUANT_INTERNAL_H
+#define TESSERA_QUANT_INTERNAL_H
+#include "KernelsC.h"
+
+#if defined(__x86_64__)
+float tsr_quantize_act_avx2(const float *x, int n, int group, int levels, int8_t *xq, int32_t *gsums);
+void tsr_q_dequantize_avx2(const tsr_qweights *w, float *dst, int rowBegin, int rowEnd);
+void tsr_qdot_i8_avx2(const tsr_qweights *w, const int8_t *xq, const int32_t *gsums, int32_t *out, int rowBegin, int rowEnd);
+void tsr_qgemv_f32_avx2(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd);
+void tsr_qgemv_i8_avx2(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd);
+void tsr_qgemm_f32_avx2(const tsr_qweights *w, int T, const float *X, const float *xsums, float *Y, int ldy, int rowBegin, int rowEnd);
+void tsr_qgemm_i8_avx2(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const int32_t *gsums,
+                       float *Y, int ldy, int rowBegin, int rowEnd);
+#endif
+#endif

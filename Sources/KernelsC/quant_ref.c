@@ -1,0 +1,213 @@
+// Group-quantized weights: packing, scalar references, and run-time dispatch to the SIMD paths
+// (quant_avx2.c). The references read one code at a time through code_at() and follow the
+// formulas in KernelsQuant.h literally.
+#include "quant_internal.h"
+#include <math.h>
+#include <string.h>
+
+int tsr_q_block_bytes(int bits) {
+    switch (bits) {
+    case 2: return 8;
+    case 3: return 12;
+    case 4: return 16;
+    case 8: return 32;
+    default: return 0;
+    }
+}
+
+size_t tsr_q_row_bytes(int bits, int cols) { return (size_t)(cols / 32) * (size_t)tsr_q_block_bytes(bits); }
+
+/// Code k of a packed row.
+static inline int code_at(const uint8_t *row, int bits, int k) {
+    int j = k & 31;
+    const uint8_t *p = row + (size_t)(k >> 5) * tsr_q_block_bytes(bits);
+    switch (bits) {
+    case 8: return p[j];
+    case 4: return j < 16 ? (p[j] & 15) : (p[j - 16] >> 4);
+    case 2: return (p[j & 7] >> (2 * (j >> 3))) & 3;
+    case 3: return ((p[j & 7] >> (2 * (j >> 3))) & 3) | (((p[8 + (j >> 3)] >> (j & 7)) & 1) << 2);
+    default: return 0;
+    }
+}
+
+void tsr_q_pack(const uint8_t *q, int bits, int rows, int cols, uint8_t *dst) {
+    int bb = tsr_q_block_bytes(bits);
+    memset(dst, 0, (size_t)rows * tsr_q_row_bytes(bits, cols));
+    for (int r = 0; r < rows; r++) {
+        for (int k = 0; k < cols; k++) {
+            int v = q[(size_t)r * cols + k], j = k & 31;
+            uint8_t *p = dst + (size_t)r * tsr_q_row_bytes(bits, cols) + (size_t)(k >> 5) * bb;
+            switch (bits) {
+            case 8: p[j] = (uint8_t)v; break;
+            case 4: p[j & 15] |= (uint8_t)((v & 15) << (j < 16 ? 0 : 4)); break;
+            case 2: p[j & 7] |= (uint8_t)((v & 3) << (2 * (j >> 3))); break;
+            case 3:
+                p[j & 7] |= (uint8_t)((v & 3) << (2 * (j >> 3)));
+                p[8 + (j >> 3)] |= (uint8_t)(((v >> 2) & 1) << (j & 7));
+                break;
+            }
+        }
+    }
+}
+
+void tsr_q_unpack_row(const uint8_t *row, int bits, int cols, uint8_t *q) {
+    for (int k = 0; k < cols; k++) q[k] = (uint8_t)code_at(row, bits, k);
+}
+
+static inline const uint8_t *row_codes(const tsr_qweights *w, int r) {
+    return w->codes + (size_t)r * tsr_q_row_bytes(w->bits, w->cols);
+}
+
+void tsr_q_dequantize_ref(const tsr_qweights *w, float *dst, int rowBegin, int rowEnd) {
+    int groups = w->cols / w->group;
+    for (int r = rowBegin; r < rowEnd; r++) {
+        const uint8_t *row = row_codes(w, r);
+        float *out = dst + (size_t)(r - rowBegin) * w->cols;
+        for (int g = 0; g < groups; g++) {
+            float s = tsr_f16_to_f32(w->scales[(size_t)r * groups + g]);
+            float m = tsr_f16_to_f32(w->offsets[(size_t)r * groups + g]);
+            for (int i = g * w->group; i < (g + 1) * w->group; i++) out[i] = (float)code_at(row, w->bits, i) * s + m;
+        }
+    }
+}
+
+void tsr_group_sums_f32(const float *x, int n, int group, float *sums) {
+    for (int g = 0; g < n / group; g++) {
+        float s = 0;
+        for (int i = g * group; i < (g + 1) * group; i++) s += x[i];
+        sums[g] = s;
+    }
+}
+
+float tsr_quantize_act_ref(const float *x, int n, int group, int levels, int8_t *xq, int32_t *gsums) {
+    float amax = 0;
+    for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(x[i]));
+    float dx = amax / (float)levels;
+    float id = dx != 0 ? 1.0f / dx : 0.0f;
+    for (int g = 0; g < n / group; g++) {
+        int32_t sum = 0;
+        for (int i = g * group; i < (g + 1) * group; i++) {
+            float v = nearbyintf(x[i] * id); // ties to even, like _mm256_round_ps
+            v = fminf(fmaxf(v, (float)-levels), (float)levels);
+            xq[i] = (int8_t)v;
+            sum += xq[i];
+        }
+        gsums[g] = sum;
+    }
+    return dx;
+}
+
+void tsr_qdot_i8_ref(const tsr_qweights *w, const int8_t *xq, const int32_t *gsums, int32_t *out, int rowBegin, int rowEnd) {
+    (void)gsums;
+    int groups = w->cols / w->group;
+    for (int r = rowBegin; r < rowEnd; r++) {
+        const uint8_t *row = row_codes(w, r);
+        for (int g = 0; g < groups; g++) {
+            int32_t sum = 0;
+            for (int i = g * w->group; i < (g + 1) * w->group; i++) sum += code_at(row, w->bits, i) * xq[i];
+            out[(size_t)(r - rowBegin) * groups + g] = sum;
+        }
+    }
+}
+
+void tsr_qgemv_f32_ref(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd) {
+    (void)xsums;
+    int groups = w->cols / w->group;
+    for (int r = rowBegin; r < rowEnd; r++) {
+        const uint8_t *row = row_codes(w, r);
+        float sum = 0;
+        for (int g = 0; g < groups; g++) {
+            float s = tsr_f16_to_f32(w->scales[(size_t)r * groups + g]);
+            float m = tsr_f16_to_f32(w->offsets[(size_t)r * groups + g]);
+            for (int i = g * w->group; i < (g + 1) * w->group; i++) sum += ((float)code_at(row, w->bits, i) * s + m) * x[i];
+        }
+        y[r] = sum;
+    }
+}
+
+void tsr_qgemv_i8_ref(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd) {
+    (void)gsums;
+    int groups = w->cols / w->group;
+    for (int r = rowBegin; r < rowEnd; r++) {
+        const uint8_t *row = row_codes(w, r);
+        float sum = 0;
+        for (int g = 0; g < groups; g++) {
+            int32_t dot = 0, xs = 0;
+            for (int i = g * w->group; i < (g + 1) * w->group; i++) { dot += code_at(row, w->bits, i) * xq[i]; xs += xq[i]; }
+            float s = tsr_f16_to_f32(w->scales[(size_t)r * groups + g]);
+            float m = tsr_f16_to_f32(w->offsets[(size_t)r * groups + g]);
+            sum += s * (float)dot + m * (float)xs;
+        }
+        y[r] = dx * sum;
+    }
+}
+
+void tsr_qgemm_f32_ref(const tsr_qweights *w, int T, const float *X, const float *xsums, float *Y, int ldy, int rowBegin, int rowEnd) {
+    int groups = w->cols / w->group;
+    for (int t = 0; t < T; t++)
+        tsr_qgemv_f32_ref(w, X + (size_t)t * w->cols, xsums + (size_t)t * groups, Y + (size_t)t * ldy, rowBegin, rowEnd);
+}
+
+void tsr_qgemm_i8_ref(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const int32_t *gsums,
+                      float *Y, int ldy, int rowBegin, int rowEnd) {
+    int groups = w->cols / w->group;
+    for (int t = 0; t < T; t++)
+        tsr_qgemv_i8_ref(w, Xq + (size_t)t * w->cols, dx[t], gsums + (size_t)t * groups, Y + (size_t)t * ldy, rowBegin, rowEnd);
+}
+
+// ---- dispatch ---------------------------------------------------------------------------------
+#if defined(__x86_64__)
+#define HAVE_AVX2() (tsr_cpu_features() & TSR_CPU_AVX2_FMA)
+#else
+#define HAVE_AVX2() 0
+#endif
+
+void tsr_q_dequantize(const tsr_qweights *w, float *dst, int rowBegin, int rowEnd) {
+#if defined(__x86_64__)
+    if (HAVE_AVX2()) { tsr_q_dequantize_avx2(w, dst, rowBegin, rowEnd); return; }
+#endif
+    tsr_q_dequantize_ref(w, dst, rowBegin, rowEnd);
+}
+
+float tsr_quantize_act(const float *x, int n, int group, int levels, int8_t *xq, int32_t *gsums) {
+#if defined(__x86_64__)
+    if (HAVE_AVX2()) return tsr_quantize_act_avx2(x, n, group, levels, xq, gsums);
+#endif
+    return tsr_quantize_act_ref(x, n, group, levels, xq, gsums);
+}
+
+void tsr_qdot_i8(const tsr_qweights *w, const int8_t *xq, const int32_t *gsums, int32_t *out, int rowBegin, int rowEnd) {
+#if defined(__x86_64__)
+    if (HAVE_AVX2()) { tsr_qdot_i8_avx2(w, xq, gsums, out, rowBegin, rowEnd); return; }
+#endif
+    tsr_qdot_i8_ref(w, xq, gsums, out, rowBegin, rowEnd);
+}
+
+void tsr_qgemv_f32(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd) {
+#if defined(__x86_64__)
+    if (HAVE_AVX2()) { tsr_qgemv_f32_avx2(w, x, xsums, y, rowBegin, rowEnd); return; }
+#endif
+    tsr_qgemv_f32_ref(w, x, xsums, y, rowBegin, rowEnd);
+}
+
+void tsr_qgemv_i8(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd) {
+#if defined(__x86_64__)
+    if (HAVE_AVX2()) { tsr_qgemv_i8_avx2(w, xq, dx, gsums, y, rowBegin, rowEnd); return; }
+#endif
+    tsr_qgemv_i8_ref(w, xq, dx, gsums, y, rowBegin, rowEnd);
+}
+
+void tsr_qgemm_f32(const tsr_qweights *w, int T, const float *X, const float *xsums, float *Y, int ldy, int rowBegin, int rowEnd) {
+#if defined(__x86_64__)
+    if (HAVE_AVX2()) { tsr_qgemm_f32_avx2(w, T, X, xsums, Y, ldy, rowBegin, rowEnd); return; }
+#endif
+    tsr_qgemm_f32_ref(w, T, X, xsums, Y, ldy, rowBegin, rowEnd);
+}
+
+void tsr_qgemm_i8(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const int32_t *gsums,
+                  float *Y, int ldy, int rowBegin, int rowEnd) {
+#if defined(__x86_64__)
+    if (HAVE_AVX2()) { tsr_qgemm_i8_avx2(w, T, Xq, dx, gsums, Y, ldy, rowBegin, rowEnd); return; }
+#endif
+    tsr_qgemm_i8_ref(w, T, Xq, dx, gsums, Y, ldy, rowBegin, rowEnd);
+}

@@ -1,0 +1,500 @@
+import XCTest
+import KernelsC
+@testable import Kernels
+
+/// Group-quantized weights: layout, every SIMD kernel against its scalar reference and a
+/// float64 computation from the dequantized weights, on random non-zero data with ragged sizes.
+final class QuantKernelTests: XCTestCase {
+    static let bitsList = [2, 3, 4, 8]
+    /// (cols, group): one group, several groups of each size, row-wide groups (group 0).
+    static let shapes = [(32, 32), (96, 32), (192, 64), (256, 128), (384, 128), (96, 0), (576, 64), (576, 0)]
+    static let rowCounts = [1, 3, 17, 33]
+    let u = 1.2e-7 // fp32 unit roundoff, rounded up
+
+    struct Case {
+        let w: PackedWeights
+        let q: [UInt8]
+        let deq: [Float]  // q·s + m in fp32, computed here
+    }
+
+    func randomCase(bits: Int, group: Int, rows: Int, cols: Int, _ rng: inout SplitMix64) throws -> Case {
+        let w = try PackedWeights(bits: bits, group: group, rows: rows, cols: cols)
+        let qmax = (1 << bits) - 1
+        var q = [UInt8](repeating: 0, count: rows * cols)
+        for i in q.indices { q[i] = UInt8(rng.next() % UInt64(qmax + 1)) }
+        tsr_q_pack(q, Int32(bits), Int32(rows), Int32(cols), w.codes)
+        for i in 0..<rows * w.groupsPerRow {
+            let s = Float16(rng.uniform(0.5, 2) / Float(qmax))
+            w.scales[i] = s.bitPattern
+            w.offsets[i] = Float16(-Float(s) * Float(qmax) * rng.uniform(0.2, 0.8)).bitPattern
+        }
+        var deq = [Float](repeating: 0, count: rows * cols)
+        for r in 0..<rows {
+            for k in 0..<cols {
+                let g = k / w.group
+                deq[r * cols + k] = Float(q[r * cols + k]) * w.scale(row: r, group: g) + w.offset(row: r, group: g)
+            }
+        }
+        return Case(w: w, q: q, deq: deq)
+    }
+
+    func randomFloats(_ n: Int, _ rng: inout SplitMix64) -> FloatBuffer {
+        let b = FloatBuffer(count: n)
+        for i in 0..<n { b[i] = rng.uniform(-1, 1) }
+        return b
+    }
+
+    func forEachCase(seed: UInt64, _ body: (Case, Int, Int, Int, Int, inout SplitMix64) throws -> Void) throws {
+        var rng = SplitMix64(seed: seed)
+        for bits in Self.bitsList {
+            for (cols, group) in Self.shapes {
+                for rows in Self.rowCounts {
+                    let c = try randomCase(bits: bits, group: group, rows: rows, cols: cols, &rng)
+                    try body(c, bits, c.w.group, rows, cols, &rng)
+                }
+            }
+        }
+    }
+
+    // MARK: layout
+
+    /// The byte layout written in KernelsQuant.h, rebuilt here from the formulas.
+    func testPackingFollowsTheDocumentedLayout() throws {
+        var rng = SplitMix64(seed: 1)
+        for bits in Self.bitsList {
+            let cols = 96, qmax = UInt64((1 << bits) - 1)
+            let q = (0..<cols).map { _ in UInt8(rng.next() % (qmax + 1)) }
+            var packed = [UInt8](repeating: 0xAA, count: Int(tsr_q_row_bytes(Int32(bits), Int32(cols))))
+            tsr_q_pack(q, Int32(bits), 1, Int32(cols), &packed)
+            var expected: [UInt8] = []
+            for b in 0..<cols / 32 {
+                let v = Array(q[b * 32..<b * 32 + 32])
+                switch bits {
+                case 8: expected += v
+                case 4:
+                    for j in 0..<16 { expected.append(v[j] | (v[j + 16] << 4)) }
+                case 2:
+                    for j in 0..<8 {
+                        let a: UInt8 = v[j] | (v[j + 8] << 2)
+                        let b: UInt8 = (v[j + 16] << 4) | (v[j + 24] << 6)
+                        expected.append(a | b)
+                    }
+                default:
+                    for j in 0..<8 {
+                        var byte: UInt8 = 0
+                        for i in 0..<4 { byte |= (v[j + 8 * i] & 3) << UInt8(2 * i) }
+                        expected.append(byte)
+                    }
+                    var plane: UInt32 = 0
+                    for j in 0..<32 { plane |= UInt32((v[j] >> 2) & 1) << j }
+                    expected += (0..<4).map { UInt8(truncatingIfNeeded: plane >> (8 * $0)) }
+                }
+            }
+            XCTAssertEqual(packed, expected, "bits \(bits)")
+            var back = [UInt8](repeating: 0, count: cols)
+            tsr_q_unpack_row(packed, Int32(bits), Int32(cols), &back)
+            XCTAssertEqual(back, q)
+        }
+    }
+
+    func testDequantizeIsExactlyQTimesSPlusM() throws {
+        try forEachCase(seed: 2) { c, bits, group, rows, cols, _ in
+            let simd = c.w.dequantize()
+            let ref = FloatBuffer(count: rows * cols)
+            c.w.withView { tsr_q_dequantize_ref($0, ref.pointer, 0, Int32(rows)) }
+            for i in 0..<rows * cols {
+                XCTAssertEqual(simd[i].bitPattern, c.deq[i].bitPattern, "B\(bits) G\(group) \(rows)×\(cols) at \(i)")
+                XCTAssertEqual(ref[i].bitPattern, c.deq[i].bitPattern)
+            }
+            // A sub-range writes rows [1, rows) from the start of dst.
+            if rows > 1 {
+                let part = FloatBuffer(count: (rows - 1) * cols)
+                c.w.withView { tsr_q_dequantize($0, part.pointer, 1, Int32(rows)) }
+                for i in 0..<(rows - 1) * cols { XCTAssertEqual(part[i], c.deq[cols + i]) }
+            }
+        }
+    }
+
+    // MARK: A16
+
+    /// Bound for the fp32 result of the offset-folded product: the group dots Σq·x, the
+    /// activation group sums and the sums over groups each add n·u relative error.
+    func a16Bound(_ c: Case, row r: Int, _ x: FloatBuffer) -> Double {
+        var mass = 0.0
+        for k in 0..<c.w.cols {
+            let g = k / c.w.group
+            mass += abs(Double(c.q[r * c.w.cols + k]) * Double(c.w.scale(row: r, group: g)) * Double(x[k]))
+            mass += abs(Double(c.w.offset(row: r, group: g)) * Double(x[k]))
+        }
+        return 2 * Double(c.w.cols + c.w.groupsPerRow + 8) * u * mass + 1e-30
+    }
+
+    func exactDot(_ c: Case, row r: Int, _ x: UnsafePointer<Float>) -> Double {
+        var s = 0.0
+        for k in 0..<c.w.cols { s += Double(c.deq[r * c.w.cols + k]) * Double(x[k]) }
+        return s
+    }
+
+    func testA16GemvMatchesReferenceAndFloat64() throws {
+        try forEachCase(seed: 3) { c, bits, group, rows, cols, rng in
+            let x = randomFloats(cols, &rng)
+            let sums = FloatBuffer(count: cols / group)
+            tsr_group_sums_f32(x.pointer, Int32(cols), Int32(group), sums.pointer)
+            let fast = FloatBuffer(count: rows), ref = FloatBuffer(count: rows)
+            c.w.withView { w in
+                tsr_qgemv_f32(w, x.pointer, sums.pointer, fast.pointer, 0, Int32(rows))
+                tsr_qgemv_f32_ref(w, x.pointer, sums.pointer, ref.pointer, 0, Int32(rows))
+            }
+            for r in 0..<rows {
+                let exact = exactDot(c, row: r, x.pointer), bound = a16Bound(c, row: r, x)
+                let label = "B\(bits) G\(group) \(rows)×\(cols) row \(r)"
+                XCTAssertLessThanOrEqual(abs(Double(fast[r]) - exact), bound, "simd " + label)
+                XCTAssertLessThanOrEqual(abs(Double(ref[r]) - exact), bound, "ref " + label)
+            }
+        }
+    }
+
+    // MARK: A8 / A4
+
+    func testActivationQuantizerSIMDAndReferenceAgreeExactly() {
+        var rng = SplitMix64(seed: 4)
+        for levels: Int32 in [127, 7] {
+            for (n, group) in [(32, 32), (96, 32), (576, 64), (384, 128), (1536, 1536)] {
+                let x = randomFloats(n, &rng)
+                x[n / 3] = 3.5 // one outlier sets the scale
+                var a = [Int8](repeating: 0, count: n), b = [Int8](repeating: 0, count: n)
+                var sa = [Int32](repeating: 0, count: n / group), sb = sa
+                let da = tsr_quantize_act(x.pointer, Int32(n), Int32(group), levels, &a, &sa)
+                let db = tsr_quantize_act_ref(x.pointer, Int32(n), Int32(group), levels, &b, &sb)
+                XCTAssertEqual(da.bitPattern, db.bitPattern)
+                XCTAssertEqual(a, b, "levels \(levels) n \(n)")
+                XCTAssertEqual(sa, sb)
+                XCTAssertEqual(Double(da), 3.5 / Double(levels), accuracy: 1e-6)
+                for i in 0..<n {
+                    XCTAssertLessThanOrEqual(abs(Int(a[i])), Int(levels))
+                    XCTAssertLessThanOrEqual(abs(Double(a[i]) * Double(da) - Double(x[i])), Double(da) * 0.5001)
+                }
+                for g in 0..<n / group { XCTAssertEqual(sa[g], a[g * group..<(g + 1) * group].reduce(0) { $0 + Int32($1) }) }
+            }
+        }
+        // An all-zero row quantizes to zeros with dx = 0.
+        var z = [Int8](repeating: 1, count: 32), s = [Int32](repeating: 1, count: 1)
+        let zeros = [Float](repeating: 0, count: 32)
+        XCTAssertEqual(tsr_quantize_act(zeros, 32, 32, 127, &z, &s), 0)
+        XCTAssertEqual(z, [Int8](repeating: 0, count: 32))
+        XCTAssertEqual(s, [0])
+    }
+
+    func quantized(_ x: FloatBuffer, group: Int, levels: Int32) -> (xq: [Int8], dx: Float, sums: [Int32]) {
+        var xq = [Int8](repeating: 0, count: x.count), sums = [Int32](repeating: 0, count: x.count / group)
+        let dx = tsr_quantize_act(x.pointer, Int32(x.count), Int32(group), levels, &xq, &sums)
+        return (xq, dx, sums)
+    }
+
+    func testIntegerGroupSumsAreExact() throws {
+        try forEachCase(seed: 5) { c, bits, group, rows, cols, rng in
+            let x = randomFloats(cols, &rng)
+            for levels: Int32 in [127, 7] {
+                let a = quantized(x, group: group, levels: levels)
+                let groups = cols / group
+                var fast = [Int32](repeating: 0, count: rows * groups), ref = fast
+                c.w.withView { w in
+                    tsr_qdot_i8(w, a.xq, a.sums, &fast, 0, Int32(rows))
+                    tsr_qdot_i8_ref(w, a.xq, a.sums, &ref, 0, Int32(rows))
+                }
+                var exact = [Int32](repeating: 0, count: rows * groups)
+                for r in 0..<rows {
+                    for k in 0..<cols { exact[r * groups + k / group] += Int32(c.q[r * cols + k]) * Int32(a.xq[k]) }
+                }
+                XCTAssertEqual(fast, exact, "simd B\(bits) G\(group) \(rows)×\(cols) L\(levels)")
+                XCTAssertEqual(ref, exact, "ref B\(bits) G\(group) \(rows)×\(cols) L\(levels)")
+            }
+        }
+    }
+
+    /// The float64 value of the quantized-activation formula and the fp32 error bound for it.
+    func i8Exact(_ c: Case, row r: Int, _ xq: UnsafePointer<Int8>, _ dx: Float) -> (Double, Double) {
+        let cols = c.w.cols, group = c.w.group
+        var y = 0.0, mass = 0.0
+        for g in 0..<c.w.groupsPerRow {
+            var dot = 0, xs = 0
+            for k in g * group..<(g + 1) * group { dot += Int(c.q[r * cols + k]) * Int(xq[k]); xs += Int(xq[k]) }
+            let s = Double(c.w.scale(row: r, group: g)), m = Double(c.w.offset(row: r, group: g))
+            y += s * Double(dot) + m * Double(xs)
+            mass += abs(s) * (Double(abs(dot)) + 128 * Double(abs(xs))) + abs(m * Double(xs))
+        }
+        return (Double(dx) * y, 2 * Double(c.w.groupsPerRow + 16) * u * Double(dx) * mass + 1e-30)
+    }
+
+    func testA8A4GemvMatchesReferenceAndFloat64() throws {
+        try forEachCase(seed: 6) { c, bits, group, rows, cols, rng in
+            let x = randomFloats(cols, &rng)
+            for levels: Int32 in [127, 7] {
+                let a = quantized(x, group: group, levels: levels)
+                let fast = FloatBuffer(count: rows), ref = FloatBuffer(count: rows)
+                c.w.withView { w in
+                    tsr_qgemv_i8(w, a.xq, a.dx, a.sums, fast.pointer, 0, Int32(rows))
+                    tsr_qgemv_i8_ref(w, a.xq, a.dx, a.sums, ref.pointer, 0, Int32(rows))
+                }
+                for r in 0..<rows {
+                    let (exact, bound) = a.xq.withUnsafeBufferPointer { i8Exact(c, row: r, $0.baseAddress!, a.dx) }
+                    let label = "B\(bits) G\(group) \(rows)×\(cols) L\(levels) row \(r)"
+                    XCTAssertLessThanOrEqual(abs(Double(fast[r]) - exact), bound, "simd " + label)
+                    XCTAssertLessThanOrEqual(abs(Double(ref[r]) - exact), bound, "ref " + label)
+                    // And the quantized activations approximate the fp32 product: |Σ w·e| ≤ Σ|w|·dx/2.
+                    var wMass = 0.0
+                    for k in 0..<cols { wMass += abs(Double(c.deq[r * cols + k])) }
+                    XCTAssertLessThanOrEqual(abs(Double(fast[r]) - exactDot(c, row: r, x.pointer)), wMass * Double(a.dx) * 0.5 + bound)
+                }
+            }
+        }
+    }
+
+    // MARK: GEMM
+
+    func testGemmMatchesFloat64ForRaggedTokenCountsAndRowRanges() throws {
+        var rng = SplitMix64(seed: 7)
+        for bits in Self.bitsList {
+            for (cols, group) in [(96, 32), (192, 64), (256, 0)] {
+                for rows in [3, 17, 33] {
+                    let c = try randomCase(bits: bits, group: group, rows: rows, cols: cols, &rng)
+                    let G = c.w.group, groups = cols / G
+                    for T in [1, 2, 4, 5, 9] {
+                        let X = randomFloats(T * cols, &rng)
+                        let fs = FloatBuffer(count: T * groups)
+                        var xq = [Int8](repeating: 0, count: T * cols), isums = [Int32](repeating: 0, count: T * groups)
+                        var dx = [Float](repeating: 0, count: T)
+                        for t in 0..<T {
+                            tsr_group_sums_f32(X.pointer + t * cols, Int32(cols), Int32(G), fs.pointer + t * groups)
+                            dx[t] = tsr_quantize_act(X.pointer + t * cols, Int32(cols), Int32(G), 127, &xq[t * cols], &isums[t * groups])
+                        }
+                        // Rows [1, rows − 1) only; the sentinel must survive elsewhere.
+                        let lo = 1, hi = rows - 1
+                        let outputs = (0..<4).map { _ -> FloatBuffer in
+                            let b = FloatBuffer(count: T * rows)
+                            for i in 0..<T * rows { b[i] = 777 }
+                            return b
+                        }
+                        c.w.withView { w in
+                            tsr_qgemm_f32(w, Int32(T), X.pointer, fs.pointer, outputs[0].pointer, Int32(rows), Int32(lo), Int32(hi))
+                            tsr_qgemm_f32_ref(w, Int32(T), X.pointer, fs.pointer, outputs[1].pointer, Int32(rows), Int32(lo), Int32(hi))
+                            tsr_qgemm_i8(w, Int32(T), xq, dx, isums, outputs[2].pointer, Int32(rows), Int32(lo), Int32(hi))
+                            tsr_qgemm_i8_ref(w, Int32(T), xq, dx, isums, outputs[3].pointer, Int32(rows), Int32(lo), Int32(hi))
+                        }
+                        for t in 0..<T {
+                            for r in 0..<rows {
+                                let label = "B\(bits) G\(G) \(rows)×\(cols) T\(T) t\(t) r\(r)"
+                                if r < lo || r >= hi {
+                                    for o in outputs { XCTAssertEqual(o[t * rows + r], 777, label) }
+                                    continue
+                                }
+                                let xt = X.pointer + t * cols
+                                let xb = FloatBuffer(count: cols)
+                                xb.pointer.update(from: xt, count: cols)
+                                let exact = exactDot(c, row: r, xt), bound = a16Bound(c, row: r, xb)
+                                XCTAssertLessThanOrEqual(abs(Double(outputs[0][t * rows + r]) - exact), bound, "f32 simd " + label)
+                                XCTAssertLessThanOrEqual(abs(Double(outputs[1][t * rows + r]) - exact), bound, "f32 ref " + label)
+                                let (e8, b8) = xq.withUnsafeBufferPointer { i8Exact(c, row: r, $0.baseAddress! + t * cols, dx[t]) }
+                                XCTAssertLessThanOrEqual(abs(Double(outputs[2][t * rows + r]) - e8), b8, "i8 simd " + label)
+                                XCTAssertLessThanOrEqual(abs(Double(outputs[3][t * rows + r]) - e8), b8, "i8 ref " + label)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: QuantizedLinear
+
+    func testQuantizedLinearEveryModeAndPrefillMethod() throws {
+        var rng = SplitMix64(seed: 8)
+        let pool = ThreadPool(threads: 2)
+        for bits in [2, 4] {
+            let rows = 37, cols = 192
+            let c = try randomCase(bits: bits, group: 64, rows: rows, cols: cols, &rng)
+            for mode in ActivationMode.allCases {
+                for prefill in [QuantizedLinear.A16Prefill.fused, .dequantizeAndSgemm] {
+                    let layer = QuantizedLinear(weights: c.w, activation: mode)
+                    layer.a16Prefill = prefill
+                    layer.panelRows = 16
+                    XCTAssertEqual(layer.inFeatures, cols)
+                    XCTAssertEqual(layer.outFeatures, rows)
+                    for T in [1, 6, 3] { // shrinking T reuses the scratch
+                        let X = randomFloats(T * cols, &rng), Y = FloatBuffer(count: T * rows)
+                        layer.forward(X.pointer, tokens: T, into: Y.pointer, pool: pool)
+                        for t in 0..<T {
+                            let xt = X.pointer + t * cols
+                            var amax: Float = 0
+                            for k in 0..<cols { amax = max(amax, abs(xt[k])) }
+                            let dx = mode == .a16 ? 0 : Double(amax) / Double(mode.levels)
+                            for r in 0..<rows {
+                                var wMass = 0.0, wx = 0.0
+                                for k in 0..<cols {
+                                    wMass += abs(Double(c.deq[r * cols + k]))
+                                    wx += abs(Double(c.deq[r * cols + k]) * Double(xt[k]))
+                                }
+                                let exact = exactDot(c, row: r, xt)
+                                let tol = wMass * dx * 0.5001 + 1e-4 * (wx + wMass)
+                                XCTAssertLessThanOrEqual(abs(Double(Y[t * rows + r]) - exact), tol, "B\(bits) \(mode) \(prefill) T\(T) t\(t) r\(r)")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: RTN
+
+    func testRTNErrorIsAtMostHalfAStep() throws {
+        var rng = SplitMix64(seed: 9)
+        for bits in Self.bitsList {
+            for (cols, group) in [(64, 32), (192, 64), (256, 128), (96, 0)] {
+                for zp in [ZeroPoint.float, .integer] {
+                    let rows = 5
+                    let W = FloatBuffer(count: rows * cols)
+                    for i in 0..<rows * cols { W[i] = rng.uniform(-0.3, 0.5) * (i % 7 == 0 ? 3 : 1) }
+                    for k in 0..<cols { W[3 * cols + k] = rng.uniform(0.1, 0.2) } // an all-positive row
+                    let p = try GroupQuantizer.rtn(weights: W.pointer, rows: rows, cols: cols, bits: bits, group: group, zeroPoint: zp)
+                    XCTAssertEqual(p.bitsPerWeight, Double(bits) + 32 / Double(p.group), accuracy: 1e-9)
+                    let d = p.dequantize()
+                    for r in 0..<rows {
+                        for k in 0..<cols {
+                            let s = Double(p.scale(row: r, group: k / p.group)), m = Double(p.offset(row: r, group: k / p.group))
+                            // .integer: m = fp16(−z·s) may move the grid by half an fp16 ulp of m.
+                            let slack = (zp == .integer ? abs(m) * 4.9e-4 : 0) + 1e-6 * (abs(Double(W[r * cols + k])) + abs(m)) + 1e-9
+                            XCTAssertLessThanOrEqual(abs(Double(d[r * cols + k]) - Double(W[r * cols + k])), s / 2 + slack,
+                                                     "B\(bits) G\(p.group) \(zp) r\(r) k\(k)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func testRTNIsExactForWeightsOnTheGrid() throws {
+        var rng = SplitMix64(seed: 10)
+        for bits in Self.bitsList {
+            for (cols, group) in [(64, 32), (192, 64), (128, 0)] {
+                let rows = 4, qmax = (1 << bits) - 1
+                let G = group == 0 ? cols : group
+                let W = FloatBuffer(count: rows * cols)
+                for r in 0..<rows {
+                    for g in 0..<cols / G {
+                        let s = Float(Float16(rng.uniform(1.0 / 256, 1.0 / 16)))
+                        let m = -Float(rng.next() % 1024) / 1024
+                        for i in 0..<G {
+                            // Every group holds both ends of the code range.
+                            let q = i == 0 ? 0 : i == 1 ? qmax : Int(rng.next() % UInt64(qmax + 1))
+                            W[r * cols + g * G + i] = Float(q) * s + m
+                        }
+                    }
+                }
+                let p = try GroupQuantizer.rtn(weights: W.pointer, rows: rows, cols: cols, bits: bits, group: group, zeroPoint: .float)
+                let d = p.dequantize()
+                for i in 0..<rows * cols { XCTAssertEqual(d[i], W[i], "B\(bits) G\(G) at \(i)") }
+            }
+        }
+    }
+
+    func testBadShapesAndBitsAreClearErrors() {
+        let W = FloatBuffer(count: 4 * 576)
+        func message(_ cols: Int, _ bits: Int, _ group: Int) -> String? {
+            do {
+                _ = try GroupQuantizer.rtn(weights: W.pointer, rows: 1, cols: cols, bits: bits, group: group, name: "blk.0.ffn_up")
+                return nil
+            } catch { return "\(error)" }
+        }
+        XCTAssertEqual(message(576, 4, 128), "group size 128 does not divide the row width 576 of blk.0.ffn_up; use 32 or 64")
+        XCTAssertEqual(message(96, 4, 64), "group size 64 does not divide the row width 96 of blk.0.ffn_up; use 32")
+        XCTAssertEqual(message(576, 4, 48), "group size 48 of blk.0.ffn_up is not a multiple of 32; use 32 or 64 or the whole row")
+        XCTAssertEqual(message(100, 4, 0), "the row width 100 of blk.0.ffn_up is not a multiple of 32; group-quantized rows are made of 32-weight blocks")
+        XCTAssertEqual(message(576, 5, 64), "unsupported bit width 5 for blk.0.ffn_up; use 2, 3, 4 or 8")
+        XCTAssertNil(message(576, 4, 576))
+        XCTAssertNil(message(576, 2, 0))
+    }
+
+    // MARK: ggml
+
+    func testGGMLBlocksRepackLosslessly() throws {
+        var rng = SplitMix64(seed: 12)
+        let rows = 3, cols = 96
+        for type in [GGMLBlockType.q4_0, .q4_1, .q8_0] {
+            var raw = [UInt8](repeating: 0, count: rows * cols / 32 * type.blockBytes)
+            for i in raw.indices { raw[i] = UInt8(truncatingIfNeeded: rng.next()) }
+            var expected = [Float](repeating: 0, count: rows * cols)
+            for b in 0..<rows * cols / 32 {
+                let o = b * type.blockBytes
+                // Random finite fp16 d (and m), sign included, magnitudes up to 2^4.
+                func half() -> UInt16 { UInt16(truncatingIfNeeded: rng.next()) & 0xCFFF }
+                let d = half(), m = half()
+                raw[o] = UInt8(d & 0xFF); raw[o + 1] = UInt8(d >> 8)
+                let df = Float(Float16(bitPattern: d)), mf = Float(Float16(bitPattern: m))
+                switch type {
+                case .q4_0:
+                    for j in 0..<16 {
+                        expected[b * 32 + j] = Float(Int(raw[o + 2 + j] & 0x0F) - 8) * df
+                        expected[b * 32 + j + 16] = Float(Int(raw[o + 2 + j] >> 4) - 8) * df
+                    }
+                case .q4_1:
+                    raw[o + 2] = UInt8(m & 0xFF); raw[o + 3] = UInt8(m >> 8)
+                    for j in 0..<16 {
+                        expected[b * 32 + j] = Float(raw[o + 4 + j] & 0x0F) * df + mf
+                        expected[b * 32 + j + 16] = Float(raw[o + 4 + j] >> 4) * df + mf
+                    }
+                case .q8_0:
+                    for j in 0..<32 { expected[b * 32 + j] = Float(Int8(bitPattern: raw[o + 2 + j])) * df }
+                }
+            }
+            let p = try raw.withUnsafeBytes { try PackedWeights.fromGGML(type: type, blocks: $0.baseAddress!, rows: rows, cols: cols) }
+            XCTAssertEqual(p.group, 32)
+            let d = p.dequantize()
+            // Bit-exact, except that Q4_0's q = 8 with d < 0 gives ggml −0 ((8 − 8)·d) and us +0 (8d − 8d).
+            for i in 0..<rows * cols {
+                if expected[i] == 0 { XCTAssertEqual(d[i], 0); continue }
+                XCTAssertEqual(d[i].bitPattern, expected[i].bitPattern, "\(type) at \(i): \(d[i]) vs \(expected[i])")
+            }
+        }
+        // A Q8_0 scale whose −128·d overflows fp16 is refused.
+        var big = [UInt8](repeating: 0, count: 34)
+        let h = Float16(1024).bitPattern
+        big[0] = UInt8(h & 0xFF); big[1] = UInt8(h >> 8)
+        XCTAssertThrowsError(try big.withUnsafeBytes { try PackedWeights.fromGGML(type: .q8_0, blocks: $0.baseAddress!, rows: 1, cols: 32) })
+    }
+
+    // MARK: portable path
+
+    func testPortablePathAgreesWithSIMD() throws {
+        var rng = SplitMix64(seed: 13)
+        for bits in Self.bitsList {
+            let rows = 19, cols = 320, group = 64
+            let c = try randomCase(bits: bits, group: group, rows: rows, cols: cols, &rng)
+            let x = randomFloats(cols, &rng)
+            func run() -> (deq: [Float], xq: [Int8], dots: [Int32], f32: [Float], i8: [Float]) {
+                let sums = FloatBuffer(count: cols / group)
+                tsr_group_sums_f32(x.pointer, Int32(cols), Int32(group), sums.pointer)
+                let a = quantized(x, group: group, levels: 127)
+                var dots = [Int32](repeating: 0, count: rows * cols / group)
+                let f = FloatBuffer(count: rows), i = FloatBuffer(count: rows)
+                c.w.withView { w in
+                    tsr_qdot_i8(w, a.xq, a.sums, &dots, 0, Int32(rows))
+                    tsr_qgemv_f32(w, x.pointer, sums.pointer, f.pointer, 0, Int32(rows))
+                    tsr_qgemv_i8(w, a.xq, a.dx, a.sums, i.pointer, 0, Int32(rows))
+                }
+                return (c.w.dequantize().array, a.xq, dots, f.array, i.array)
+            }
+            let simd = run()
+            tsr_force_portable(1)
+            let portable = run()
+            tsr_force_portable(0)
+            XCTAssertEqual(simd.deq, portable.deq)
+            XCTAssertEqual(simd.xq, portable.xq)
+            XCTAssertEqual(simd.dots, portable.dots)
+            for r in 0..<rows {
+                XCTAssertEqual(simd.f32[r], portable.f32[r], accuracy: 1e-4 * max(1, abs(portable.f32[r])))
+                XCTAssertEqual(simd.i8[r], portable.i8[r], accuracy: 1e-4 * max(1, abs(portable.i8[r])))
+            }
+        }
+    }
+}
