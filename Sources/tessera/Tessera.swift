@@ -10,7 +10,7 @@ struct Tessera: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tessera",
         abstract: "Tessera: ultra-low-bit LLMs on CPUs — inspect, perplexity (more to come: quantize, calibrate, eval).",
-        subcommands: [Perplexity.self, Inspect.self, Synthesize.self])
+        subcommands: [Perplexity.self, Inspect.self, Quantize.self, Synthesize.self])
 }
 
 /// Options every model-running command shares.

@@ -28,6 +28,8 @@ public struct GGUFWriter {
     public var metadataKeys: [String] { keys }
     /// Tensor names in the order they will be written.
     public var tensorNamesInOrder: [String] { pending.map(\.name) }
+    /// Each tensor's name and encoded bytes, in order.
+    public func tensorBytes() -> [(name: String, bytes: Data)] { pending.map { ($0.name, $0.data) } }
 
     public subscript(key: String) -> GGUFValue? { values[key] }
 
@@ -230,6 +232,33 @@ struct ByteSink {
             // Nested arrays carry only their own element type and count (the outer array's
             // element type already says "array").
             for item in items { try payload(item, key: key, path: path) }
+        }
+    }
+}
+
+extension LlamaConfig {
+    /// The `general.architecture` and `llama.*` keys that describe this configuration, as
+    /// llama.cpp's converter writes them.
+    public func ggufMetadata() -> [(key: String, value: GGUFValue)] {
+        [("general.architecture", .string("llama")),
+         ("llama.block_count", .uint32(UInt32(blockCount))),
+         ("llama.context_length", .uint32(UInt32(contextLength))),
+         ("llama.embedding_length", .uint32(UInt32(hidden))),
+         ("llama.feed_forward_length", .uint32(UInt32(ffn))),
+         ("llama.attention.head_count", .uint32(UInt32(heads))),
+         ("llama.attention.head_count_kv", .uint32(UInt32(kvHeads))),
+         ("llama.attention.key_length", .uint32(UInt32(headDim))),
+         ("llama.attention.value_length", .uint32(UInt32(headDim))),
+         ("llama.rope.dimension_count", .uint32(UInt32(headDim))),
+         ("llama.rope.freq_base", .float32(Float(ropeBase))),
+         ("llama.attention.layer_norm_rms_epsilon", .float32(rmsEps)),
+         ("llama.vocab_size", .uint32(UInt32(vocab)))]
+    }
+
+    /// Adds the `rope_freqs` tensor (llama3 frequency factors) when the config has one.
+    public func addRopeFrequencies(to writer: inout GGUFWriter) throws {
+        if let factors = ropeFrequencyFactors {
+            try writer.addTensor(name: TensorName.ropeFrequencies, shape: [factors.count], values: factors)
         }
     }
 }

@@ -15,7 +15,11 @@ public enum ModelLoader {
             throw FormatError.truncated(path: path, what: "file magic", offset: 0, needed: 4, fileSize: file.size)
         }
         let magic = UInt32(littleEndian: file.base.loadUnaligned(as: UInt32.self))
-        if magic == GGUFFile.magic { return try GGUFModelSource(gguf: GGUFFile(file: file)) }
+        if magic == GGUFFile.magic {
+            let gguf = try GGUFFile(file: file)
+            if gguf.metadata["tessera.format_version"] != nil { return try PackedModelSource(gguf: gguf) }
+            return try GGUFModelSource(gguf: gguf)
+        }
 
         if path.hasSuffix(".safetensors") || path.hasSuffix(".json") {
             let folder = (path as NSString).deletingLastPathComponent

@@ -29,9 +29,9 @@ public final class LlamaBlock {
     public var linears: [LinearWeights] { [query, key, value, attentionOutput, gate, up, down] }
 }
 
-/// Builds the linear layer for a named weight [out, in]. The default decodes to fp32; the
-/// low-bit engine supplies packed implementations.
-public typealias LinearLoader = (_ name: String, _ out: Int, _ in: Int) throws -> LinearWeights
+/// Builds the linear layer for a named weight [out, in], or returns nil for the default
+/// (decoded to fp32). Packed models supply their low-bit implementations this way.
+public typealias LinearLoader = (_ name: String, _ out: Int, _ in: Int) throws -> LinearWeights?
 
 /// A Llama-architecture decoder: embeddings, blocks, final norm, output head.
 public final class LlamaModel {
@@ -63,8 +63,9 @@ public final class LlamaModel {
             guard found == shape else { throw FormatError.shapeMismatch(tensor: name, expected: shape, found: found) }
             return try source.floatTensor(name)
         }
-        let makeLinear: LinearLoader = linear ?? { name, out, inFeatures in
-            FP32Linear(weight: try tensor(name, [out, inFeatures]), outFeatures: out, inFeatures: inFeatures)
+        func makeLinear(_ name: String, _ out: Int, _ inFeatures: Int) throws -> LinearWeights {
+            if let custom = try linear?(name, out, inFeatures) { return custom }
+            return FP32Linear(weight: try tensor(name, [out, inFeatures]), outFeatures: out, inFeatures: inFeatures)
         }
         let C = c.hidden, F = c.ffn, qWidth = c.heads * c.headDim, kvWidth = c.kvHeads * c.headDim
         let embedding = try tensor(TensorName.tokenEmbedding, [c.vocab, C])
@@ -85,10 +86,10 @@ public final class LlamaModel {
         let output: LinearWeights
         if source.hasTensor(TensorName.output) {
             output = try makeLinear(TensorName.output, c.vocab, C)
-        } else if linear == nil {
-            output = FP32Linear(weight: embedding, outFeatures: c.vocab, inFeatures: C)  // tied: no copy
         } else {
-            output = try makeLinear(TensorName.tokenEmbedding, c.vocab, C)
+            // Tied: the embedding table is the head (packed if the source packs it, else no copy).
+            output = try linear?(TensorName.tokenEmbedding, c.vocab, C)
+                ?? FP32Linear(weight: embedding, outFeatures: c.vocab, inFeatures: C)
         }
         self.init(config: c, tokenEmbedding: embedding, blocks: blocks,
                   outputNorm: try tensor(TensorName.outputNorm, [C]), output: output, pool: pool)

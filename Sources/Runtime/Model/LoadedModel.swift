@@ -11,14 +11,16 @@ public struct LoadedModel {
 
     /// Opens a GGUF file or Hugging Face folder and loads it for inference on `threads`
     /// workers (0 = physical cores).
-    public static func load(path: String, threads: Int = 0, numa: Bool = false) throws -> LoadedModel {
+    /// Packed Tessera files run on the low-bit kernels (`activation` overrides the file's mode).
+    public static func load(path: String, threads: Int = 0, numa: Bool = false, activation: ActivationMode? = nil) throws -> LoadedModel {
         let start = ContinuousClock.now
         let source = try ModelLoader.open(path)
         let tokenizer = try source.makeTokenizer()
         guard tokenizer.vocabularySize <= source.config.vocab else {
             throw FormatError.invalid(path: path, reason: "the tokenizer has \(tokenizer.vocabularySize) tokens but the model only \(source.config.vocab) embeddings")
         }
-        let model = try LlamaModel(source: source, pool: ThreadPool(threads: threads, numa: numa))
+        let linear = (source as? PackedModelSource)?.linearLoader(activation: activation)
+        let model = try LlamaModel(source: source, pool: ThreadPool(threads: threads, numa: numa), linear: linear)
         return LoadedModel(source: source, model: model, tokenizer: tokenizer, loadSeconds: (ContinuousClock.now - start).seconds)
     }
 }

@@ -86,22 +86,10 @@ public final class SyntheticModelSource: ModelSource {
     public func writeGGUF(to path: String, progress: (String) -> Void = { _ in }) throws {
         let c = config
         var w = GGUFWriter()
-        w.set("general.architecture", "llama")
         w.set("general.name", "Tessera synthetic \(shape.rawValue) (random weights, seed \(seed))")
-        w.set("llama.block_count", .uint32(UInt32(c.blockCount)))
-        w.set("llama.context_length", .uint32(UInt32(c.contextLength)))
-        w.set("llama.embedding_length", .uint32(UInt32(c.hidden)))
-        w.set("llama.feed_forward_length", .uint32(UInt32(c.ffn)))
-        w.set("llama.attention.head_count", .uint32(UInt32(c.heads)))
-        w.set("llama.attention.head_count_kv", .uint32(UInt32(c.kvHeads)))
-        w.set("llama.rope.dimension_count", .uint32(UInt32(c.headDim)))
-        w.set("llama.rope.freq_base", .float32(Float(c.ropeBase)))
-        w.set("llama.attention.layer_norm_rms_epsilon", .float32(c.rmsEps))
-        w.set("llama.vocab_size", .uint32(UInt32(c.vocab)))
+        for (key, value) in c.ggufMetadata() { w.set(key, value) }
         if let tokenizer { for (key, value) in tokenizer.ggufMetadata() { w.set(key, value) } }
-        if let factors = c.ropeFrequencyFactors {
-            try w.addTensor(name: TensorName.ropeFrequencies, shape: [factors.count], values: factors)
-        }
+        try c.addRopeFrequencies(to: &w)
         for (name, shape) in c.requiredTensorShapes {
             progress(name)
             try w.addTensor(name: name, shape: shape, values: try floatTensor(name))

@@ -1,0 +1,76 @@
+import ArgumentParser
+import Foundation
+import Runtime
+
+struct Quantize: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Round-to-nearest group quantization of a model into Tessera's packed format.",
+        discussion: "Groups run along each weight row; the group size must divide every row width (576-wide models such as SmolLM2 take 32 or 64, not 128).")
+
+    @Argument(help: "GGUF file or Hugging Face folder.")
+    var model: String
+
+    @Option(help: "Weight bits: 2, 3, 4 or 8.")
+    var bits: Int
+
+    @Option(help: "Group size: 32, 64, 128 or row.")
+    var group: String
+
+    @Option(help: "Activation mode the file runs with by default: 16 (fp32), 8 or 4 (per-token integer).")
+    var act: Int = 16
+
+    @Option(help: "Embedding table and tied head: f16, q8 or q4.")
+    var embed: PackedFormat.Embedding = .f16
+
+    @Option(help: "Offset form: float (group minimum, like Q4_1) or int (integer zero point).")
+    var zeroPoint: String = "float"
+
+    @Option(name: .shortAndLong, help: "Output file.")
+    var output: String
+
+    var groupSize: Int? { group == "row" ? 0 : Int(group) }
+    var activation: ActivationMode? { [16: .a16, 8: .a8, 4: .a4][act] }
+
+    func validate() throws {
+        guard [2, 3, 4, 8].contains(bits) else { throw ValidationError("--bits must be 2, 3, 4 or 8, got \(bits)") }
+        guard let g = groupSize, g == 0 || [32, 64, 128].contains(g) else { throw ValidationError("--group must be 32, 64, 128 or row, got \(group)") }
+        guard activation != nil else { throw ValidationError("--act must be 16, 8 or 4, got \(act)") }
+        guard zeroPoint == "float" || zeroPoint == "int" else { throw ValidationError("--zero-point must be float or int, got \(zeroPoint)") }
+    }
+
+    func run() throws {
+        let source = try ModelLoader.open(model)
+        let tokenizer = try source.makeTokenizer()
+        // Every row width must take the group size: say so before any work.
+        let group = groupSize!
+        if group > 0 {
+            for (name, shape) in source.config.requiredTensorShapes where shape.count == 2 && shape[1] % group != 0 {
+                throw ValidationError("group size \(group) does not divide the row width \(shape[1]) of \(name); use a group that divides every row width (e.g. 32 or 64)")
+            }
+        }
+        let scheme = PackedFormat.Scheme(bits: bits, group: group, activation: activation!,
+                                         zeroPoint: zeroPoint == "int" ? .integer : .float, embedding: embed)
+        let start = ContinuousClock.now
+        try PackedFormat.writeRTN(source: source, tokenizer: tokenizer, scheme: scheme, to: output) { name, index, count in
+            let width = 30, done = width * (index + 1) / count
+            let bar = String(repeating: "█", count: done) + String(repeating: "·", count: width - done)
+            FileHandle.standardError.write("\r[\(bar)] \(index + 1)/\(count) \(name)\u{1B}[K".data(using: .utf8)!)
+        }
+        FileHandle.standardError.write("\n".data(using: .utf8)!)
+        let packed = try PackedModelSource(gguf: GGUFFile(path: output))
+        let fileBytes = packed.gguf.file.size
+        var linearBytes = 0, linearWeights = 0
+        for t in packed.gguf.tensors where t.name.hasPrefix("blk.") && !t.name.hasSuffix("_norm.weight") {
+            linearBytes += t.byteCount
+        }
+        for (name, shape) in source.config.requiredTensorShapes where name.hasPrefix("blk.") && shape.count == 2 {
+            linearWeights += shape[0] * shape[1]
+        }
+        print(String(format: "wrote %@ in %.1f s: W%dg%@ A%d, block linears %.3f bits/weight, whole file %.2f MB (%.3f bits/parameter)",
+                     output, (ContinuousClock.now - start).seconds, bits, group == 0 ? "row" : "\(group)", act,
+                     Double(linearBytes * 8) / Double(linearWeights), Double(fileBytes) / 1e6,
+                     Double(fileBytes * 8) / Double(source.config.parameterCount)))
+    }
+}
+
+extension PackedFormat.Embedding: ExpressibleByArgument {}
