@@ -117,18 +117,8 @@ enum SyntheticGGUF {
                        override: [String: [Int]] = [:]) throws -> GGUFWriter {
         var rng = FormatTestRNG(seed: seed)
         var w = GGUFWriter()
-        w.set("general.architecture", "llama")
         w.set("general.name", "synthetic")
-        w.set("llama.block_count", .uint32(UInt32(config.blockCount)))
-        w.set("llama.embedding_length", .uint32(UInt32(config.hidden)))
-        w.set("llama.feed_forward_length", .uint32(UInt32(config.ffn)))
-        w.set("llama.attention.head_count", .uint32(UInt32(config.heads)))
-        w.set("llama.attention.head_count_kv", .uint32(UInt32(config.kvHeads)))
-        w.set("llama.rope.dimension_count", .uint32(UInt32(config.headDim)))
-        w.set("llama.context_length", .uint32(UInt32(config.contextLength)))
-        w.set("llama.rope.freq_base", .float32(Float(config.ropeBase)))
-        w.set("llama.attention.layer_norm_rms_epsilon", .float32(config.rmsEps))
-        w.set("llama.vocab_size", .uint32(UInt32(config.vocab)))
+        for (key, value) in config.ggufMetadata() { w.set(key, value) }
         w.set("tokenizer.chat_template", "{{ messages }}")
         for (i, (name, shape)) in config.requiredTensorShapes.enumerated() where name != skip {
             let s = override[name] ?? shape

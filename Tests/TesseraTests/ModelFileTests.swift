@@ -38,21 +38,11 @@ final class ModelFileTests: XCTestCase {
             let memory = InMemorySource(config: InMemorySource.tinyConfig(llama3Rope: true), seed: 21, tied: tied)
             let c = memory.config
             var w = GGUFWriter()
-            w.set("general.architecture", "llama")
-            w.set("llama.block_count", .uint32(UInt32(c.blockCount)))
-            w.set("llama.embedding_length", .uint32(UInt32(c.hidden)))
-            w.set("llama.feed_forward_length", .uint32(UInt32(c.ffn)))
-            w.set("llama.attention.head_count", .uint32(UInt32(c.heads)))
-            w.set("llama.attention.head_count_kv", .uint32(UInt32(c.kvHeads)))
-            w.set("llama.rope.dimension_count", .uint32(UInt32(c.headDim)))
-            w.set("llama.context_length", .uint32(UInt32(c.contextLength)))
-            w.set("llama.rope.freq_base", .float32(Float(c.ropeBase)))
-            w.set("llama.attention.layer_norm_rms_epsilon", .float32(c.rmsEps))
-            w.set("llama.vocab_size", .uint32(UInt32(c.vocab)))
+            for (key, value) in c.ggufMetadata() { w.set(key, value) }
             for (name, t) in memory.tensors.sorted(by: { $0.key < $1.key }) {
                 try w.addTensor(name: name, shape: t.shape, values: t.values)
             }
-            try w.addTensor(name: TensorName.ropeFrequencies, shape: [c.headDim / 2], values: c.ropeFrequencyFactors!)
+            try c.addRopeFrequencies(to: &w)
             let path = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-\(UUID().uuidString).gguf").path
             defer { try? FileManager.default.removeItem(atPath: path) }
             try w.write(to: path)
