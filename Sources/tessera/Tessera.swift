@@ -9,8 +9,8 @@ struct Tessera: ParsableCommand {
 
     static let configuration = CommandConfiguration(
         commandName: "tessera",
-        abstract: "Tessera: ultra-low-bit LLMs on CPUs — inspect, perplexity (more to come: quantize, calibrate, eval).",
-        subcommands: [Perplexity.self, Inspect.self])
+        abstract: "Tessera: ultra-low-bit LLMs on CPUs — inspect, perplexity, zero-shot eval (more to come: quantize, calibrate).",
+        subcommands: [Perplexity.self, Eval.self, Inspect.self])
 }
 
 /// Options every model-running command shares.
