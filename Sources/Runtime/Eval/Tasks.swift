@@ -186,16 +186,17 @@ public enum ZeroShotTask: String, CaseIterable, Sendable {
             let reason = FileManager.default.fileExists(atPath: path) ? "not readable" : "no such file"
             throw TaskError.cannotRead(path: path, reason: reason)
         }
-        guard let text = String(data: data, encoding: .utf8) else { throw TaskError.cannotRead(path: path, reason: "not UTF-8 text") }
         var items: [TaskItem] = []
-        for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
-            if trimmed.isEmpty { continue }
-            let fail = { (reason: String) in TaskError.badItem(path: path, line: n + 1, reason: reason) }
-            guard let object = (try? JSONSerialization.jsonObject(with: Data(trimmed.utf8))) as? [String: Any] else {
+        var lineNumber = 0
+        for line in data.split(separator: 0x0A, omittingEmptySubsequences: false) {
+            lineNumber += 1
+            let n = lineNumber
+            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
+            let fail = { (reason: String) in TaskError.badItem(path: path, line: n, reason: reason) }
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any] else {
                 throw fail("not a JSON object")
             }
-            items.append(try item(object, line: n + 1, fail: fail))
+            items.append(try item(object, line: n, fail: fail))
         }
         guard !items.isEmpty else { throw TaskError.empty(path: path) }
         return items
