@@ -99,4 +99,32 @@ final class CommandLineTests: XCTestCase {
         let piped = try run("chat", [model, "--temperature", "0", "--max-tokens", "16"], stdin: "What is the capital of France?")
         XCTAssertEqual(piped.stdout, r.stdout)
     }
+
+    func testEvalBadTasksAndData() throws {
+        // Checked before any model is opened.
+        assertCleanFailure(try run("tessera", ["eval", "/nonexistent/model.gguf", "--tasks", "piqa,mmlu"]), mentioning: "unknown task 'mmlu'")
+        assertCleanFailure(try run("tessera", ["eval", "/nonexistent/model.gguf", "--file", "piqa"]), mentioning: "task=path")
+        let bad = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-\(UUID().uuidString).jsonl").path
+        try "{\"goal\": 1}\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: bad) }
+        assertCleanFailure(try run("tessera", ["eval", "/nonexistent/model.gguf", "--tasks", "piqa", "--file", "piqa=\(bad)"]), mentioning: "\(bad):1")
+        assertCleanFailure(try run("tessera", ["eval", "/nonexistent/model.gguf", "--tasks", "piqa", "--data", "/nonexistent"]), mentioning: "no such file")
+    }
+
+    func testEvalRunsAndWritesResults() throws {
+        let model = try TestPaths.requireDemoModel()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-eval-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let json = dir.appendingPathComponent("results.json").path, samples = dir.appendingPathComponent("samples.jsonl").path
+        let r = try run("tessera", ["eval", model, "--tasks", "arc_easy,winogrande", "--limit", "2", "--data", TestPaths.shared + "/data",
+                                    "--json", json, "--log-samples", samples, "-t", "2"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.split(separator: "\n").last?.hasPrefix("average acc_norm over 2 tasks") ?? false, r.stdout)
+        let results = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any])
+        XCTAssertNotNil((results["results"] as? [String: Any])?["winogrande"])
+        let lines = try String(contentsOfFile: samples, encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(lines.count, 4)
+        XCTAssertTrue(r.stderr.contains("[winogrande 2/2]"), r.stderr)
+    }
 }

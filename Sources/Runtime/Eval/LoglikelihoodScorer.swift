@@ -1,0 +1,184 @@
+import Foundation
+
+/// A request in tokens: the model reads `context` then `continuation`, and the continuation's
+/// tokens are scored.
+public struct EncodedRequest: Sendable, Equatable {
+    public var context: [Int32]
+    public var continuation: [Int32]
+
+    public init(context: [Int32], continuation: [Int32]) {
+        self.context = context
+        self.continuation = continuation
+    }
+}
+
+/// Tokenization of (context, continuation) pairs as lm-eval's causal models do it
+/// (`TemplateLM.loglikelihood` and `_encode_pair` in lm_eval/api/model.py).
+public enum LMEvalEncoding {
+    /// `_encode_pair`: trailing whitespace of the context moves to the front of the
+    /// continuation; whole = encode(context + continuation), context = encode(context), and
+    /// the continuation is whole[context.count...]. When the last context token merges with
+    /// the continuation, the context's own tokens are still what the model reads and the
+    /// continuation is whatever of `whole` lies beyond the context's token count.
+    public static func encodePair(context: String, continuation: String, encode: (String) -> [Int32]) -> EncodedRequest {
+        var scalars = Array(context.unicodeScalars)
+        var moved: [Unicode.Scalar] = []
+        while let last = scalars.last, ZeroShotTask.isPythonSpace(last) { moved.insert(scalars.removeLast(), at: 0) }
+        let ctx = String(String.UnicodeScalarView(scalars))
+        let cont = String(String.UnicodeScalarView(moved)) + continuation
+        let whole = encode(ctx + cont)
+        let contextTokens = encode(ctx)
+        return EncodedRequest(context: contextTokens, continuation: Array(whole.dropFirst(contextTokens.count)))
+    }
+
+    /// The whole rule of `TemplateLM.loglikelihood`: an empty context becomes the prefix token
+    /// (BOS, else EOS) before the continuation encoded without special tokens — or, when the
+    /// continuation already starts with that token, its first token; any other context goes
+    /// through `encodePair`. `encode` adds BOS when the tokenizer does by default.
+    public static func encode(context: String, continuation: String, tokenizer: Tokenizer) -> EncodedRequest {
+        if context.isEmpty {
+            let cont = tokenizer.encode(continuation, addBOS: false, parseSpecial: true)
+            guard let prefix = tokenizer.bosID ?? tokenizer.eosID else { return EncodedRequest(context: [], continuation: cont) }
+            if cont.first == prefix { return EncodedRequest(context: [prefix], continuation: Array(cont.dropFirst())) }
+            return EncodedRequest(context: [prefix], continuation: cont)
+        }
+        return encodePair(context: context, continuation: continuation) { tokenizer.encode($0, addBOS: nil, parseSpecial: true) }
+    }
+}
+
+/// The score of one continuation.
+public struct ContinuationScore: Sendable, Equatable {
+    /// Σ log p(continuation token | everything before it).
+    public var logLikelihood: Double
+    /// Whether every continuation token was the argmax of its row (lm-eval's `is_greedy`).
+    public var isGreedy: Bool
+    public var tokenCount: Int
+}
+
+/// Log-likelihoods of continuations under a model, tokenizer-free (token ids in, sums out).
+/// The requests of one call share their context: it is prefilled once, the row of its last
+/// token scores each continuation's first token, each continuation is fed as one batch, and
+/// the cache is rewound to the context before the next.
+public final class LoglikelihoodScorer {
+    public let session: InferenceSession
+    /// Tokens pushed through the model so far.
+    public private(set) var tokensProcessed = 0
+
+    public init(session: InferenceSession) { self.session = session }
+
+    /// Scores each request (any contexts; a common token prefix is evaluated once).
+    public func score(_ requests: [EncodedRequest]) throws -> [ContinuationScore] {
+        guard !requests.isEmpty else { return [] }
+        let cap = session.capacity
+        for r in requests where !r.continuation.isEmpty && r.context.isEmpty {
+            throw ScorerError.emptyContext
+        }
+        // A request longer than the context window: lm-eval keeps the last max_length + 1
+        // tokens of context + continuation. Score such items one request at a time.
+        if requests.contains(where: { $0.context.count + $0.continuation.count - 1 > cap }) {
+            return try requests.map { try scoreTruncated($0) }
+        }
+        var results = requests.map { ContinuationScore(logLikelihood: 0, isGreedy: true, tokenCount: $0.continuation.count) }
+        let contexts = requests.map(\.context)
+        session.reset()
+        if contexts.allSatisfy({ $0 == contexts[0] }) {
+            // One context: prefill it; its last row scores every continuation's first token.
+            let ctx = contexts[0]
+            try run(ctx, logitRows: 1) { _, row in
+                let stats = RowStats(row)
+                for (i, r) in requests.enumerated() where !r.continuation.isEmpty {
+                    results[i].add(stats, target: r.continuation[0])
+                }
+            }
+            for (i, r) in requests.enumerated() where r.continuation.count > 1 {
+                let input = Array(r.continuation.dropLast())
+                try run(input, logitRows: input.count) { index, row in
+                    results[i].add(RowStats(row), target: r.continuation[index + 1])
+                }
+                session.rewind(to: ctx.count)
+            }
+        } else {
+            // Different contexts (WinoGrande): prefill their common prefix, leaving at least
+            // one context token per request to produce the row of its first continuation token.
+            var shared = contexts.map(\.count).min()! - 1
+            for c in contexts.dropFirst() {
+                shared = min(shared, zip(c, contexts[0]).prefix(while: { $0 == $1 }).count)
+            }
+            shared = max(shared, 0)
+            if shared > 0 { try run(Array(contexts[0].prefix(shared)), logitRows: 0) { _, _ in } }
+            for (i, r) in requests.enumerated() where !r.continuation.isEmpty {
+                let input = Array(r.context[shared...]) + r.continuation.dropLast()
+                let firstRow = r.context.count - shared - 1   // input index of the context's last token
+                try run(input, logitRows: r.continuation.count) { index, row in
+                    results[i].add(RowStats(row), target: r.continuation[index - firstRow])
+                }
+                session.rewind(to: shared)
+            }
+        }
+        return results
+    }
+
+    /// lm-eval's truncation: input = (context + continuation)[-(capacity + 1):][:-1].
+    private func scoreTruncated(_ r: EncodedRequest) throws -> ContinuationScore {
+        var result = ContinuationScore(logLikelihood: 0, isGreedy: true, tokenCount: r.continuation.count)
+        guard !r.continuation.isEmpty else { return result }
+        guard r.continuation.count <= session.capacity else {
+            throw ScorerError.continuationTooLong(tokens: r.continuation.count, capacity: session.capacity)
+        }
+        let input = Array((r.context + r.continuation).suffix(session.capacity + 1).dropLast())
+        let firstRow = input.count - r.continuation.count
+        session.reset()
+        try run(input, logitRows: r.continuation.count) { index, row in
+            result.add(RowStats(row), target: r.continuation[index - firstRow])
+        }
+        return result
+    }
+
+    private func run(_ tokens: [Int32], logitRows: Int, _ body: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws {
+        guard !tokens.isEmpty else { return }
+        try session.forward(tokens, logitRows: logitRows, body)
+        tokensProcessed += tokens.count
+    }
+}
+
+public enum ScorerError: Error, CustomStringConvertible, Equatable {
+    case emptyContext
+    case continuationTooLong(tokens: Int, capacity: Int)
+
+    public var description: String {
+        switch self {
+        case .emptyContext: return "a continuation needs at least one context token (use the BOS/EOS prefix for an empty context)"
+        case let .continuationTooLong(tokens, capacity):
+            return "a continuation of \(tokens) tokens does not fit the context of \(capacity) (use a larger --ctx)"
+        }
+    }
+}
+
+/// Log-softmax of one logits row: one max and one Double sum of exponentials, then any
+/// number of targets (the same arithmetic as PerplexityAccumulator.negativeLogLikelihood).
+struct RowStats {
+    let row: UnsafeBufferPointer<Float>
+    let maxLogit: Float
+    let argmax: Int
+    let logSum: Double
+
+    init(_ row: UnsafeBufferPointer<Float>) {
+        self.row = row
+        var m = -Float.infinity, a = 0
+        for (i, l) in row.enumerated() where l > m { m = l; a = i }
+        var sum = 0.0
+        for l in row { sum += Double(expf(l - m)) }
+        maxLogit = m
+        argmax = a
+        logSum = log(sum)
+    }
+
+    func logProbability(_ target: Int32) -> Double { Double(row[Int(target)] - maxLogit) - logSum }
+}
+
+extension ContinuationScore {
+    mutating func add(_ stats: RowStats, target: Int32) {
+        logLikelihood += stats.logProbability(target)
+        if stats.argmax != Int(target) { isGreedy = false }
+    }
+}
