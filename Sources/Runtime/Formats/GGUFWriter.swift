@@ -26,8 +26,6 @@ public struct GGUFWriter {
 
     /// Metadata keys in the order they will be written.
     public var metadataKeys: [String] { keys }
-    /// Tensor names in the order they will be written.
-    public var tensorNamesInOrder: [String] { pending.map(\.name) }
     /// Each tensor's name and encoded bytes, in order.
     public func tensorBytes() -> [(name: String, bytes: Data)] { pending.map { ($0.name, $0.data) } }
 
