@@ -49,7 +49,7 @@ let package = Package(
             dependencies: ["Runtime", "CLISupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "bench/Sources"),
         .testTarget(
-            name: "TesseraTests", dependencies: ["Runtime", "Kernels", "KernelsC"], path: "Tests/TesseraTests"),
+            name: "TesseraTests", dependencies: ["Runtime", "Kernels", "KernelsC", "Calibrate"], path: "Tests/TesseraTests"),
     ],
     swiftLanguageModes: [.v5]
 )
