@@ -9,8 +9,8 @@ struct Tessera: ParsableCommand {
 
     static let configuration = CommandConfiguration(
         commandName: "tessera",
-        abstract: "Tessera: ultra-low-bit LLMs on CPUs — inspect, quantize, perplexity, zero-shot eval, synthetic models (calibration to come).",
-        subcommands: [Perplexity.self, Eval.self, Inspect.self, Quantize.self, Synthesize.self])
+        abstract: "Tessera: ultra-low-bit LLMs on CPUs — inspect, quantize, calibrate, perplexity, zero-shot eval, synthetic models.",
+        subcommands: [Perplexity.self, Eval.self, Inspect.self, Quantize.self, CalibrateCommand.self, Synthesize.self])
 }
 
 /// Options every model-running command shares.

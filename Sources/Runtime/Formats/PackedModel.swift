@@ -49,28 +49,57 @@ public enum PackedFormat {
         name.hasPrefix("blk.") && !name.hasSuffix("_norm.weight")
     }
 
+    /// What the writer stores for one tensor.
+    public enum TensorContent {
+        /// The scheme's default: norms F32, block linears RTN-packed, embedding/head per scheme.embedding.
+        case standard
+        /// fp32 values stored F32 (norms) or per the scheme (2-D tensors are RTN-packed).
+        case values(FloatBuffer)
+        /// Already-packed weights (calibration output).
+        case packed(PackedWeights)
+    }
+
     /// Quantizes `source` with round-to-nearest and writes a packed file atomically.
     /// `progress` is called with (tensor name, index, count).
     public static func writeRTN(source: ModelSource, tokenizer: Tokenizer?, scheme: Scheme, to path: String,
                                 progress: (String, Int, Int) -> Void = { _, _, _ in }) throws {
+        try write(source: source, tokenizer: tokenizer, scheme: scheme, method: "rtn", to: path, progress: progress) { _ in .standard }
+    }
+
+    /// Writes a packed file atomically: every tensor the config requires, each as `content`
+    /// says; `metadata` adds string keys (e.g. `tessera.calibration.*`).
+    public static func write(source: ModelSource, tokenizer: Tokenizer?, scheme: Scheme, method: String,
+                             metadata: [(String, String)] = [], to path: String,
+                             progress: (String, Int, Int) -> Void = { _, _, _ in },
+                             content: (String) throws -> TensorContent) throws {
         let c = source.config
         var w = GGUFWriter()
         for (key, value) in c.ggufMetadata() { w.set(key, value) }
         if let tokenizer { for (key, value) in tokenizer.ggufMetadata() { w.set(key, value) } }
         if let template = source.chatTemplate { w.set("tokenizer.chat_template", .string(template)) }
         w.set("tessera.format_version", .uint32(UInt32(version)))
-        w.set("tessera.method", "rtn")
+        w.set("tessera.method", .string(method))
         w.set("tessera.bits", .uint32(UInt32(scheme.bits)))
         w.set("tessera.group", .uint32(UInt32(scheme.group)))
-        w.set("tessera.activation", scheme.activation.name)
-        w.set("tessera.zero_point", scheme.zeroPoint == .float ? "float" : "integer")
-        w.set("tessera.embedding", scheme.embedding.rawValue)
+        w.set("tessera.activation", .string(scheme.activation.name))
+        w.set("tessera.zero_point", .string(scheme.zeroPoint == .float ? "float" : "integer"))
+        w.set("tessera.embedding", .string(scheme.embedding.rawValue))
+        for (key, value) in metadata { w.set(key, .string(value)) }
         try c.addRopeFrequencies(to: &w)
 
         let tensors = c.requiredTensorShapes
         for (index, (name, shape)) in tensors.enumerated() {
             progress(name, index, tensors.count)
-            let values = try source.floatTensor(name)
+            let given = try content(name)
+            if case .packed(let p) = given {
+                guard p.rows == shape[0], p.cols == shape[1] else {
+                    throw FormatError.shapeMismatch(tensor: name, expected: shape, found: [p.rows, p.cols])
+                }
+                try add(&w, name: name, p)
+                continue
+            }
+            let values: FloatBuffer
+            if case .values(let v) = given { values = v } else { values = try source.floatTensor(name) }
             if shape.count == 1 {
                 try w.addTensor(name: name, shape: shape, values: values)
             } else if isBlockLinear(name) {
@@ -86,6 +115,31 @@ public enum PackedFormat {
         }
         try addChecksums(&w)
         try w.write(to: path)
+    }
+
+    /// Reads the three tensors of packed weights `name` [rows, cols] from a GGUF file.
+    public static func readPacked(_ gguf: GGUFFile, name: String, rows: Int, cols: Int) throws -> PackedWeights {
+        let path = gguf.path
+        guard let codes = gguf.tensor(name + codesSuffix),
+              let scales = gguf.tensor(name + scalesSuffix),
+              let offsets = gguf.tensor(name + offsetsSuffix) else {
+            throw FormatError.missingTensor(path: path, tensor: name + codesSuffix)
+        }
+        let groups = scales.shape.last ?? 0
+        guard groups > 0, cols % groups == 0, scales.shape == [rows, groups], offsets.shape == [rows, groups] else {
+            throw FormatError.badTensor(path: path, tensor: name, reason: "scales \(scales.shape) and offsets \(offsets.shape) do not fit [\(rows), \(cols)]")
+        }
+        // Packed embeddings may use their own bit width: infer it from the row size.
+        let rowBytes = codes.shape.last ?? 0
+        guard let bits = PackedWeights.supportedBits.first(where: { Int(tsr_q_row_bytes(Int32($0), Int32(cols))) == rowBytes }) else {
+            throw FormatError.badTensor(path: path, tensor: name, reason: "rows of \(rowBytes) bytes match no bit width for width \(cols)")
+        }
+        let p = try PackedWeights(bits: bits, group: cols / groups, rows: rows, cols: cols, name: name)
+        guard codes.byteCount == p.codeBytes else { throw FormatError.badTensor(path: path, tensor: name, reason: "codes have \(codes.byteCount) bytes, expected \(p.codeBytes)") }
+        p.codes.update(from: gguf.data(of: codes).assumingMemoryBound(to: UInt8.self), count: p.codeBytes)
+        p.scales.update(from: gguf.data(of: scales).assumingMemoryBound(to: UInt16.self), count: rows * groups)
+        p.offsets.update(from: gguf.data(of: offsets).assumingMemoryBound(to: UInt16.self), count: rows * groups)
+        return p
     }
 
     static func addPacked(_ w: inout GGUFWriter, name: String, values: FloatBuffer, rows: Int, cols: Int,
@@ -107,7 +161,7 @@ public enum PackedFormat {
     }
 
     /// Records a checksum of every tensor added so far.
-    static func addChecksums(_ w: inout GGUFWriter) throws {
+    public static func addChecksums(_ w: inout GGUFWriter) throws {
         for (name, bytes) in w.tensorBytes() {
             w.set("tessera.checksum.\(name)", .uint64(bytes.withUnsafeBytes { checksum($0.baseAddress!, $0.count) }))
         }
@@ -192,28 +246,10 @@ public final class PackedModelSource: ModelSource {
 
     /// The packed weights of `name`, copied out of the file into aligned buffers.
     public func packedWeights(_ name: String) throws -> PackedWeights {
-        guard let shape = shapes[name], shape.count == 2,
-              let codes = gguf.tensor(name + PackedFormat.codesSuffix),
-              let scales = gguf.tensor(name + PackedFormat.scalesSuffix),
-              let offsets = gguf.tensor(name + PackedFormat.offsetsSuffix) else {
+        guard let shape = shapes[name], shape.count == 2 else {
             throw FormatError.missingTensor(path: path, tensor: name + PackedFormat.codesSuffix)
         }
-        let (rows, cols) = (shape[0], shape[1])
-        let groups = scales.shape.last ?? 0
-        guard groups > 0, cols % groups == 0, scales.shape == [rows, groups], offsets.shape == [rows, groups] else {
-            throw FormatError.badTensor(path: path, tensor: name, reason: "scales \(scales.shape) and offsets \(offsets.shape) do not fit [\(rows), \(cols)]")
-        }
-        // Packed embeddings may use their own bit width: infer it from the row size.
-        let rowBytes = codes.shape.last ?? 0
-        guard let bits = PackedWeights.supportedBits.first(where: { Int(tsr_q_row_bytes(Int32($0), Int32(cols))) == rowBytes }) else {
-            throw FormatError.badTensor(path: path, tensor: name, reason: "rows of \(rowBytes) bytes match no bit width for width \(cols)")
-        }
-        let p = try PackedWeights(bits: bits, group: cols / groups, rows: rows, cols: cols, name: name)
-        guard codes.byteCount == p.codeBytes else { throw FormatError.badTensor(path: path, tensor: name, reason: "codes have \(codes.byteCount) bytes, expected \(p.codeBytes)") }
-        p.codes.update(from: gguf.data(of: codes).assumingMemoryBound(to: UInt8.self), count: p.codeBytes)
-        p.scales.update(from: gguf.data(of: scales).assumingMemoryBound(to: UInt16.self), count: rows * groups)
-        p.offsets.update(from: gguf.data(of: offsets).assumingMemoryBound(to: UInt16.self), count: rows * groups)
-        return p
+        return try PackedFormat.readPacked(gguf, name: name, rows: shape[0], cols: shape[1])
     }
 
     /// Builds packed linears (with the file's activation mode, or `activation`); nil (the

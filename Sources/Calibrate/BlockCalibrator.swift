@@ -1,0 +1,246 @@
+import Foundation
+import Kernels
+import Runtime
+
+/// What happened to one block (the JSON log and the plots are made of these).
+public struct BlockReport: Codable, Sendable, Equatable {
+    public var block: Int
+    /// Reconstruction loss mean_tokens Σ_hidden (Y_fp − Y_q)² on the first sequences: with the
+    /// initial weights at nearest rounding (RTN or AWQ), and after calibration.
+    public var lossInitial: Double
+    public var lossFinal: Double
+    /// AWQ's chosen α per subset (qkv, o, gate/up, down); -1 where skipped or not run.
+    public var awqAlphas: [Float]
+    /// Mean clip ratio per clipped layer.
+    public var clipRatios: [String: Float]
+    /// Fraction of rounding decisions that differ from nearest, per layer.
+    public var flipped: [String: Double]
+    /// Fraction of rounding variables hard after each stage's harden phase (mean over layers).
+    public var hardAfterStage: [Double]
+    /// Training loss of every Adam step, in order.
+    public var stepLosses: [Float]
+    public var seconds: Double
+}
+
+/// Progress of a running calibration.
+public struct CalibrationProgress: Sendable {
+    public var block: Int, blocks: Int
+    public var phase: String
+    public var stage: Int, stages: Int
+    public var step: Int, steps: Int
+    public var loss: Float
+    public var hardFraction: Double
+}
+
+/// Calibrates one decoder block (the steps 2–6) and returns its quantized weights.
+final class BlockCalibrator {
+    let shape: BlockShape
+    let options: CalibrationOptions
+    let pool: ThreadPool
+    static let linearNames = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
+
+    // Scratch for `batch` sequences.
+    private let tape: BlockTape
+    private let x, y, target: FloatBuffer
+
+    init(shape: BlockShape, options: CalibrationOptions, pool: ThreadPool) {
+        self.shape = shape
+        self.options = options
+        self.pool = pool
+        let B = options.batch, T = options.sequenceLength, C = shape.C
+        tape = BlockTape(shape: shape, batch: B, tokens: T)
+        x = FloatBuffer(count: B * T * C)
+        y = FloatBuffer(count: B * T * C)
+        target = FloatBuffer(count: B * T * C)
+    }
+
+    struct Output {
+        var attentionNorm: FloatBuffer
+        var mlpNorm: FloatBuffer
+        /// In BlockParameters.linears order.
+        var linears: [PackedWeights]
+        var report: BlockReport
+    }
+
+    /// y = block(x) for every sequence of `input`, into `output` (a batch at a time).
+    func run(_ p: BlockParameters, input: Trajectory, output: Trajectory) {
+        let B = options.batch, T = input.T
+        var first = 0
+        while first < input.samples {
+            let count = min(B, input.samples - first)
+            input.gather(Array(first..<first + count), into: x.pointer)
+            BlockForwardBackward.forward(p, shape: shape, x: x.pointer, B: count, T: T, tape: tape, into: y.pointer, pool: pool)
+            output.store(y.pointer, first: first, count: count)
+            first += count
+        }
+    }
+
+    /// Mean over tokens of Σ_hidden (block(x) − target)² on the first `lossSequences` sequences.
+    func loss(_ p: BlockParameters, inputs: Trajectory, targets: Trajectory) -> Double {
+        let B = options.batch, T = inputs.T, C = shape.C
+        let n = min(options.lossSequences, inputs.samples)
+        var total = 0.0, first = 0
+        while first < n {
+            let count = min(B, n - first)
+            inputs.gather(Array(first..<first + count), into: x.pointer)
+            targets.gather(Array(first..<first + count), into: target.pointer)
+            BlockForwardBackward.forward(p, shape: shape, x: x.pointer, B: count, T: T, tape: tape, into: y.pointer, pool: pool)
+            for i in 0..<count * T * C { let d = Double(y[i] - target[i]); total += d * d }
+            first += count
+        }
+        return total / Double(n * T)
+    }
+
+    /// The fp block's inputs to each linear on the first `awqSequences` sequences of `inputs`.
+    func captureInputs(_ fp: BlockParameters, inputs: Trajectory) -> BlockInputs {
+        let B = min(options.awqSequences, inputs.samples), T = inputs.T, C = shape.C
+        let HD = shape.H * shape.D, F = shape.F, N = B * T
+        let captureTape = BlockTape(shape: shape, batch: B, tokens: T)
+        let xs = FloatBuffer(count: N * C), ys = FloatBuffer(count: N * C)
+        inputs.gather(Array(0..<B), into: xs.pointer)
+        BlockForwardBackward.forward(fp, shape: shape, x: xs.pointer, B: B, T: T, tape: captureTape, into: ys.pointer, pool: pool)
+        func copy(_ p: UnsafeMutablePointer<Float>, _ n: Int) -> FloatBuffer {
+            let b = FloatBuffer(count: n); b.pointer.update(from: p, count: n); return b
+        }
+        return BlockInputs(attention: copy(captureTape.attentionInput, N * C),
+                           attentionOutput: copy(captureTape.attentionOutputInput, N * HD),
+                           mlp: copy(captureTape.mlpInput, N * C), down: copy(captureTape.downInput, N * F), B: B, T: T)
+    }
+
+    func calibrate(block index: Int, blocks: Int, fp: BlockParameters, inputs: Trajectory, targets: Trajectory,
+                   progress: (CalibrationProgress) -> Void) throws -> Output {
+        let start = ContinuousClock.now
+        let o = options, C = shape.C, HD = shape.H * shape.D, F = shape.F
+        var status = CalibrationProgress(block: index, blocks: blocks, phase: "init", stage: 0, stages: 0, step: 0, steps: 0, loss: 0, hardFraction: 0)
+        progress(status)
+
+        // AWQ initialisation: scales folded into norms/linears, then clipping (not q, k).
+        let p = BlockParameters(copying: fp, shape: shape)
+        var alphas: [Float] = [], clipRatios: [String: Float] = [:]
+        if o.initialisation == .awq {
+            var captured = captureInputs(fp, inputs: inputs)
+            let report = AWQ.searchScales(p, shape: shape, inputs: &captured, bits: o.bits, group: o.group, pool: pool)
+            alphas = report.alphas.map { $0 ?? -1 }
+            let n = captured.N, stride = max(1, n / o.clipTokens), tokens = (n + stride - 1) / stride
+            func strided(_ b: FloatBuffer, _ width: Int) -> FloatBuffer {
+                let s = FloatBuffer(count: tokens * width)
+                for t in 0..<tokens { (s.pointer + t * width).update(from: b.pointer + t * stride * width, count: width) }
+                return s
+            }
+            let attention = strided(captured.attention, C), attnOut = strided(captured.attentionOutput, HD)
+            let mlp = strided(captured.mlp, C), down = strided(captured.down, F)
+            let clipped: [(String, FloatBuffer, Int, Int, FloatBuffer)] = [
+                ("attn_v", p.value, shape.KVH * shape.D, C, attention), ("attn_output", p.attentionOutput, C, HD, attnOut),
+                ("ffn_gate", p.gate, F, C, mlp), ("ffn_up", p.up, F, C, mlp), ("ffn_down", p.down, C, F, down)]
+            for (name, w, rows, cols, x) in clipped {
+                status.phase = "clip \(name)"; progress(status)
+                clipRatios[name] = AWQ.clip(w, rows: rows, cols: cols, inputs: x.pointer, tokens: tokens, bits: o.bits, group: o.group, pool: pool)
+            }
+        }
+
+        // Fixed grid, rounding variables v = h⁻¹(frac(W/s)), u = 0.
+        let linears = p.linears
+        let layers = zip(Self.linearNames, linears).map { name, w in
+            RoundingLayer(name: "blk.\(index).\(name).weight", weights: w.pointer, rows: w.count / Self.columns(name, shape), cols: Self.columns(name, shape),
+                          bits: o.bits, group: o.group)
+        }
+        // The block with the current fake-quantized weights.
+        let q = BlockParameters(copying: p, shape: shape)
+        func materialize() { for (layer, w) in zip(layers, q.linears) { layer.materialize(into: w.pointer, pool: pool) } }
+
+        // Loss at nearest rounding (what RTN / AWQ alone would give).
+        let soft = layers.map { $0.v }
+        for layer in layers { layer.hardenToNearest() }
+        materialize()
+        let lossInitial = loss(q, inputs: inputs, targets: targets)
+        for (layer, v) in zip(layers, soft) { layer.v = v }
+
+        var hardAfterStage: [Double] = [], stepLosses: [Float] = []
+        if o.method == .tesseraq {
+            if !o.adaptiveRounding { for layer in layers { layer.hardenToNearest() } }
+            let grads = BlockGradients(shape: shape)
+            let dv = layers.map { FloatBuffer(count: $0.v.count) }, du = layers.map { FloatBuffer(count: $0.u.count) }
+            var rng = SplitMix64(seed: o.seed &+ 0x9E37_79B9 &* UInt64(index + 1))
+            let rates = o.schedule.softRates
+            let B = min(o.batch, inputs.samples), T = inputs.T
+            status.stages = rates.count; status.steps = o.stepsPerStage
+            for (k, rate) in rates.enumerated() {
+                // Harden phase, per layer.
+                if o.adaptiveRounding { for layer in layers { layer.harden(softRate: rate) } }
+                let hard = layers.reduce(0.0) { $0 + $1.hardFraction * Double($1.v.count) } / Double(layers.reduce(0) { $0 + $1.v.count })
+                hardAfterStage.append(hard)
+                status.phase = "train"; status.stage = k + 1; status.hardFraction = hard
+                // Fresh Adam per stage: v at lr, u at scale-lr with L2 decay.
+                var adamV = layers.map { Adam(count: $0.v.count, learningRate: o.learningRate) }
+                var adamU = layers.map { Adam(count: $0.u.count, learningRate: o.scaleLearningRate, weightDecay: o.scaleWeightDecay) }
+                for step in 0..<o.stepsPerStage {
+                    // A mini-batch of distinct sequences.
+                    var order = Array(0..<inputs.samples)
+                    for i in 0..<B { order.swapAt(i, Int.random(in: i..<order.count, using: &rng)) }
+                    let batch = Array(order[0..<B])
+                    inputs.gather(batch, into: x.pointer)
+                    targets.gather(batch, into: target.pointer)
+                    materialize()
+                    BlockForwardBackward.forward(q, shape: shape, x: x.pointer, B: B, T: T, tape: tape, into: y.pointer, pool: pool)
+                    // L = mean_tokens Σ_hidden (y − target)²; dL/dy = 2(y − target)/tokens (into y).
+                    let tokens = Float(B * T), n = B * T * C
+                    var total: Double = 0
+                    for i in 0..<n { let d = y[i] - target[i]; total += Double(d * d); y[i] = 2 * d / tokens }
+                    let stepLoss = Float(total / Double(tokens))
+                    stepLosses.append(stepLoss)
+                    BlockForwardBackward.backward(q, shape: shape, B: B, T: T, tape: tape, dy: y.pointer, grads: grads, pool: pool)
+                    for (l, layer) in layers.enumerated() {
+                        layer.backward(weightGradient: grads.linears[l].pointer, vGradient: dv[l].pointer, uGradient: du[l].pointer, pool: pool)
+                        if o.adaptiveRounding { adamV[l].update(&layer.v, gradient: dv[l].pointer) }
+                        if o.scaleTuning { adamU[l].update(&layer.u, gradient: du[l].pointer) }
+                    }
+                    status.step = step + 1; status.loss = stepLoss
+                    if step % 5 == 4 || step + 1 == o.stepsPerStage { progress(status) }
+                }
+            }
+        }
+        for layer in layers { if o.method == .tesseraq { layer.hardenAll() } else { layer.hardenToNearest() } }
+
+        // Final integer codes; the block exactly as the packed file will run it.
+        let packed = try layers.map { try $0.packed() }
+        for (w, pw) in zip(q.linears, packed) {
+            let d = pw.dequantize()
+            w.pointer.update(from: d.pointer, count: w.count)
+        }
+        let lossFinal = loss(q, inputs: inputs, targets: targets)
+        var flipped: [String: Double] = [:]
+        for (name, layer) in zip(Self.linearNames, layers) { flipped[name] = layer.flippedFraction }
+        let report = BlockReport(block: index, lossInitial: lossInitial, lossFinal: lossFinal, awqAlphas: alphas,
+                                 clipRatios: clipRatios, flipped: flipped, hardAfterStage: hardAfterStage,
+                                 stepLosses: stepLosses, seconds: (ContinuousClock.now - start).seconds)
+        _ = HD
+        return Output(attentionNorm: q.attentionNorm, mlpNorm: q.mlpNorm, linears: packed, report: report)
+    }
+
+    /// The quantized block's parameters (norms + dequantized linears) for propagating the trajectory.
+    func parameters(_ out: Output) -> BlockParameters {
+        let p = BlockParameters(shape: shape)
+        p.attentionNorm.pointer.update(from: out.attentionNorm.pointer, count: shape.C)
+        p.mlpNorm.pointer.update(from: out.mlpNorm.pointer, count: shape.C)
+        for (w, pw) in zip(p.linears, out.linears) { let d = pw.dequantize(); w.pointer.update(from: d.pointer, count: w.count) }
+        return p
+    }
+
+    static func columns(_ name: String, _ s: BlockShape) -> Int {
+        switch name {
+        case "attn_output": return s.H * s.D
+        case "ffn_down": return s.F
+        default: return s.C
+        }
+    }
+}
+
+extension BlockParameters {
+    /// A deep copy.
+    convenience init(copying other: BlockParameters, shape: BlockShape) {
+        self.init(shape: shape)
+        for (a, b) in zip([attentionNorm, mlpNorm] + linears, [other.attentionNorm, other.mlpNorm] + other.linears) {
+            a.pointer.update(from: b.pointer, count: a.count)
+        }
+    }
+}

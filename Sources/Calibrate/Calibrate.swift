@@ -1,2 +1,0 @@
-// TesseraQ calibration lands here (issue: Calibration).
-public enum CalibrateModule {}

@@ -1,0 +1,71 @@
+import Foundation
+
+/// The run's JSON log and the SVG plot of block reconstruction losses.
+public enum CalibrationReport {
+    struct Log: Codable {
+        var options: [String: String]
+        var seconds: Double
+        var peakResidentBytes: Int?
+        /// Mean fraction of rounding decisions flipped vs nearest, per layer type (paper's Table 7).
+        var flippedByLayer: [String: Double]
+        var blocks: [BlockReport]
+    }
+
+    /// Mean flipped fraction per layer type over all blocks.
+    public static func flippedByLayer(_ reports: [BlockReport]) -> [(String, Double)] {
+        BlockCalibrator.linearNames.map { name in
+            let values = reports.compactMap { $0.flipped[name] }
+            return (name, values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count))
+        }
+    }
+
+    public static func json(reports: [BlockReport], options: CalibrationOptions, seconds: Double, peakResidentBytes: Int?) throws -> Data {
+        let log = Log(options: Dictionary(uniqueKeysWithValues: options.metadata), seconds: seconds,
+                      peakResidentBytes: peakResidentBytes,
+                      flippedByLayer: Dictionary(uniqueKeysWithValues: flippedByLayer(reports)), blocks: reports)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return try encoder.encode(log)
+    }
+
+    /// Block reconstruction loss per block before (nearest rounding of the initial weights)
+    /// and after calibration, on a log scale (like the paper's Fig. 4).
+    public static func svg(reports: [BlockReport], title: String) -> String {
+        let width = 720.0, height = 380.0, left = 70.0, right = 20.0, top = 40.0, bottom = 50.0
+        let plotW = width - left - right, plotH = height - top - bottom
+        let values = reports.flatMap { [$0.lossInitial, $0.lossFinal] }.filter { $0 > 0 && $0.isFinite }
+        guard let lo0 = values.min(), let hi0 = values.max(), !reports.isEmpty else {
+            return "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"40\"><text x=\"10\" y=\"25\">no data</text></svg>\n"
+        }
+        let lo = floor(log10(lo0)), hi = max(ceil(log10(hi0)), lo + 1)
+        func x(_ i: Int) -> Double { left + (reports.count == 1 ? plotW / 2 : plotW * Double(i) / Double(reports.count - 1)) }
+        func y(_ v: Double) -> Double { top + plotH * (1 - (log10(max(v, pow(10, lo))) - lo) / (hi - lo)) }
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"12\">\n"
+        s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        s += "<text x=\"\(width / 2)\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">\(escape(title))</text>\n"
+        for e in Int(lo)...Int(hi) {
+            let yy = y(pow(10, Double(e)))
+            s += "<line x1=\"\(left)\" y1=\"\(yy)\" x2=\"\(width - right)\" y2=\"\(yy)\" stroke=\"#ddd\"/>\n"
+            s += "<text x=\"\(left - 6)\" y=\"\(yy + 4)\" text-anchor=\"end\">1e\(e)</text>\n"
+        }
+        let step = max(1, reports.count / 10)
+        for (i, r) in reports.enumerated() where i % step == 0 || i == reports.count - 1 {
+            s += "<text x=\"\(x(i))\" y=\"\(height - bottom + 18)\" text-anchor=\"middle\">\(r.block)</text>\n"
+        }
+        s += "<text x=\"\(left + plotW / 2)\" y=\"\(height - 12)\" text-anchor=\"middle\">block</text>\n"
+        s += "<text x=\"16\" y=\"\(top + plotH / 2)\" text-anchor=\"middle\" transform=\"rotate(-90 16 \(top + plotH / 2))\">reconstruction loss (log)</text>\n"
+        func line(_ key: KeyPath<BlockReport, Double>, _ color: String) -> String {
+            let points = reports.enumerated().map { "\(x($0.offset)),\(y($0.element[keyPath: key]))" }.joined(separator: " ")
+            return "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\" points=\"\(points)\"/>\n"
+        }
+        s += line(\.lossInitial, "#d62728") + line(\.lossFinal, "#1f77b4")
+        s += "<rect x=\"\(left + 10)\" y=\"\(top + 6)\" width=\"12\" height=\"3\" fill=\"#d62728\"/><text x=\"\(left + 28)\" y=\"\(top + 12)\">initial weights, nearest rounding</text>\n"
+        s += "<rect x=\"\(left + 10)\" y=\"\(top + 24)\" width=\"12\" height=\"3\" fill=\"#1f77b4\"/><text x=\"\(left + 28)\" y=\"\(top + 30)\">after calibration</text>\n"
+        s += "</svg>\n"
+        return s
+    }
+
+    static func escape(_ text: String) -> String {
+        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+    }
+}

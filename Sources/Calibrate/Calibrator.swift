@@ -1,0 +1,212 @@
+import Foundation
+import Kernels
+import Runtime
+
+public struct CalibrationError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The whole run: block by block, carrying the quantized trajectory (inputs) and the fp
+/// trajectory (targets), checkpointing after every block into `<output>.calib/`:
+///
+///   state.json         options fingerprint, blocks done, per-block reports (the commit point)
+///   block-NNN.gguf     block NNN's norms and packed linears
+///   xq-NNN.f16 / fp-NNN.f16   both trajectories at the input of block NNN
+///
+/// Every file is written atomically (temp + rename) and state.json last, so a run killed at
+/// any point resumes from the last finished block with `--resume`; per-block random streams
+/// are derived from the seed, so the result equals an uninterrupted run's.
+public final class Calibrator {
+    public let source: ModelSource
+    public let options: CalibrationOptions
+    public let outputPath: String
+    public let pool: ThreadPool
+    public var checkpointDirectory: String { outputPath + ".calib" }
+    /// Tests: stop (as if killed) once this many blocks are checkpointed.
+    var stopAfterBlocks: Int?
+
+    public init(source: ModelSource, options: CalibrationOptions, outputPath: String, pool: ThreadPool) {
+        self.source = source
+        self.options = options
+        self.outputPath = outputPath
+        self.pool = pool
+    }
+
+    struct State: Codable {
+        var version = 1
+        var fingerprint: [String]
+        var completedBlocks: Int
+        var reports: [BlockReport]
+    }
+
+    public struct Summary {
+        public var reports: [BlockReport]
+        public var seconds: Double
+        public var resumedAt: Int
+    }
+
+    func fingerprint(tokens: [Int32]) -> [String] {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for t in tokens { h = (h ^ UInt64(UInt32(bitPattern: t))) &* 0x100_0000_01b3 }
+        return options.metadata.map { "\($0.0)=\($0.1)" } + ["model=\(source.path)", "data=\(tokens.count):\(String(h, radix: 16))"]
+    }
+
+    /// Calibrates every block and writes the packed model. `tokens` is the tokenized data.
+    public func run(tokens: [Int32], tokenizer: Tokenizer?, embedding: PackedFormat.Embedding, resume: Bool,
+                    progress: (CalibrationProgress) -> Void = { _ in }) throws -> Summary {
+        let start = ContinuousClock.now
+        let c = source.config, o = options
+        let shape = BlockShape(config: c)
+        let dir = checkpointDirectory, fm = FileManager.default
+        let statePath = dir + "/state.json"
+        let print = fingerprint(tokens: tokens)
+        var state = State(fingerprint: print, completedBlocks: 0, reports: [])
+        if fm.fileExists(atPath: statePath) {
+            guard resume else {
+                throw CalibrationError("a checkpoint of an earlier run is in \(dir): pass --resume to continue it, or delete that folder to start over")
+            }
+            guard let data = fm.contents(atPath: statePath), let saved = try? JSONDecoder().decode(State.self, from: data) else {
+                throw CalibrationError("cannot read \(statePath); delete \(dir) to start over")
+            }
+            guard saved.fingerprint == print else {
+                let diff = zip(saved.fingerprint, print).filter { $0 != $1 }.map { "\($0.0) (now \($0.1))" }
+                throw CalibrationError("the checkpoint in \(dir) was made with other settings: \(diff.joined(separator: ", ")); use the same flags or delete it")
+            }
+            state = saved
+        } else {
+            try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        }
+        let resumedAt = state.completedBlocks
+
+        // Calibration windows and the two trajectories at the first unfinished block.
+        let windows = try CalibrationData.windows(tokens: tokens, count: o.samples, length: o.sequenceLength, seed: o.seed)
+        var inputs: Trajectory, targets: Trajectory
+        if state.completedBlocks == 0 {
+            inputs = Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C)
+            let embedding = try source.floatTensor(TensorName.tokenEmbedding)
+            let row = FloatBuffer(count: o.sequenceLength * shape.C)
+            for (n, window) in windows.enumerated() {
+                for (t, token) in window.enumerated() {
+                    (row.pointer + t * shape.C).update(from: embedding.pointer + Int(token) * shape.C, count: shape.C)
+                }
+                inputs.store(row.pointer, first: n, count: 1)
+            }
+            targets = Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C)
+            targets.store(from: inputs)
+        } else {
+            let b = state.completedBlocks
+            inputs = try Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C, contentsOf: trajectoryPath("xq", b))
+            targets = try Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C, contentsOf: trajectoryPath("fp", b))
+        }
+
+        let calibrator = BlockCalibrator(shape: shape, options: o, pool: pool)
+        for b in state.completedBlocks..<c.blockCount {
+            let fp = try BlockParameters(source: source, block: b, shape: shape)
+            // Targets: the fp block on the fp trajectory.
+            let nextTargets = Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C)
+            calibrator.run(fp, input: targets, output: nextTargets)
+            let out = try calibrator.calibrate(block: b, blocks: c.blockCount, fp: fp, inputs: inputs, targets: nextTargets, progress: progress)
+            // Inputs of the next block: the quantized block on the quantized trajectory.
+            let nextInputs = Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C)
+            calibrator.run(calibrator.parameters(out), input: inputs, output: nextInputs)
+
+            // Checkpoint: block, trajectories, then the state (the commit point).
+            try writeBlock(out, index: b)
+            try nextInputs.write(to: trajectoryPath("xq", b + 1))
+            try nextTargets.write(to: trajectoryPath("fp", b + 1))
+            state.completedBlocks = b + 1
+            state.reports.append(out.report)
+            try JSONEncoder().encode(state).write(to: URL(fileURLWithPath: statePath), options: .atomic)
+            try? fm.removeItem(atPath: trajectoryPath("xq", b))
+            try? fm.removeItem(atPath: trajectoryPath("fp", b))
+            inputs = nextInputs
+            targets = nextTargets
+            if let stop = stopAfterBlocks, b + 1 >= stop { throw CalibrationError("stopped after \(b + 1) blocks (test hook)") }
+        }
+
+        try writeModel(tokenizer: tokenizer, embedding: embedding, reports: state.reports)
+        return Summary(reports: state.reports, seconds: (ContinuousClock.now - start).seconds, resumedAt: resumedAt)
+    }
+
+    func trajectoryPath(_ kind: String, _ block: Int) -> String {
+        checkpointDirectory + String(format: "/%@-%03d.f16", kind, block)
+    }
+
+    func blockPath(_ block: Int) -> String { checkpointDirectory + String(format: "/block-%03d.gguf", block) }
+
+    func writeBlock(_ out: BlockCalibrator.Output, index b: Int) throws {
+        var w = GGUFWriter()
+        try w.addTensor(name: TensorName.block(b, "attn_norm"), shape: [out.attentionNorm.count], values: out.attentionNorm)
+        try w.addTensor(name: TensorName.block(b, "ffn_norm"), shape: [out.mlpNorm.count], values: out.mlpNorm)
+        for (name, p) in zip(BlockCalibrator.linearNames, out.linears) {
+            try PackedFormat.add(&w, name: TensorName.block(b, name), p)
+        }
+        try PackedFormat.addChecksums(&w)
+        try w.write(to: blockPath(b))
+    }
+
+    /// Assembles the packed model from the block files (norms and linears) and the source
+    /// (embedding, final norm, head).
+    func writeModel(tokenizer: Tokenizer?, embedding: PackedFormat.Embedding, reports: [BlockReport]) throws {
+        let o = options, c = source.config
+        var files: [Int: GGUFFile] = [:]
+        func blockFile(_ b: Int) throws -> GGUFFile {
+            if let f = files[b] { return f }
+            let f = try GGUFFile(path: blockPath(b))
+            files[b] = f
+            return f
+        }
+        let scheme = PackedFormat.Scheme(bits: o.bits, group: o.group, activation: o.activation, zeroPoint: .integer, embedding: embedding)
+        var metadata = o.metadata.map { ("tessera.calibration.\($0.0)", $0.1) }
+        metadata.append(("tessera.calibration.final_losses", reports.map { String(format: "%.6g", $0.lossFinal) }.joined(separator: ",")))
+        metadata.append(("tessera.calibration.initial_losses", reports.map { String(format: "%.6g", $0.lossInitial) }.joined(separator: ",")))
+        metadata.append(("tessera.version", TesseraVersion.string))
+        let shapes = Dictionary(uniqueKeysWithValues: c.requiredTensorShapes.map { ($0.0, $0.1) })
+        try PackedFormat.write(source: source, tokenizer: tokenizer, scheme: scheme, method: o.method.rawValue,
+                               metadata: metadata, to: outputPath) { name in
+            guard name.hasPrefix("blk."), let b = Int(name.split(separator: ".")[1]) else { return .standard }
+            let file = try blockFile(b)
+            if name.hasSuffix("_norm.weight") { return .values(try file.floatData(name)) }
+            let shape = shapes[name]!
+            return .packed(try PackedFormat.readPacked(file, name: name, rows: shape[0], cols: shape[1]))
+        }
+    }
+
+    /// Removes the checkpoint folder (after the output file is written).
+    public func removeCheckpoint() { try? FileManager.default.removeItem(atPath: checkpointDirectory) }
+}
+
+public enum TesseraVersion {
+    public static let string = "0.3.0"
+}
+
+extension Trajectory {
+    /// Copies another trajectory's values.
+    func store(from other: Trajectory) {
+        other.values.withUnsafeBufferPointer { src in
+            let x = UnsafeMutablePointer<Float>.allocate(capacity: T * C)
+            defer { x.deallocate() }
+            for n in 0..<samples {
+                for k in 0..<T * C { x[k] = Float(src[n * T * C + k]) }
+                store(x, first: n, count: 1)
+            }
+        }
+    }
+}
+
+extension BlockParameters {
+    /// Block `b`'s fp32 weights read from a model source.
+    convenience init(source: ModelSource, block b: Int, shape: BlockShape) throws {
+        self.init(shape: shape)
+        let parts = ["attn_norm", "ffn_norm"] + BlockCalibrator.linearNames
+        for (part, buffer) in zip(parts, [attentionNorm, mlpNorm] + linears) {
+            let name = TensorName.block(b, part)
+            let values = try source.floatTensor(name)
+            guard values.count == buffer.count else {
+                throw FormatError.shapeMismatch(tensor: name, expected: [buffer.count], found: [values.count])
+            }
+            buffer.pointer.update(from: values.pointer, count: buffer.count)
+        }
+    }
+}

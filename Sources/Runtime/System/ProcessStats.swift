@@ -1,0 +1,19 @@
+import Foundation
+
+/// Memory figures of this process, from /proc (Linux).
+public enum ProcessStats {
+    /// Peak resident set size (VmHWM) in bytes, or nil where /proc is unavailable.
+    public static func peakResidentBytes() -> Int? { statusField("VmHWM:") }
+
+    /// Current resident set size (VmRSS) in bytes.
+    public static func residentBytes() -> Int? { statusField("VmRSS:") }
+
+    static func statusField(_ key: String) -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix(key) {
+            let kb = line.dropFirst(key.count).split(separator: " ").first.flatMap { Int($0) }
+            return kb.map { $0 * 1024 }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,185 @@
+import ArgumentParser
+import Calibrate
+import Foundation
+import Kernels
+import Runtime
+
+struct CalibrateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "calibrate",
+        abstract: "TesseraQ calibration (AWQ init + Progressive Adaptive Rounding + Dequantization Scale Tuning) into Tessera's packed format.",
+        discussion: """
+        Block by block: inputs are the already-quantized blocks' outputs, targets the fp model's. \
+        A checkpoint is written after every block to OUT.calib/; re-run with --resume to continue \
+        an interrupted run. Writes OUT, OUT.log.json (losses per block/stage/step) and OUT.svg \
+        (block reconstruction loss before and after). Calibration is weight-only; --act only sets \
+        the activation mode the output runs with.
+        """)
+
+    enum Preset: String, ExpressibleByArgument, CaseIterable { case paper, fast }
+
+    @Argument(help: "GGUF file or Hugging Face folder.")
+    var model: String
+
+    @Option(help: "Weight bits: 2, 3 or 4.")
+    var bits: Int
+
+    @Option(help: "Group size: 32, 64, 128 or row (must divide every row width).")
+    var group: String
+
+    @Option(help: "Activation mode the output runs with: 16, 8 or 4.")
+    var act: Int = 16
+
+    @Option(help: "Calibration text (.txt/.raw, or .jsonl with a \"text\" field).")
+    var data: String = "../shared/data/wikitext2/wiki.valid.raw"
+
+    @Option(help: "Hyper-parameter preset: paper (the reference's: 512×2048 samples, 20 stages × 250 steps, batch 4) or fast (128×512, 10 × 40, batch 1).")
+    var preset: Preset = .fast
+
+    @Option(help: "Method: tesseraq, awq (stop after the AWQ initialisation) or rtn.")
+    var method: CalibrationOptions.Method = .tesseraq
+
+    @Option(name: .customLong("init"), help: "Initialisation: awq or rtn.")
+    var initialisation: CalibrationOptions.Initialisation = .awq
+
+    @Option(help: "Calibration windows (default: the preset's).") var samples: Int?
+    @Option(name: .customLong("seq-len"), help: "Tokens per window.") var seqLen: Int?
+    @Option(help: "Windows per Adam step.") var batch: Int?
+    @Option(help: "Hardening schedule: 20, 10 (the reference's lists) or exp:T[:K] (soft rate e^(−T·k/K)).") var stages: String?
+    @Option(help: "Adam steps per stage.") var steps: Int?
+    @Option(help: "Learning rate of the rounding variables.") var lr: Float?
+    @Option(name: .customLong("scale-lr"), help: "Learning rate of the dequantization-scale variables.") var scaleLR: Float?
+    @Flag(name: .customLong("no-par"), help: "Ablation: keep nearest rounding, tune only the dequantization scales.") var noPAR = false
+    @Flag(name: .customLong("no-dst"), help: "Ablation: tune only the rounding, not the dequantization scales.") var noDST = false
+    @Option(help: "Random seed (windows and mini-batches).") var seed: UInt64 = 42
+    @Option(help: "Embedding table and tied head: f16, q8 or q4.") var embed: PackedFormat.Embedding = .f16
+    @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = physical cores).") var threads: Int = 0
+    @Option(name: .shortAndLong, help: "Output file.") var output: String
+    @Flag(help: "Continue the interrupted run whose checkpoint is in OUT.calib/.") var resume = false
+    @Flag(name: .customLong("keep-checkpoint"), help: "Keep OUT.calib/ after success.") var keepCheckpoint = false
+
+    var groupSize: Int? { group == "row" ? 0 : Int(group) }
+
+    func validate() throws {
+        guard [2, 3, 4].contains(bits) else { throw ValidationError("--bits must be 2, 3 or 4, got \(bits)") }
+        guard let g = groupSize, g == 0 || [32, 64, 128].contains(g) else { throw ValidationError("--group must be 32, 64, 128 or row, got \(group)") }
+        guard [16, 8, 4].contains(act) else { throw ValidationError("--act must be 16, 8 or 4, got \(act)") }
+        if let stages, HardeningSchedule(argument: stages) == nil { throw ValidationError("--stages must be 20, 10 or exp:T[:K], got \(stages)") }
+        for (name, value) in [("--samples", samples), ("--seq-len", seqLen), ("--batch", batch), ("--steps", steps)] {
+            if let value, value < 1 { throw ValidationError("\(name) must be positive, got \(value)") }
+        }
+        if let seqLen, seqLen < 2 { throw ValidationError("--seq-len must be at least 2") }
+        if let samples, let batch, batch > samples { throw ValidationError("--batch \(batch) exceeds --samples \(samples)") }
+        if noPAR && noDST && method == .tesseraq { throw ValidationError("--no-par and --no-dst together leave nothing to train; use --method awq or rtn") }
+        guard threads >= 0 else { throw ValidationError("--threads must be 0 or positive") }
+    }
+
+    func options() -> CalibrationOptions {
+        var o = preset == .paper ? CalibrationOptions.paper : CalibrationOptions.fast
+        o.method = method
+        o.initialisation = method == .rtn ? .rtn : initialisation
+        o.bits = bits
+        o.group = groupSize!
+        o.activation = [16: .a16, 8: .a8, 4: .a4][act]!
+        if let samples { o.samples = samples }
+        if let seqLen { o.sequenceLength = seqLen }
+        if let batch { o.batch = batch }
+        if let stages { o.schedule = HardeningSchedule(argument: stages)! }
+        if let steps { o.stepsPerStage = steps }
+        if let lr { o.learningRate = lr }
+        if let scaleLR { o.scaleLearningRate = scaleLR }
+        o.adaptiveRounding = !noPAR
+        o.scaleTuning = !noDST
+        o.seed = seed
+        o.batch = min(o.batch, o.samples)
+        o.awqSequences = min(o.awqSequences, o.samples)
+        return o
+    }
+
+    func run() throws {
+        let o = options()
+        let source = try ModelLoader.open(model)
+        let c = source.config
+        if o.group > 0 {
+            for (name, shape) in c.requiredTensorShapes where shape.count == 2 && name.hasPrefix("blk.") && shape[1] % o.group != 0 {
+                throw ValidationError("group size \(o.group) does not divide the row width \(shape[1]) of \(name); use a group that divides every row width (e.g. 32 or 64)")
+            }
+        }
+        if source is PackedModelSource {
+            throw ValidationError("\(model) is already a packed Tessera model; calibrate from the original GGUF or Hugging Face folder")
+        }
+        let tokenizer = try source.makeTokenizer()
+        let text = try CalibrationData.text(path: data)
+        let tokens = tokenizer.encode(text, addBOS: nil, parseSpecial: false)
+        let pool = ThreadPool(threads: threads)
+        let calibrator = Calibrator(source: source, options: o, outputPath: output, pool: pool)
+        print("calibrate: \(model) → \(output)")
+        print("  \(o.method.rawValue) W\(o.bits)g\(group) init \(o.initialisation.rawValue); \(o.samples) windows × \(o.sequenceLength) tokens from \(data) (\(tokens.count) tokens); batch \(o.batch), stages \(o.schedule.argument) × \(o.stepsPerStage) steps, lr \(o.learningRate), scale lr \(o.scaleLearningRate); PAR \(o.adaptiveRounding ? "on" : "off"), DST \(o.scaleTuning ? "on" : "off"); seed \(o.seed); \(pool.threads) threads")
+        fflush(stdout)
+
+        let bar = ProgressLine(blocks: c.blockCount)
+        let summary = try calibrator.run(tokens: tokens, tokenizer: tokenizer, embedding: embed, resume: resume) { p in
+            bar.update(p)
+        }
+        bar.finish()
+        if summary.resumedAt > 0 { print("resumed after block \(summary.resumedAt - 1)") }
+        for r in summary.reports.dropFirst(summary.resumedAt) {
+            print(String(format: "block %2d: loss %.5g → %.5g (%.1f%%)  %.1f s", r.block, r.lossInitial, r.lossFinal,
+                         100 * (r.lossFinal / max(r.lossInitial, 1e-30) - 1), r.seconds))
+        }
+        let rss = ProcessStats.peakResidentBytes()
+        let log = try CalibrationReport.json(reports: summary.reports, options: o, seconds: summary.seconds, peakResidentBytes: rss)
+        try log.write(to: URL(fileURLWithPath: output + ".log.json"), options: .atomic)
+        let title = "\(o.method.rawValue) W\(o.bits)g\(group): block reconstruction loss"
+        try Data(CalibrationReport.svg(reports: summary.reports, title: title).utf8).write(to: URL(fileURLWithPath: output + ".svg"), options: .atomic)
+        let flips = CalibrationReport.flippedByLayer(summary.reports).map { String(format: "%@ %.2f%%", $0.0, 100 * $0.1) }
+        print("rounding flipped vs nearest: " + flips.joined(separator: ", "))
+        print(String(format: "wrote %@ (+ .log.json, .svg) in %.1f s; peak RSS %.0f MB", output, summary.seconds, Double(rss ?? 0) / 1e6))
+        if !keepCheckpoint { calibrator.removeCheckpoint() }
+    }
+}
+
+/// One status line on stderr: block, stage, a bar over the block's steps, loss, hard %, ETA.
+final class ProgressLine {
+    let blocks: Int
+    let start = ContinuousClock.now
+    var firstBlock: Int?
+    var lastBlock = -1
+    var blockStart = ContinuousClock.now
+
+    init(blocks: Int) { self.blocks = blocks }
+
+    func update(_ p: CalibrationProgress) {
+        if firstBlock == nil { firstBlock = p.block }
+        if p.block != lastBlock {
+            if lastBlock >= 0 { FileHandle.standardError.write(Data("\n".utf8)) }
+            lastBlock = p.block
+            blockStart = .now
+        }
+        let total = max(1, p.stages * p.steps)
+        let within = p.stages == 0 ? 0 : Double((p.stage - 1) * p.steps + p.step) / Double(total)
+        let done = Double(p.block - firstBlock!) + within
+        let elapsed = (ContinuousClock.now - start).seconds
+        let remaining = done > 0.05 ? elapsed / done * (Double(blocks - firstBlock!) - done) : .nan
+        let width = 24, filled = Int(Double(width) * within)
+        let barText = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+        var line = "block \(p.block + 1)/\(blocks) "
+        if p.phase == "train" {
+            line += String(format: "stage %d/%d [%@] step %d/%d loss %.4g hard %.1f%%", p.stage, p.stages, barText, p.step, p.steps, p.loss, 100 * p.hardFraction)
+        } else {
+            line += p.phase
+        }
+        if remaining.isFinite { line += " ETA " + Self.clock(remaining) }
+        FileHandle.standardError.write(Data(("\r" + line + "\u{1B}[K").utf8))
+    }
+
+    func finish() { FileHandle.standardError.write(Data("\n".utf8)) }
+
+    static func clock(_ seconds: Double) -> String {
+        let s = Int(seconds)
+        return s >= 3600 ? String(format: "%dh%02dm", s / 3600, s / 60 % 60) : String(format: "%dm%02ds", s / 60, s % 60)
+    }
+}
+
+extension CalibrationOptions.Method: ExpressibleByArgument {}
+extension CalibrationOptions.Initialisation: ExpressibleByArgument {}
