@@ -75,7 +75,10 @@ public final class RoundingLayer {
                                         let k = r * groups + g
                                         let step = scale[k] * 2 * RectifiedSigmoid.value(u[k]), z = zero[k]
                                         for i in r * cols + g * G..<r * cols + (g + 1) * G {
-                                            let q = min(max(base[i] + RectifiedSigmoid.value(v[i]), 0), qmax)
+                                            // Hard weights (most of them after the first stages) skip the sigmoid.
+                                            let vi = v[i]
+                                            let rounding = abs(vi) == Self.hardValue ? (vi > 0 ? 1 : 0) : RectifiedSigmoid.value(vi)
+                                            let q = min(max(base[i] + rounding, 0), qmax)
                                             out[i] = (q - z) * step
                                         }
                                     }
@@ -107,9 +110,15 @@ public final class RoundingLayer {
                                         let f = 2 * RectifiedSigmoid.value(u[k])
                                         var sumU: Float = 0
                                         for i in r * cols + g * G..<r * cols + (g + 1) * G {
-                                            let raw = base[i] + RectifiedSigmoid.value(v[i])
+                                            let vi = v[i]
+                                            if abs(vi) == Self.hardValue {  // h' = 0
+                                                dv[i] = 0
+                                                sumU += dW[i] * (min(max(base[i] + (vi > 0 ? 1 : 0), 0), qmax) - z)
+                                                continue
+                                            }
+                                            let raw = base[i] + RectifiedSigmoid.value(vi)
                                             let q = min(max(raw, 0), qmax)
-                                            dv[i] = (raw >= 0 && raw <= qmax) ? dW[i] * s * f * RectifiedSigmoid.derivative(v[i]) : 0
+                                            dv[i] = (raw >= 0 && raw <= qmax) ? dW[i] * s * f * RectifiedSigmoid.derivative(vi) : 0
                                             sumU += dW[i] * (q - z)
                                         }
                                         du[k] = sumU * s * 2 * RectifiedSigmoid.derivative(u[k])
