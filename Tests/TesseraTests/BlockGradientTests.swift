@@ -1,0 +1,328 @@
+import Foundation
+import XCTest
+@testable import Calibrate
+@testable import Runtime
+
+/// One Llama block in float64 with plain loops, written independently of Calibrate: the
+/// reference for BlockForwardBackward's forward and, by central differences, its gradients.
+struct ReferenceBlock {
+    let C, H, KVH, D, F: Int
+    let eps: Double
+    let frequencies: [Double]    // rotary θᵢ per pair (GGUF interleaved pairs)
+    let attentionNorm, mlpNorm: [Double]
+    var linears: [[Double]]      // Wq, Wk, Wv, Wo, Wg, Wu, Wd as [out·in] row-major
+
+    init(config c: LlamaConfig, parameters p: BlockParameters) {
+        (C, H, KVH, D, F) = (c.hidden, c.heads, c.kvHeads, c.headDim, c.ffn)
+        eps = Double(c.rmsEps)
+        frequencies = (0..<c.headDim / 2).map { i in
+            pow(c.ropeBase, -2 * Double(i) / Double(c.headDim)) / Double(c.ropeFrequencyFactors?[i] ?? 1)
+        }
+        attentionNorm = p.attentionNorm.array.map(Double.init)
+        mlpNorm = p.mlpNorm.array.map(Double.init)
+        linears = p.linears.map { $0.array.map(Double.init) }
+    }
+
+    /// y [N·C] for x [N·C] holding B sequences of T tokens.
+    func forward(_ x: [Double], B: Int, T: Int) -> [Double] {
+        let N = B * T, Q = H * D, KV = KVH * D
+        func norm(_ x: [Double], _ w: [Double]) -> [Double] {
+            var out = x
+            for n in 0..<N {
+                var ss = 0.0
+                for i in 0..<C { ss += x[n * C + i] * x[n * C + i] }
+                let r = 1 / (ss / Double(C) + eps).squareRoot()
+                for i in 0..<C { out[n * C + i] = x[n * C + i] * r * w[i] }
+            }
+            return out
+        }
+        func linear(_ x: [Double], _ W: [Double], out: Int, in width: Int) -> [Double] {
+            var y = [Double](repeating: 0, count: N * out)
+            for n in 0..<N {
+                for r in 0..<out {
+                    var sum = 0.0
+                    for i in 0..<width { sum += x[n * width + i] * W[r * width + i] }
+                    y[n * out + r] = sum
+                }
+            }
+            return y
+        }
+        func rope(_ x: inout [Double], heads: Int) {
+            for n in 0..<N {
+                let t = Double(n % T)
+                for h in 0..<heads {
+                    for i in 0..<D / 2 {
+                        let j = n * heads * D + h * D + 2 * i, angle = t * frequencies[i]
+                        let x0 = x[j], x1 = x[j + 1]
+                        x[j] = x0 * cos(angle) - x1 * sin(angle)
+                        x[j + 1] = x0 * sin(angle) + x1 * cos(angle)
+                    }
+                }
+            }
+        }
+        let a = norm(x, attentionNorm)
+        var q = linear(a, linears[0], out: Q, in: C), k = linear(a, linears[1], out: KV, in: C)
+        let v = linear(a, linears[2], out: KV, in: C)
+        rope(&q, heads: H)
+        rope(&k, heads: KVH)
+        var o = [Double](repeating: 0, count: N * Q)
+        for b in 0..<B {
+            for h in 0..<H {
+                let kvh = h / (H / KVH)
+                for t in 0..<T {
+                    let qRow = (b * T + t) * Q + h * D
+                    var scores = (0...t).map { j in
+                        (0..<D).reduce(0.0) { $0 + q[qRow + $1] * k[(b * T + j) * KV + kvh * D + $1] } / Double(D).squareRoot()
+                    }
+                    let top = scores.max()!
+                    scores = scores.map { exp($0 - top) }
+                    let total = scores.reduce(0, +)
+                    for j in 0...t {
+                        for d in 0..<D { o[qRow + d] += scores[j] / total * v[(b * T + j) * KV + kvh * D + d] }
+                    }
+                }
+            }
+        }
+        let attention = linear(o, linears[3], out: C, in: Q)
+        let h1 = zip(x, attention).map(+)
+        let m = norm(h1, mlpNorm)
+        let g = linear(m, linears[4], out: F, in: C), u = linear(m, linears[5], out: F, in: C)
+        let s = (0..<N * F).map { g[$0] / (1 + exp(-g[$0])) * u[$0] }
+        return zip(h1, linear(s, linears[6], out: C, in: F)).map(+)
+    }
+
+    /// L = Σ (y − target)² / N
+    func loss(_ x: [Double], target: [Double], B: Int, T: Int) -> Double {
+        zip(forward(x, B: B, T: T), target).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) } / Double(B * T)
+    }
+}
+
+/// A linear layer that is not fp32 (stands for a packed one).
+private final class OpaqueLinear: LinearWeights {
+    let inFeatures = 64, outFeatures = 32, byteCount = 0
+    func forward(_ x: UnsafePointer<Float>, tokens T: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {}
+}
+
+final class BlockGradientTests: XCTestCase {
+    static func config(C: Int = 64, H: Int = 4, KVH: Int = 2, D: Int = 16, F: Int = 96, llama3Rope: Bool = true) -> LlamaConfig {
+        let factors = llama3Rope
+            ? Llama3RopeScaling(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalContext: 32).frequencyFactors(headDim: D, base: 10000)
+            : nil
+        return LlamaConfig(blockCount: 1, hidden: C, ffn: F, heads: H, kvHeads: KVH, headDim: D, vocab: 97,
+                           contextLength: 64, ropeBase: 10000, ropeFrequencyFactors: factors, rmsEps: 1e-5,
+                           tiedEmbeddings: true)
+    }
+
+    /// Norms near 1, linears uniform in ±2/√in.
+    static func randomParameters(_ shape: BlockShape, seed: UInt64) -> BlockParameters {
+        var rng = SplitMix64(seed: seed)
+        let p = BlockParameters(shape: shape)
+        for i in 0..<shape.C {
+            p.attentionNorm[i] = 1 + rng.uniform(-0.2, 0.2)
+            p.mlpNorm[i] = 1 + rng.uniform(-0.2, 0.2)
+        }
+        for (w, s) in zip(p.linears, shape.linearShapes) {
+            let scale = 2 / Float(s.inFeatures).squareRoot()
+            for i in 0..<w.count { w[i] = rng.uniform(-scale, scale) }
+        }
+        return p
+    }
+
+    static func random(_ count: Int, seed: UInt64, scale: Float = 1) -> [Float] {
+        var rng = SplitMix64(seed: seed)
+        return (0..<count).map { _ in rng.uniform(-scale, scale) }
+    }
+
+    /// max |a − b| / max |b|
+    func relativeError(_ a: [Float], _ b: [Double]) -> Double {
+        zip(a, b).map { abs(Double($0) - $1) }.max()! / b.map(abs).max()!
+    }
+
+    func relativeError(_ a: [Float], _ b: [Float]) -> Double { relativeError(a, b.map(Double.init)) }
+
+    func runForward(_ p: BlockParameters, _ shape: BlockShape, x: [Float], B: Int, T: Int, tape: BlockTape, pool: ThreadPool) -> [Float] {
+        var y = [Float](repeating: .nan, count: B * T * shape.C)
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer {
+                BlockForwardBackward.forward(p, shape: shape, x: xp.baseAddress!, B: B, T: T, tape: tape, into: $0.baseAddress!, pool: pool)
+            }
+        }
+        return y
+    }
+
+    // MARK: - Forward
+
+    /// One block of a tiny model: BlockForwardBackward.forward against the float64 reference
+    /// block, and (through the model's final norm and head) against InferenceSession's logits.
+    func testForwardMatchesInferenceAndFloat64Reference() throws {
+        for llama3Rope in [true, false] {
+            let source = InMemorySource(config: Self.config(llama3Rope: llama3Rope), seed: 11)
+            let pool = ThreadPool(threads: 2)
+            let model = try LlamaModel(source: source, pool: pool)
+            let shape = BlockShape(config: model.config), C = shape.C
+            let p = try BlockParameters(block: model.blocks[0], shape: shape)
+            let sequences: [[Int]] = [[3, 17, 96, 0, 42, 42, 5], [77, 8, 61, 12, 1, 2, 90]]
+            let B = sequences.count, T = sequences[0].count
+            let x = sequences.flatMap { $0.flatMap { Array(model.tokenEmbedding.buffer[$0 * C..<($0 + 1) * C]) } }
+            let tape = BlockTape(shape: shape, batch: B, tokens: T)
+            let y = runForward(p, shape, x: x, B: B, T: T, tape: tape, pool: pool)
+
+            let expected = ReferenceBlock(config: model.config, parameters: p).forward(x.map(Double.init), B: B, T: T)
+            XCTAssertLessThan(relativeError(y, expected), 1e-5, "llama3 rope \(llama3Rope)")
+
+            // The logits of a one-block model are head(RMSNorm(y)).
+            let session = InferenceSession(model: model, contextLength: 16)
+            var normed = [Float](repeating: 0, count: C), logits = [Float](repeating: 0, count: model.config.vocab)
+            for b in 0..<B {
+                session.reset()
+                let inference = try session.forward(sequences[b].map(Int32.init), logitRows: T)
+                for t in 0..<T {
+                    y.withUnsafeBufferPointer { Ops.rmsNorm($0.baseAddress! + (b * T + t) * C, model.outputNorm.pointer, &normed, C: C, eps: shape.eps) }
+                    model.output.forward(normed, tokens: 1, into: &logits, pool: pool)
+                    XCTAssertLessThan(relativeError(logits, inference[t]), 1e-5, "sequence \(b) token \(t), llama3 rope \(llama3Rope)")
+                }
+            }
+
+            // Sequences are independent and the tape takes a smaller batch: sequence 1 alone.
+            let alone = runForward(p, shape, x: Array(x[(T * C)...]), B: 1, T: T, tape: tape, pool: pool)
+            XCTAssertLessThan(relativeError(alone, Array(y[(T * C)...])), 1e-6)
+        }
+    }
+
+    /// Two attention tiles (T > 64), one thread and three: forward against the float64 reference.
+    func testForwardOverSeveralAttentionTiles() {
+        let config = Self.config(C: 16, H: 4, KVH: 2, D: 4, F: 24)
+        let shape = BlockShape(config: config), B = 2, T = 67
+        let p = Self.randomParameters(shape, seed: 5)
+        let x = Self.random(B * T * shape.C, seed: 6)
+        let expected = ReferenceBlock(config: config, parameters: p).forward(x.map(Double.init), B: B, T: T)
+        for threads in [1, 3] {
+            let y = runForward(p, shape, x: x, B: B, T: T, tape: BlockTape(shape: shape, batch: B, tokens: T),
+                               pool: ThreadPool(threads: threads))
+            XCTAssertLessThan(relativeError(y, expected), 1e-5, "\(threads) threads")
+        }
+    }
+
+    func testParametersNeedFP32Linears() throws {
+        let source = InMemorySource(config: Self.config(), seed: 1)
+        let model = try LlamaModel(source: source, pool: ThreadPool(threads: 1))
+        let shape = BlockShape(config: model.config), b = model.blocks[0]
+        let packed = LlamaBlock(attentionNorm: b.attentionNorm, query: b.query, key: OpaqueLinear(), value: b.value,
+                                attentionOutput: b.attentionOutput, mlpNorm: b.mlpNorm, gate: b.gate, up: b.up, down: b.down)
+        XCTAssertThrowsError(try BlockParameters(block: packed, shape: shape)) {
+            guard case let .notFP32(linear, type)? = $0 as? BlockParameterError else { return XCTFail("\($0)") }
+            XCTAssertEqual(linear, "attn_k")
+            XCTAssertTrue(type.contains("OpaqueLinear"), type)
+        }
+        let copied = try BlockParameters(block: b, shape: shape)
+        XCTAssertEqual(copied.down.array, (b.down as! FP32Linear).weight.array)
+        XCTAssertFalse(copied.down === (b.down as! FP32Linear).weight, "the weights are copied, not shared")
+    }
+
+    // MARK: - Gradients
+
+    /// Runs forward and backward for L = Σ (y − target)² / N; returns the analytic dL/dW.
+    func analyticGradients(_ p: BlockParameters, _ shape: BlockShape, x: [Float], target: [Float], B: Int, T: Int,
+                           pool: ThreadPool) -> [[Float]] {
+        let tape = BlockTape(shape: shape, batch: B, tokens: T), grads = BlockGradients(shape: shape)
+        for w in grads.linears { w.buffer.update(repeating: .nan) }  // must be overwritten
+        let y = runForward(p, shape, x: x, B: B, T: T, tape: tape, pool: pool)
+        let N = Float(B * T)
+        let dy = zip(y, target).map { 2 * ($0 - $1) / N }
+        BlockForwardBackward.backward(p, shape: shape, B: B, T: T, tape: tape, dy: dy, grads: grads, pool: pool)
+        return grads.linears.map(\.array)
+    }
+
+    /// dL/dW[l][i] by central differences of the float64 reference.
+    func numericGradient(_ reference: ReferenceBlock, linear l: Int, index i: Int, x: [Double], target: [Double],
+                         B: Int, T: Int) -> Double {
+        let h = 1e-4
+        var plus = reference, minus = reference
+        plus.linears[l][i] += h
+        minus.linears[l][i] -= h
+        return (plus.loss(x, target: target, B: B, T: T) - minus.loss(x, target: target, B: B, T: T)) / (2 * h)
+    }
+
+    /// Checks `samples` entries of each linear (all when nil). Error of an entry: |analytic − numeric| /
+    /// (|numeric| + 1e-3·max|analytic gradient of that linear|).
+    func checkGradients(config: LlamaConfig, B: Int, T: Int, samples: Int?, threads: Int, seed: UInt64,
+                        file: StaticString = #filePath, line: UInt = #line) {
+        let shape = BlockShape(config: config)
+        let p = Self.randomParameters(shape, seed: seed)
+        let x = Self.random(B * T * shape.C, seed: seed + 1), target = Self.random(B * T * shape.C, seed: seed + 2)
+        let analytic = analyticGradients(p, shape, x: x, target: target, B: B, T: T, pool: ThreadPool(threads: threads))
+        let reference = ReferenceBlock(config: config, parameters: p)
+        let xd = x.map(Double.init), targetd = target.map(Double.init)
+        var rng = SplitMix64(seed: seed + 3)
+        for (l, gradient) in analytic.enumerated() {
+            let name = BlockParameters.linearNames[l]
+            XCTAssertFalse(gradient.contains { !$0.isFinite }, "\(name) has non-finite gradients", file: file, line: line)
+            let scale = Double(gradient.map(abs).max()!)
+            XCTAssertGreaterThan(scale, 1e-4, "\(name)'s gradient is ~0", file: file, line: line)
+            let indices = samples.map { n in (0..<n).map { _ in Int.random(in: 0..<gradient.count, using: &rng) } }
+                ?? Array(gradient.indices)
+            var worst = 0.0
+            for i in indices {
+                let numeric = numericGradient(reference, linear: l, index: i, x: xd, target: targetd, B: B, T: T)
+                worst = max(worst, abs(Double(gradient[i]) - numeric) / (abs(numeric) + 1e-3 * scale))
+            }
+            XCTAssertLessThan(worst, 1e-3, "\(name): worst relative error over \(indices.count) entries", file: file, line: line)
+        }
+    }
+
+    /// 20 entries of each linear; ragged T, two sequences, GQA with 2 query heads per kv head.
+    func testGradientsMatchFiniteDifferences() {
+        checkGradients(config: Self.config(), B: 2, T: 7, samples: 20, threads: 2, seed: 21)
+        checkGradients(config: Self.config(llama3Rope: false), B: 2, T: 7, samples: 20, threads: 1, seed: 31)
+    }
+
+    /// Every entry of every linear, on small shapes.
+    func testFullGradientMatchesFiniteDifferencesOnSmallShapes() {
+        checkGradients(config: Self.config(C: 16, H: 4, KVH: 2, D: 4, F: 24), B: 2, T: 5, samples: nil, threads: 2, seed: 41)
+    }
+
+    /// T > 64: several attention tiles in the backward (dk, dv accumulated over tiles); 3 workers.
+    func testGradientsOverSeveralAttentionTiles() {
+        checkGradients(config: Self.config(C: 16, H: 4, KVH: 2, D: 4, F: 24), B: 2, T: 67, samples: 8, threads: 3, seed: 51)
+    }
+
+    // MARK: - Sublayers
+
+    /// forward(x) = h1 + mlp(RMSNorm(h1)) with h1 = x + attention(RMSNorm(x)).
+    func testSublayersComposeToTheBlock() {
+        let config = Self.config()
+        let shape = BlockShape(config: config), B = 2, T = 7, N = B * T, C = shape.C
+        let p = Self.randomParameters(shape, seed: 61)
+        let x = Self.random(N * C, seed: 62)
+        let pool = ThreadPool(threads: 2)
+        let tape = BlockTape(shape: shape, batch: B, tokens: T)
+        let y = runForward(p, shape, x: x, B: B, T: T, tape: tape, pool: pool)
+
+        func rmsNorm(_ v: [Float], _ w: FloatBuffer) -> [Float] {
+            var out = v
+            v.withUnsafeBufferPointer { src in
+                out.withUnsafeMutableBufferPointer { dst in
+                    for n in 0..<N { Ops.rmsNorm(src.baseAddress! + n * C, w.pointer, dst.baseAddress! + n * C, C: C, eps: shape.eps) }
+                }
+            }
+            return out
+        }
+        let a = rmsNorm(x, p.attentionNorm)
+        XCTAssertLessThan(relativeError(Array(UnsafeBufferPointer(start: tape.attentionInput, count: N * C)), a), 1e-6)
+        var attention = [Float](repeating: .nan, count: N * C)
+        BlockForwardBackward.attentionSublayer(p, shape: shape, normed: a, B: B, T: T, into: &attention, pool: pool)
+        let h1 = zip(x, attention).map(+)
+        let m = rmsNorm(h1, p.mlpNorm)
+        XCTAssertLessThan(relativeError(Array(UnsafeBufferPointer(start: tape.mlpInput, count: N * C)), m), 1e-6)
+        var mlp = [Float](repeating: .nan, count: N * C)
+        BlockForwardBackward.mlpSublayer(p, shape: shape, normed: m, B: B, T: T, into: &mlp, pool: pool)
+        XCTAssertLessThan(relativeError(y, zip(h1, mlp).map(+)), 1e-6)
+
+        // y may overwrite x.
+        var inPlace = x
+        inPlace.withUnsafeMutableBufferPointer {
+            BlockForwardBackward.forward(p, shape: shape, x: $0.baseAddress!, B: B, T: T, tape: tape, into: $0.baseAddress!, pool: pool)
+        }
+        XCTAssertEqual(inPlace, y)
+    }
+}
