@@ -37,7 +37,7 @@ final class BlockCalibrator {
     let shape: BlockShape
     let options: CalibrationOptions
     let pool: ThreadPool
-    static let linearNames = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
+    static var linearNames: [String] { BlockParameters.linearNames }
 
     // Scratch for `batch` sequences.
     private let tape: BlockTape
