@@ -20,6 +20,8 @@ public struct BlockReport: Codable, Sendable, Equatable {
     /// Training loss of every Adam step, in order.
     public var stepLosses: [Float]
     public var seconds: Double
+    /// Peak resident memory of the process when the block was done.
+    public var peakResidentBytes: Int? = nil
 }
 
 /// Progress of a running calibration.

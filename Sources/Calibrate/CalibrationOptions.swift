@@ -75,6 +75,8 @@ public struct CalibrationOptions: Equatable, Sendable {
     public var clipTokens = 512
     /// Sequences the before/after block losses are measured on (the reference logs 4).
     public var lossSequences = 4
+    /// The calibration text's file name (recorded in the output).
+    public var dataName = ""
 
     public init() {}
 
@@ -98,7 +100,7 @@ public struct CalibrationOptions: Equatable, Sendable {
 
     /// The tessera.calibration.* metadata.
     public var metadata: [(String, String)] {
-        [("method", method.rawValue), ("init", initialisation.rawValue), ("bits", "\(bits)"),
+        [("method", method.rawValue), ("init", initialisation.rawValue), ("data", dataName), ("bits", "\(bits)"),
          ("group", group == 0 ? "row" : "\(group)"), ("samples", "\(samples)"), ("seq_len", "\(sequenceLength)"),
          ("batch", "\(batch)"), ("stages", schedule.argument), ("steps", "\(stepsPerStage)"),
          ("lr", "\(learningRate)"), ("scale_lr", "\(scaleLearningRate)"), ("scale_wd", "\(scaleWeightDecay)"),

@@ -54,7 +54,8 @@ public final class Calibrator {
 
     /// Calibrates every block and writes the packed model. `tokens` is the tokenized data.
     public func run(tokens: [Int32], tokenizer: Tokenizer?, embedding: PackedFormat.Embedding, resume: Bool,
-                    progress: (CalibrationProgress) -> Void = { _ in }) throws -> Summary {
+                    progress: (CalibrationProgress) -> Void = { _ in },
+                    blockDone: (BlockReport) -> Void = { _ in }) throws -> Summary {
         let start = ContinuousClock.now
         let c = source.config, o = options
         let shape = BlockShape(config: c)
@@ -115,13 +116,16 @@ public final class Calibrator {
             try writeBlock(out, index: b)
             try nextInputs.write(to: trajectoryPath("xq", b + 1))
             try nextTargets.write(to: trajectoryPath("fp", b + 1))
+            var report = out.report
+            report.peakResidentBytes = ProcessStats.peakResidentBytes()
             state.completedBlocks = b + 1
-            state.reports.append(out.report)
+            state.reports.append(report)
             try JSONEncoder().encode(state).write(to: URL(fileURLWithPath: statePath), options: .atomic)
             try? fm.removeItem(atPath: trajectoryPath("xq", b))
             try? fm.removeItem(atPath: trajectoryPath("fp", b))
             inputs = nextInputs
             targets = nextTargets
+            blockDone(report)
             if let stop = stopAfterBlocks, b + 1 >= stop { throw CalibrationError("stopped after \(b + 1) blocks (test hook)") }
         }
 

@@ -91,6 +91,7 @@ struct CalibrateCommand: ParsableCommand {
         o.adaptiveRounding = !noPAR
         o.scaleTuning = !noDST
         o.seed = seed
+        o.dataName = URL(fileURLWithPath: data).lastPathComponent
         o.batch = min(o.batch, o.samples)
         o.awqSequences = min(o.awqSequences, o.samples)
         return o
@@ -118,15 +119,17 @@ struct CalibrateCommand: ParsableCommand {
         fflush(stdout)
 
         let bar = ProgressLine(blocks: c.blockCount)
-        let summary = try calibrator.run(tokens: tokens, tokenizer: tokenizer, embedding: embed, resume: resume) { p in
-            bar.update(p)
-        }
+        if resume { print("resuming from the checkpoint in \(calibrator.checkpointDirectory)") }
+        let summary = try calibrator.run(tokens: tokens, tokenizer: tokenizer, embedding: embed, resume: resume,
+                                         progress: { bar.update($0) },
+                                         blockDone: { r in
+            bar.clear()
+            print(String(format: "block %2d: loss %.5g → %.5g (%+.1f%%)  %.1f s  peak RSS %.0f MB", r.block, r.lossInitial, r.lossFinal,
+                         100 * (r.lossFinal / max(r.lossInitial, 1e-30) - 1), r.seconds, Double(r.peakResidentBytes ?? 0) / 1e6))
+            fflush(stdout)
+        })
         bar.finish()
         if summary.resumedAt > 0 { print("resumed after block \(summary.resumedAt - 1)") }
-        for r in summary.reports.dropFirst(summary.resumedAt) {
-            print(String(format: "block %2d: loss %.5g → %.5g (%.1f%%)  %.1f s", r.block, r.lossInitial, r.lossFinal,
-                         100 * (r.lossFinal / max(r.lossInitial, 1e-30) - 1), r.seconds))
-        }
         let rss = ProcessStats.peakResidentBytes()
         let log = try CalibrationReport.json(reports: summary.reports, options: o, seconds: summary.seconds, peakResidentBytes: rss)
         try log.write(to: URL(fileURLWithPath: output + ".log.json"), options: .atomic)
@@ -152,7 +155,6 @@ final class ProgressLine {
     func update(_ p: CalibrationProgress) {
         if firstBlock == nil { firstBlock = p.block }
         if p.block != lastBlock {
-            if lastBlock >= 0 { FileHandle.standardError.write(Data("\n".utf8)) }
             lastBlock = p.block
             blockStart = .now
         }
@@ -174,6 +176,9 @@ final class ProgressLine {
     }
 
     func finish() { FileHandle.standardError.write(Data("\n".utf8)) }
+
+    /// Erases the status line (before a line of stdout).
+    func clear() { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
 
     static func clock(_ seconds: Double) -> String {
         let s = Int(seconds)

@@ -100,6 +100,34 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(piped.stdout, r.stdout)
     }
 
+    func testCalibrateBadInput() throws {
+        assertCleanFailure(try run("tessera", ["calibrate", "/nonexistent/model.gguf", "--bits", "5", "--group", "64", "-o", "/tmp/x.gguf"]), mentioning: "--bits")
+        assertCleanFailure(try run("tessera", ["calibrate", "/nonexistent/model.gguf", "--bits", "2", "--group", "64", "--stages", "exp:x", "-o", "/tmp/x.gguf"]), mentioning: "--stages")
+        assertCleanFailure(try run("tessera", ["calibrate", "/nonexistent/model.gguf", "--bits", "2", "--group", "64", "--no-par", "--no-dst", "-o", "/tmp/x.gguf"]), mentioning: "nothing to train")
+        let model = try TestPaths.requireDemoModel()
+        assertCleanFailure(try run("tessera", ["calibrate", model, "--bits", "2", "--group", "128", "-o", "/tmp/x.gguf"]), mentioning: "does not divide the row width 576")
+        assertCleanFailure(try run("tessera", ["calibrate", model, "--bits", "2", "--group", "64", "--data", "/nonexistent.txt", "-o", "/tmp/x.gguf"]), mentioning: "/nonexistent.txt")
+    }
+
+    /// A (very short) calibration of the demo model end to end: the output chats.
+    func testCalibrateWritesAModelThatChats() throws {
+        let model = try TestPaths.requireDemoModel()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-calib-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("w4.gguf").path
+        let r = try run("tessera", ["calibrate", model, "--bits", "4", "--group", "64", "--samples", "2", "--seq-len", "64",
+                                    "--stages", "exp:4:2", "--steps", "2", "-t", "2", "-o", out,
+                                    "--data", TestPaths.shared + "/data/wikitext2/wiki.valid.raw"], timeout: 600)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("block 29: loss"), r.stdout)
+        for suffix in ["", ".log.json", ".svg"] { XCTAssertTrue(FileManager.default.fileExists(atPath: out + suffix), suffix) }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".calib"), "the checkpoint is removed after success")
+        let chat = try run("chat", [out, "--prompt", "What is the capital of France?", "--temperature", "0", "--max-tokens", "12"])
+        XCTAssertEqual(chat.status, 0, chat.stderr)
+        XCTAssertFalse(chat.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+    }
+
     func testEvalBadTasksAndData() throws {
         // Checked before any model is opened.
         assertCleanFailure(try run("tessera", ["eval", "/nonexistent/model.gguf", "--tasks", "piqa,mmlu"]), mentioning: "unknown task 'mmlu'")
