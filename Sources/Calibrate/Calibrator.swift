@@ -84,7 +84,7 @@ public final class Calibrator {
         let windows = try CalibrationData.windows(tokens: tokens, count: o.samples, length: o.sequenceLength, seed: o.seed)
         var inputs: Trajectory, targets: Trajectory
         if state.completedBlocks == 0 {
-            inputs = Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C)
+            inputs = try Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C, path: trajectoryPath("xq", 0))
             let embedding = try source.floatTensor(TensorName.tokenEmbedding)
             let row = FloatBuffer(count: o.sequenceLength * shape.C)
             for (n, window) in windows.enumerated() {
@@ -93,7 +93,7 @@ public final class Calibrator {
                 }
                 inputs.store(row.pointer, first: n, count: 1)
             }
-            targets = Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C)
+            targets = try Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C, path: trajectoryPath("fp", 0))
             targets.store(from: inputs)
         } else {
             let b = state.completedBlocks
@@ -105,17 +105,17 @@ public final class Calibrator {
         for b in state.completedBlocks..<c.blockCount {
             let fp = try BlockParameters(source: source, block: b, shape: shape)
             // Targets: the fp block on the fp trajectory.
-            let nextTargets = Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C)
+            let nextTargets = try Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C, path: trajectoryPath("fp", b + 1))
             calibrator.run(fp, input: targets, output: nextTargets)
             let out = try calibrator.calibrate(block: b, blocks: c.blockCount, fp: fp, inputs: inputs, targets: nextTargets, progress: progress)
             // Inputs of the next block: the quantized block on the quantized trajectory.
-            let nextInputs = Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C)
+            let nextInputs = try Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C, path: trajectoryPath("xq", b + 1))
             calibrator.run(calibrator.parameters(out), input: inputs, output: nextInputs)
 
             // Checkpoint: block, trajectories, then the state (the commit point).
             try writeBlock(out, index: b)
-            try nextInputs.write(to: trajectoryPath("xq", b + 1))
-            try nextTargets.write(to: trajectoryPath("fp", b + 1))
+            try nextInputs.commit()
+            try nextTargets.commit()
             var report = out.report
             report.peakResidentBytes = ProcessStats.peakResidentBytes()
             state.completedBlocks = b + 1
@@ -183,20 +183,6 @@ public final class Calibrator {
 
 public enum TesseraVersion {
     public static let string = "0.3.0"
-}
-
-extension Trajectory {
-    /// Copies another trajectory's values.
-    func store(from other: Trajectory) {
-        other.values.withUnsafeBufferPointer { src in
-            let x = UnsafeMutablePointer<Float>.allocate(capacity: T * C)
-            defer { x.deallocate() }
-            for n in 0..<samples {
-                for k in 0..<T * C { x[k] = Float(src[n * T * C + k]) }
-                store(x, first: n, count: 1)
-            }
-        }
-    }
 }
 
 extension BlockParameters {
