@@ -3,7 +3,7 @@
 # the fp32 reference, perplexity in the GPTQ convention (ctx 2048) on WikiText-2 test;
 # calibration on WikiText-2 valid. Finished models are reused, so the script can be re-run.
 #
-#   bench/calibration-table.sh [-m MODEL] [-w WINDOWS] [-s "2:64 3:64 4:64 2:32"] [-a "extra calibrate args"] OUTDIR
+#   bench/calibration-table.sh [-m MODEL] [-w WINDOWS] [-s "2:64 3:64 4:64 2:32"] [-c "args for every run"] [-a "extra TesseraQ args"] [-x] OUTDIR
 #
 # -w limits perplexity to the first WINDOWS windows of 2048 tokens (default: all 148).
 # -a is passed to every TesseraQ calibration (e.g. "--preset fast --steps 20").
@@ -15,13 +15,15 @@ MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
 WINDOWS=""
 SETTINGS="2:64 3:64 4:64 2:32"
 TQ_ARGS=""
+COMMON_ARGS=""
 ABLATION=0
-while getopts "m:w:s:a:x" opt; do
+while getopts "m:w:s:c:a:x" opt; do
   case $opt in
     m) MODEL=$OPTARG ;;
     w) WINDOWS=$OPTARG ;;
     s) SETTINGS=$OPTARG ;;
     a) TQ_ARGS=$OPTARG ;;
+    c) COMMON_ARGS=$OPTARG ;;
     x) ABLATION=1 ;;
     *) echo "usage: $0 [-m MODEL] [-w WINDOWS] [-s SETTINGS] [-a ARGS] [-x] OUTDIR" >&2; exit 2 ;;
   esac
@@ -31,7 +33,9 @@ OUT=${1:?usage: $0 [-m MODEL] [-w WINDOWS] [-s SETTINGS] [-a ARGS] [-x] OUTDIR}
 mkdir -p "$OUT"
 TEST=../shared/data/wikitext2/wiki.test.raw
 swift build -c release --product tessera >&2
-BIN=.build/release/tessera
+# A private copy: rebuilding the repository during a long run must not change the binary.
+cp .build/release/tessera "$OUT/tessera"
+BIN=$OUT/tessera
 CHUNKS=${WINDOWS:+--chunks $WINDOWS}
 
 ppl() {  # model → "ppl ± se" (cached in MODEL.ppl)
@@ -46,7 +50,7 @@ ppl() {  # model → "ppl ± se" (cached in MODEL.ppl)
 calibrate() {  # name bits group method args...
   local name=$1 bits=$2 group=$3 method=$4; shift 4
   if [[ ! -s $OUT/$name.gguf ]]; then
-    $BIN calibrate "$MODEL" --bits "$bits" --group "$group" --method "$method" -o "$OUT/$name.gguf" "$@" > "$OUT/$name.out" 2> "$OUT/$name.err"
+    $BIN calibrate "$MODEL" --bits "$bits" --group "$group" --method "$method" -o "$OUT/$name.gguf" $COMMON_ARGS "$@" > "$OUT/$name.out" 2> "$OUT/$name.err"
   fi
 }
 
@@ -81,4 +85,4 @@ TABLE=$OUT/table.md
     done
   fi
 } | tee "$TABLE"
-echo "perplexity: GPTQ convention, ctx 2048, ${WINDOWS:-all} windows of $TEST; TesseraQ args: ${TQ_ARGS:-preset defaults}" | tee -a "$TABLE"
+echo "perplexity: GPTQ convention, ctx 2048, ${WINDOWS:-all} windows of $TEST; every run: ${COMMON_ARGS:-preset defaults}; TesseraQ: ${TQ_ARGS:-preset defaults}" | tee -a "$TABLE"

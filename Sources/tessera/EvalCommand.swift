@@ -85,7 +85,7 @@ struct Eval: ParsableCommand {
             let path = overrides[task] ?? (self.data as NSString).appendingPathComponent(task.defaultFile)
             data.append((task, path, try task.load(path: path)))
         }
-        let loaded = try LoadedModel.load(path: model, threads: runtime.threads, numa: runtime.numa)
+        let loaded = try LoadedModel.load(path: model, threads: runtime.threads, numa: runtime.numa, activation: runtime.activation)
         let session = InferenceSession(model: loaded.model, contextLength: ctx, maxBatch: batch)
         let evaluator = ZeroShotEvaluator(scorer: LoglikelihoodScorer(session: session), tokenizer: loaded.tokenizer)
         var samples: FileHandle?

@@ -12,6 +12,9 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Print every metadata key (long arrays summarised).")
     var metadata = false
 
+    @Flag(help: "Packed Tessera files: list the container's raw tensors (codes/scales/offsets) instead of one line per weight.")
+    var raw = false
+
     func run() throws {
         let source = try ModelLoader.open(model)
         let c = source.config
@@ -31,7 +34,9 @@ struct Inspect: ParsableCommand {
         } else {
             print("chat template: none")
         }
-        if let gguf = (source as? GGUFTensorListing)?.gguf {
+        if let packed = source as? PackedModelSource, !raw {
+            try printPacked(packed)
+        } else if let gguf = (source as? GGUFTensorListing)?.gguf {
             printGGUF(gguf)
         } else {
             print("\ntensors (expected by the Llama architecture):")
@@ -61,5 +66,41 @@ struct Inspect: ParsableCommand {
         let elements = gguf.tensors.reduce(0) { $0 + $1.elementCount }
         print("\nby type: " + byType.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.count) tensors \($0.value.bytes) bytes" }.joined(separator: "; "))
         print(String(format: "total: %d bytes of tensor data, %.3f bits per weight", total, Double(total * 8) / Double(elements)))
+    }
+
+    /// One line per weight of a packed Tessera file: its scheme, shape and bytes.
+    func printPacked(_ p: PackedModelSource) throws {
+        let g = p.gguf
+        func key(_ k: String) -> String? { g.metadata[k].map { "\($0.summary)" } }
+        print("\npacked Tessera file v\(key("tessera.format_version") ?? "?"): method \(key("tessera.method") ?? "?"), W\(p.bits) g\(p.group == 0 ? "row" : "\(p.group)"), activations \(p.activation.name), zero point \(key("tessera.zero_point") ?? "?"), embedding \(key("tessera.embedding") ?? "?")")
+        let calibration = g.metadataKeys.filter { $0.hasPrefix("tessera.calibration.") && !$0.hasSuffix("_losses") }
+        if !calibration.isEmpty {
+            print("calibration: " + calibration.map { "\($0.dropFirst("tessera.calibration.".count))=\(g.metadata[$0]!.summary)" }.joined(separator: " "))
+        }
+        if metadata { for k in g.metadataKeys { print("  \(k) = \(g.metadata[k]!.summary)") } }
+        let shapes = p.config.requiredTensorShapes
+        let width = max(24, shapes.map(\.name.count).max() ?? 0)
+        print("\n" + "name".padding(toLength: width, withPad: " ", startingAt: 0) + "  scheme        shape          bytes      bits/weight")
+        var linearBytes = 0, linearWeights = 0, total = 0
+        for (name, shape) in shapes {
+            let count = shape.reduce(1, *)
+            let scheme: String, bytes: Int
+            if p.isPacked(name) {
+                let w = try p.packedWeights(name)
+                scheme = "W\(w.bits) g\(w.group == w.cols ? "row" : "\(w.group)")"
+                bytes = w.byteCount
+                if name.hasPrefix("blk.") { linearBytes += bytes; linearWeights += count }
+            } else if let t = g.tensor(name) {
+                scheme = "\(t.type)"
+                bytes = t.byteCount
+            } else { continue }
+            total += bytes
+            let shapeText = "[" + shape.map(String.init).joined(separator: ", ") + "]"
+            print(name.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + scheme.padding(toLength: 12, withPad: " ", startingAt: 0) + "  "
+                  + shapeText.padding(toLength: 13, withPad: " ", startingAt: 0) + "  " + "\(bytes)".padding(toLength: 9, withPad: " ", startingAt: 0)
+                  + String(format: "  %.3f", Double(bytes * 8) / Double(count)))
+        }
+        print(String(format: "\nblock linears: %.3f bits/weight; whole file: %d bytes, %.3f bits/parameter",
+                     Double(linearBytes * 8) / Double(max(linearWeights, 1)), g.file.size, Double(g.file.size * 8) / Double(p.config.parameterCount)))
     }
 }

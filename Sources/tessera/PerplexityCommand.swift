@@ -34,7 +34,7 @@ struct Perplexity: ParsableCommand {
     }
 
     func run() throws {
-        let loaded = try LoadedModel.load(path: model, threads: runtime.threads, numa: runtime.numa)
+        let loaded = try LoadedModel.load(path: model, threads: runtime.threads, numa: runtime.numa, activation: runtime.activation)
         guard let data = FileManager.default.contents(atPath: file) else {
             throw ValidationError("cannot read text file \(file)")
         }
