@@ -50,12 +50,19 @@ ppl() {  # model → "ppl ± se" (cached in MODEL.ppl)
 calibrate() {  # name bits group method args...
   local name=$1 bits=$2 group=$3 method=$4; shift 4
   if [[ ! -s $OUT/$name.gguf ]]; then
-    $BIN calibrate "$MODEL" --bits "$bits" --group "$group" --method "$method" -o "$OUT/$name.gguf" $COMMON_ARGS "$@" > "$OUT/$name.out" 2> "$OUT/$name.err"
+    [[ -f $OUT/$name.gguf.calib/state.json ]] && set -- "$@" --resume  # an interrupted run continues
+    /usr/bin/time -f "%M" -o "$OUT/$name.maxrss" \
+      $BIN calibrate "$MODEL" --bits "$bits" --group "$group" --method "$method" -o "$OUT/$name.gguf" $COMMON_ARGS "$@" > "$OUT/$name.out" 2> "$OUT/$name.err"
   fi
 }
 
-stats() {  # name → "seconds | peak RSS MB" from the run's log
-  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('%.0f s | %.0f MB' % (d['seconds'], (d.get('peakResidentBytes') or 0)/1e6))" "$OUT/$1.gguf.log.json"
+stats() {  # name → "seconds | peak RSS MB" (wall time from the run's log; peak RSS from time(1), else the log)
+  python3 - "$OUT/$1.gguf.log.json" "$OUT/$1.maxrss" <<'PY'
+import json, os, sys
+d = json.load(open(sys.argv[1]))
+rss = int(open(sys.argv[2]).read().split()[-1]) * 1024 if os.path.exists(sys.argv[2]) else (d.get('peakResidentBytes') or 0)
+print('%.0f s | %s' % (d['seconds'], '%.0f MB' % (rss / 1e6) if rss else 'not measured'))
+PY
 }
 
 REF=$(ppl "$MODEL")

@@ -23,8 +23,8 @@ public final class Calibrator {
     public let outputPath: String
     public let pool: ThreadPool
     public var checkpointDirectory: String { outputPath + ".calib" }
-    /// Tests: stop (as if killed) once this many blocks are checkpointed.
-    var stopAfterBlocks: Int?
+    /// Stop (as if killed) once this many blocks are checkpointed: tuning runs and tests.
+    public var stopAfterBlocks: Int?
 
     public init(source: ModelSource, options: CalibrationOptions, outputPath: String, pool: ThreadPool) {
         self.source = source

@@ -33,7 +33,7 @@ struct CalibrateCommand: ParsableCommand {
     @Option(help: "Calibration text (.txt/.raw, or .jsonl with a \"text\" field).")
     var data: String = "../shared/data/wikitext2/wiki.valid.raw"
 
-    @Option(help: "Hyper-parameter preset: paper (the reference's: 512×2048 samples, 20 stages × 250 steps, batch 4) or fast (128×512, 10 × 40, batch 1).")
+    @Option(help: "Hyper-parameter preset: paper (the reference's: 512×2048 samples, 20 stages × 250 steps, batch 4) or fast (128×512, 10 stages × 40 steps, batch 1, lr 1e-2).")
     var preset: Preset = .fast
 
     @Option(help: "Method: tesseraq, awq (stop after the AWQ initialisation) or rtn.")
@@ -56,6 +56,7 @@ struct CalibrateCommand: ParsableCommand {
     @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = physical cores).") var threads: Int = 0
     @Option(name: .shortAndLong, help: "Output file.") var output: String
     @Flag(help: "Continue the interrupted run whose checkpoint is in OUT.calib/.") var resume = false
+    @Option(help: "Tuning: calibrate only the first N blocks, print their losses and stop (no model is written; the checkpoint stays).") var blocks: Int?
     @Flag(name: .customLong("keep-checkpoint"), help: "Keep OUT.calib/ after success.") var keepCheckpoint = false
 
     var groupSize: Int? { group == "row" ? 0 : Int(group) }
@@ -114,13 +115,19 @@ struct CalibrateCommand: ParsableCommand {
         let tokens = tokenizer.encode(text, addBOS: nil, parseSpecial: false)
         let pool = ThreadPool(threads: threads)
         let calibrator = Calibrator(source: source, options: o, outputPath: output, pool: pool)
+        if let blocks {
+            guard blocks >= 1 && blocks < c.blockCount else { throw ValidationError("--blocks must be in 1..<\(c.blockCount), got \(blocks)") }
+            calibrator.stopAfterBlocks = blocks
+        }
         print("calibrate: \(model) → \(output)")
         print("  \(o.method.rawValue) W\(o.bits)g\(group) init \(o.initialisation.rawValue); \(o.samples) windows × \(o.sequenceLength) tokens from \(data) (\(tokens.count) tokens); batch \(o.batch), stages \(o.schedule.argument) × \(o.stepsPerStage) steps, lr \(o.learningRate), scale lr \(o.scaleLearningRate); PAR \(o.adaptiveRounding ? "on" : "off"), DST \(o.scaleTuning ? "on" : "off"); seed \(o.seed); \(pool.threads) threads")
         fflush(stdout)
 
         let bar = ProgressLine(blocks: c.blockCount)
         if resume { print("resuming from the checkpoint in \(calibrator.checkpointDirectory)") }
-        let summary = try calibrator.run(tokens: tokens, tokenizer: tokenizer, embedding: embed, resume: resume,
+        let summary: Calibrator.Summary
+        do {
+            summary = try calibrator.run(tokens: tokens, tokenizer: tokenizer, embedding: embed, resume: resume,
                                          progress: { bar.update($0) },
                                          blockDone: { r in
             bar.clear()
@@ -128,6 +135,11 @@ struct CalibrateCommand: ParsableCommand {
                          100 * (r.lossFinal / max(r.lossInitial, 1e-30) - 1), r.seconds, Double(r.peakResidentBytes ?? 0) / 1e6))
             fflush(stdout)
         })
+        } catch let error as CalibrationError where blocks != nil && error.description.hasPrefix("stopped after") {
+            bar.finish()
+            print("stopped after \(blocks!) blocks (--blocks); checkpoint in \(calibrator.checkpointDirectory)")
+            return
+        }
         bar.finish()
         if summary.resumedAt > 0 { print("resumed after block \(summary.resumedAt - 1)") }
         let rss = ProcessStats.peakResidentBytes()
