@@ -43,7 +43,7 @@ public final class QuantizedLinear: LinearWeights {
     private var bsums: UnsafeMutablePointer<Int32>?  // [T, cols / 32]
     private var dx: UnsafeMutablePointer<Float>?       // [T, cols / 32]
     private var fsums: UnsafeMutablePointer<Float>?    // [T, groups]: Σx (A16) or Σ dx·Σxq (A8/A4)
-    private var panels: [FloatBuffer] = []
+    private let panelPrefill = PanelGemm()
 
     public init(weights: PackedWeights, activation: ActivationMode = .a16) {
         self.weights = weights
@@ -115,22 +115,8 @@ public final class QuantizedLinear: LinearWeights {
     /// them with sgemm: Y[:, panel] = X · panelᵀ.
     private func prefillBySgemm(_ w: UnsafePointer<tsr_qweights>, _ x: UnsafePointer<Float>, T: Int,
                                 _ y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        let cols = weights.cols, rows = weights.rows
-        let P = panelRows > 0 ? panelRows : min(256, max(16, (131_072 / cols) / 16 * 16))
-        while panels.count < pool.threads { panels.append(FloatBuffer(count: P * cols)) }
-        if panels[0].count < P * cols { panels = (0..<pool.threads).map { _ in FloatBuffer(count: P * cols) } }
-        let panels = self.panels
-        pool.run { index, count in
-            let range = ThreadPool.chunk(rows, index: index, count: count, multiple: 16)
-            let panel = panels[index].pointer
-            var r0 = range.lowerBound
-            while r0 < range.upperBound {
-                let n = min(P, range.upperBound - r0)
-                tsr_q_dequantize(w, panel, Int32(r0), Int32(r0 + n))
-                Matmul.sgemm(transA: false, transB: true, M: T, N: n, K: cols, A: x, lda: cols,
-                             B: panel, ldb: cols, C: y + r0, ldc: rows)
-                r0 += n
-            }
+        panelPrefill.multiply(x, tokens: T, rows: weights.rows, cols: weights.cols, into: y, panelRows: panelRows, pool: pool) { r0, n, panel in
+            tsr_q_dequantize(w, panel, Int32(r0), Int32(r0 + n))
         }
     }
 }

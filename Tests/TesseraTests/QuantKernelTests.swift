@@ -119,6 +119,10 @@ final class QuantKernelTests: XCTestCase {
                 XCTAssertEqual(simd[i].bitPattern, c.deq[i].bitPattern, "B\(bits) G\(group) \(rows)×\(cols) at \(i)")
                 XCTAssertEqual(ref[i].bitPattern, c.deq[i].bitPattern)
             }
+            // One row at a time, as an embedding lookup reads it.
+            let row = FloatBuffer(count: cols)
+            c.w.dequantizeRow(rows - 1, into: row.pointer)
+            XCTAssertEqual(row.array, Array(c.deq[(rows - 1) * cols..<rows * cols]))
             // A sub-range writes rows [1, rows) from the start of dst.
             if rows > 1 {
                 let part = FloatBuffer(count: (rows - 1) * cols)
