@@ -37,6 +37,90 @@ public final class FP32Linear: LinearWeights {
     }
 }
 
+/// Prefill for weights held in another form than fp32: each worker decodes panels of its rows
+/// into its own fp32 buffer and multiplies them with sgemm, Y[:, panel] = X · panelᵀ. Keeps
+/// the panels between calls, so one instance must not run concurrently.
+public final class PanelGemm {
+    private var panels: [FloatBuffer] = []
+
+    public init() {}
+
+    /// Y[T, rows] = X[T, cols] · Wᵀ where `decode(r0, n, panel)` writes W's rows r0..<r0+n as
+    /// fp32 into `panel` ([n, cols]). `panelRows` 0 picks ~512 KB panels (16…256 rows).
+    public func multiply(_ x: UnsafePointer<Float>, tokens T: Int, rows: Int, cols: Int, into y: UnsafeMutablePointer<Float>,
+                         panelRows: Int = 0, pool: ThreadPool, decode: (Int, Int, UnsafeMutablePointer<Float>) -> Void) {
+        let P = panelRows > 0 ? panelRows : min(256, max(16, (131_072 / cols) / 16 * 16))
+        if panels.count < pool.threads || panels[0].count < P * cols {
+            panels = (0..<pool.threads).map { _ in FloatBuffer(count: P * cols) }
+        }
+        let panels = self.panels
+        pool.run { index, count in
+            let range = ThreadPool.chunk(rows, index: index, count: count, multiple: 16)
+            let panel = panels[index].pointer
+            var r0 = range.lowerBound
+            while r0 < range.upperBound {
+                let n = min(P, range.upperBound - r0)
+                decode(r0, n, panel)
+                Matmul.sgemm(transA: false, transB: true, M: T, N: n, K: cols, A: x, lda: cols,
+                             B: panel, ldb: cols, C: y + r0, ldc: rows)
+                r0 += n
+            }
+        }
+    }
+}
+
+/// fp16 weights [out, in] (IEEE binary16), converted to fp32 on the fly: half the bytes of
+/// FP32Linear. Decode (T = 1) is a threaded F16C GEMV; prefill (T > 1) decodes panels of rows
+/// to fp32 and runs sgemm (PanelGemm), so `forward` must not run concurrently on one instance.
+public final class F16Linear: LinearWeights {
+    public let inFeatures: Int
+    public let outFeatures: Int
+    /// The weights as fp16 bit patterns, row-major, 64-byte aligned.
+    public let weight: UnsafeMutablePointer<UInt16>
+    public var panelRows = 0
+    private let prefill = PanelGemm()
+
+    /// Copies out × in fp16 values from `source` (any alignment).
+    public init(copying source: UnsafeRawPointer, outFeatures: Int, inFeatures: Int) {
+        precondition(outFeatures >= 0 && inFeatures >= 0)
+        self.outFeatures = outFeatures
+        self.inFeatures = inFeatures
+        let n = max(outFeatures * inFeatures, 1)
+        weight = UnsafeMutableRawPointer.allocate(byteCount: n * 2, alignment: 64).bindMemory(to: UInt16.self, capacity: n)
+        weight.initialize(repeating: 0, count: n)
+        UnsafeMutableRawPointer(weight).copyMemory(from: source, byteCount: outFeatures * inFeatures * 2)
+    }
+
+    /// fp32 weights rounded to fp16 (round to nearest even).
+    public convenience init(rounding values: UnsafePointer<Float>, outFeatures: Int, inFeatures: Int) {
+        let bits = (0..<outFeatures * inFeatures).map { tsr_f32_to_f16(values[$0]) }
+        self.init(copying: bits, outFeatures: outFeatures, inFeatures: inFeatures)
+    }
+
+    deinit { UnsafeMutableRawPointer(weight).deallocate() }
+
+    public var byteCount: Int { outFeatures * inFeatures * 2 }
+
+    /// Rows r0..<r0+n as fp32 into `out` ([n, in]).
+    public func decodeRows(_ r0: Int, count n: Int, into out: UnsafeMutablePointer<Float>) {
+        tsr_f16_to_f32_array(weight + r0 * inFeatures, out, n * inFeatures)
+    }
+
+    public func forward(_ x: UnsafePointer<Float>, tokens T: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        guard T > 0 else { return }
+        let cols = inFeatures, w = weight
+        if T == 1 {
+            pool.parallelFor(outFeatures, multiple: 16) { r in
+                tsr_gemv_f16(w, x, y, Int32(cols), Int32(r.lowerBound), Int32(r.upperBound))
+            }
+        } else {
+            prefill.multiply(x, tokens: T, rows: outFeatures, cols: cols, into: y, panelRows: panelRows, pool: pool) { r0, n, panel in
+                tsr_f16_to_f32_array(w + r0 * cols, panel, n * cols)
+            }
+        }
+    }
+}
+
 /// The fp32 matrix products used by the model and by calibration. OpenBLAS runs
 /// single-threaded inside each worker of our pool: one set of threads, no two thread pools
 /// spinning against each other on a small machine.

@@ -103,6 +103,12 @@ public final class PackedWeights: @unchecked Sendable {
         return out
     }
 
+    /// Row `r` as fp32 (q·s + m) into `out` (cols values).
+    public func dequantizeRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
+        precondition(r >= 0 && r < rows, "row \(r) outside 0..<\(rows)")
+        withView { tsr_q_dequantize($0, out, Int32(r), Int32(r + 1)) }
+    }
+
     /// One code per weight, [rows, cols].
     public func unpackedCodes() -> [UInt8] {
         var q = [UInt8](repeating: 0, count: rows * cols)

@@ -4,9 +4,10 @@ import KernelsC
 public enum ActivationMode: Sendable, CaseIterable {
     /// fp32 activations.
     case a16
-    /// Dynamic per-token symmetric INT8 (dx = max|x|/127), integer dot products.
+    /// Dynamic symmetric INT8, one scale per block of 32 activations (dx = max|x|/127 over
+    /// the block, like ggml's q8_1), integer dot products per block.
     case a8
-    /// Dynamic per-token symmetric INT4 (dx = max|x|/7), codes stored as int8.
+    /// Dynamic symmetric INT4, one scale per block of 32 (dx = max|x|/7), codes stored as int8.
     case a4
 
     /// Largest code magnitude (0 for fp32).
@@ -39,10 +40,10 @@ public final class QuantizedLinear: LinearWeights {
 
     private var capacityT = 0
     private var xq: UnsafeMutablePointer<Int8>?
-    private var isums: UnsafeMutablePointer<Int32>?
-    private var dx: UnsafeMutablePointer<Float>?
-    private var fsums: UnsafeMutablePointer<Float>?
-    private var panels: [FloatBuffer] = []
+    private var bsums: UnsafeMutablePointer<Int32>?  // [T, cols / 32]
+    private var dx: UnsafeMutablePointer<Float>?       // [T, cols / 32]
+    private var fsums: UnsafeMutablePointer<Float>?    // [T, groups]: Σx (A16) or Σ dx·Σxq (A8/A4)
+    private let panelPrefill = PanelGemm()
 
     public init(weights: PackedWeights, activation: ActivationMode = .a16) {
         self.weights = weights
@@ -52,7 +53,7 @@ public final class QuantizedLinear: LinearWeights {
     deinit { freeScratch() }
 
     private func freeScratch() {
-        for p in [xq.map(UnsafeMutableRawPointer.init), isums.map(UnsafeMutableRawPointer.init),
+        for p in [xq.map(UnsafeMutableRawPointer.init), bsums.map(UnsafeMutableRawPointer.init),
                   dx.map(UnsafeMutableRawPointer.init), fsums.map(UnsafeMutableRawPointer.init)] {
             p?.deallocate()
         }
@@ -61,14 +62,14 @@ public final class QuantizedLinear: LinearWeights {
     private func reserve(tokens T: Int) {
         if T <= capacityT { return }
         freeScratch()
-        let cols = weights.cols, groups = weights.groupsPerRow
+        let cols = weights.cols, groups = weights.groupsPerRow, blocks = cols / 32
         func alloc<E>(_ n: Int, _: E.Type) -> UnsafeMutablePointer<E> {
             UnsafeMutableRawPointer.allocate(byteCount: max(n, 1) * MemoryLayout<E>.stride, alignment: 64)
                 .bindMemory(to: E.self, capacity: max(n, 1))
         }
         xq = alloc(T * cols, Int8.self)
-        isums = alloc(T * groups, Int32.self)
-        dx = alloc(T, Float.self)
+        bsums = alloc(T * blocks, Int32.self)
+        dx = alloc(T * blocks, Float.self)
         fsums = alloc(T * groups, Float.self)
         capacityT = T
     }
@@ -76,8 +77,8 @@ public final class QuantizedLinear: LinearWeights {
     public func forward(_ x: UnsafePointer<Float>, tokens T: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         guard T > 0 else { return }
         reserve(tokens: T)
-        let cols = weights.cols, rows = weights.rows, groups = weights.groupsPerRow, G = weights.group
-        let xq = self.xq!, isums = self.isums!, dx = self.dx!, fsums = self.fsums!
+        let cols = weights.cols, rows = weights.rows, groups = weights.groupsPerRow, G = weights.group, blocks = cols / 32
+        let xq = self.xq!, bsums = self.bsums!, dx = self.dx!, fsums = self.fsums!
         weights.withView { w in
             switch activation {
             case .a16:
@@ -96,13 +97,14 @@ public final class QuantizedLinear: LinearWeights {
             case .a8, .a4:
                 let levels = activation.levels
                 for t in 0..<T {
-                    dx[t] = tsr_quantize_act(x + t * cols, Int32(cols), Int32(G), levels, xq + t * cols, isums + t * groups)
+                    tsr_quantize_act(x + t * cols, Int32(cols), Int32(G), levels, xq + t * cols, dx + t * blocks,
+                                     bsums + t * blocks, fsums + t * groups)
                 }
                 pool.parallelFor(rows, multiple: 16) { r in
                     if T == 1 {
-                        tsr_qgemv_i8(w, xq, dx[0], isums, y, Int32(r.lowerBound), Int32(r.upperBound))
+                        tsr_qgemv_i8(w, xq, dx, fsums, y, Int32(r.lowerBound), Int32(r.upperBound))
                     } else {
-                        tsr_qgemm_i8(w, Int32(T), xq, dx, isums, y, Int32(rows), Int32(r.lowerBound), Int32(r.upperBound))
+                        tsr_qgemm_i8(w, Int32(T), xq, dx, fsums, y, Int32(rows), Int32(r.lowerBound), Int32(r.upperBound))
                     }
                 }
             }
@@ -113,22 +115,8 @@ public final class QuantizedLinear: LinearWeights {
     /// them with sgemm: Y[:, panel] = X · panelᵀ.
     private func prefillBySgemm(_ w: UnsafePointer<tsr_qweights>, _ x: UnsafePointer<Float>, T: Int,
                                 _ y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        let cols = weights.cols, rows = weights.rows
-        let P = panelRows > 0 ? panelRows : min(256, max(16, (131_072 / cols) / 16 * 16))
-        while panels.count < pool.threads { panels.append(FloatBuffer(count: P * cols)) }
-        if panels[0].count < P * cols { panels = (0..<pool.threads).map { _ in FloatBuffer(count: P * cols) } }
-        let panels = self.panels
-        pool.run { index, count in
-            let range = ThreadPool.chunk(rows, index: index, count: count, multiple: 16)
-            let panel = panels[index].pointer
-            var r0 = range.lowerBound
-            while r0 < range.upperBound {
-                let n = min(P, range.upperBound - r0)
-                tsr_q_dequantize(w, panel, Int32(r0), Int32(r0 + n))
-                Matmul.sgemm(transA: false, transB: true, M: T, N: n, K: cols, A: x, lda: cols,
-                             B: panel, ldb: cols, C: y + r0, ldc: rows)
-                r0 += n
-            }
+        panelPrefill.multiply(x, tokens: T, rows: weights.rows, cols: weights.cols, into: y, panelRows: panelRows, pool: pool) { r0, n, panel in
+            tsr_q_dequantize(w, panel, Int32(r0), Int32(r0 + n))
         }
     }
 }

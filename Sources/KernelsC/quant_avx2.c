@@ -4,12 +4,16 @@
 //
 // Building blocks:
 //   unpack(p, bits)  32 codes of one block → one __m256i, byte k = q[k] (unsigned).
-//   mul16(q, x)      maddubs: 16 int16 sums of adjacent u8·s8 products. For B ≤ 4 the pair
-//                    sums are ≤ 2·15·127 = 3810, so up to 8 blocks add up in int16 before one
-//                    madd_epi16 widens them to int32. For B = 8 (q up to 255 would overflow
+//   mul16(q, x)      maddubs: 16 int16 sums of adjacent u8·s8 products of one block. For B ≤ 4
+//                    the pair sums are ≤ 2·15·127 = 3810; for B = 8 (q up to 255 would overflow
 //                    int16) the codes are used as q − 128 with the sign trick
-//                    |q−128| · sign(x, q−128), and the missing 128·Σx is added back from the
-//                    activation group sums (folded into the offset: m + 128·s).
+//                    |q−128| · sign(x, q−128) (pair sums ≤ 2·128·127 = 32512), and the missing
+//                    128·Σx is added back from the activation sums (folded into the offset:
+//                    m + 128·s). madd_epi16 with ones then widens each block to 8 int32.
+//   A8/A4 blocks     every 32-block has its own activation scale dx_b, so each block's int32
+//                    sums are converted to fp32 and scaled by dx_b (one FMA per block and row,
+//                    as ggml's q4_1·q8_1 dot does); the group scale s_g multiplies the group's
+//                    fp32 sum once.
 #if defined(__x86_64__)
 #include "quant_internal.h"
 #include <immintrin.h>
@@ -65,8 +69,10 @@ INLINE __m256i mul16(__m256i q, __m256i x, const int bits) {
     return _mm256_maddubs_epi16(q, x);
 }
 
-/// Blocks whose int16 products may be summed before widening.
-#define SPAN(bits) ((bits) == 8 ? 1 : 8)
+/// The 8 int32 sums of one block's 32 products q·xq (exact).
+INLINE __m256i dot32(__m256i q, __m256i x, const int bits) {
+    return _mm256_madd_epi16(mul16(q, x, bits), _mm256_set1_epi16(1));
+}
 
 /// The 8 fp32 values q[8i..8i+7] of an unpacked block, i = 0..3.
 INLINE void to_float(__m256i q, __m256 f[4]) {
@@ -77,66 +83,53 @@ INLINE void to_float(__m256i q, __m256 f[4]) {
     f[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
 }
 
-/// Σ_g m'_g · sums[g] with m' = m (+ 128·s for 8-bit codes): the offset term of one row.
-INLINE float offset_term_i(const uint16_t *m, const uint16_t *s, const int32_t *sums, int groups, const int bits) {
+/// Σ_g m'_g · sums[g] with m' = m, or m + 128·s when fold128 (8-bit codes under the sign
+/// trick): the offset term of one row.
+INLINE float offset_term(const uint16_t *m, const uint16_t *s, const float *sums, int groups, const int fold128) {
     __m256 a = _mm256_setzero_ps();
     int g = 0;
     for (; g + 8 <= groups; g += 8) {
         __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(m + g)));
-        if (bits == 8) mv = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + g))), _mm256_set1_ps(128.0f), mv);
-        a = _mm256_fmadd_ps(mv, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(sums + g))), a);
+        if (fold128) mv = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + g))), _mm256_set1_ps(128.0f), mv);
+        a = _mm256_fmadd_ps(mv, _mm256_loadu_ps(sums + g), a);
     }
     float r = hsum_ps(a);
     for (; g < groups; g++) {
         float mv = h2f(m[g]);
-        if (bits == 8) mv += 128.0f * h2f(s[g]);
-        r += mv * (float)sums[g];
+        if (fold128) mv += 128.0f * h2f(s[g]);
+        r += mv * sums[g];
     }
-    return r;
-}
-
-INLINE float offset_term_f(const uint16_t *m, const float *sums, int groups) {
-    __m256 a = _mm256_setzero_ps();
-    int g = 0;
-    for (; g + 8 <= groups; g += 8)
-        a = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(m + g))), _mm256_loadu_ps(sums + g), a);
-    float r = hsum_ps(a);
-    for (; g < groups; g++) r += h2f(m[g]) * sums[g];
     return r;
 }
 
 // ---- activation quantizer -------------------------------------------------------------------
-AVX2 float tsr_quantize_act_avx2(const float *x, int n, int group, int levels, int8_t *xq, int32_t *gsums) {
+AVX2 void tsr_quantize_blocks_avx2(const float *x, int n, int levels, int8_t *xq, float *dx, int32_t *bsums) {
     const __m256 signBit = _mm256_set1_ps(-0.0f);
-    __m256 mx = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(signBit, _mm256_loadu_ps(x + i)));
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-    float amax = _mm_cvtss_f32(m4);
-    for (; i < n; i++) { float a = x[i] < 0 ? -x[i] : x[i]; if (a > amax) amax = a; }
-    float dx = amax / (float)levels;
-    float id = dx != 0 ? 1.0f / dx : 0.0f;
-    const __m256 idv = _mm256_set1_ps(id), hiv = _mm256_set1_ps((float)levels), lov = _mm256_set1_ps((float)-levels);
+    const __m256 hiv = _mm256_set1_ps((float)levels), lov = _mm256_set1_ps((float)-levels);
     const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (int g = 0; g < n / group; g++) {
-        __m256i sum = _mm256_setzero_si256();
-        for (int k = g * group; k < (g + 1) * group; k += 32) {
-            __m256i v[4];
-            for (int j = 0; j < 4; j++) {
-                __m256 f = _mm256_mul_ps(_mm256_loadu_ps(x + k + 8 * j), idv);
-                f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-                f = _mm256_min_ps(_mm256_max_ps(f, lov), hiv);
-                v[j] = _mm256_cvtps_epi32(f);
-                sum = _mm256_add_epi32(sum, v[j]);
-            }
-            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
-            _mm256_storeu_si256((__m256i *)(xq + k), _mm256_permutevar8x32_epi32(p, perm));
+    for (int b = 0; b < n / 32; b++) {
+        const float *xb = x + 32 * b;
+        __m256 f[4];
+        for (int j = 0; j < 4; j++) f[j] = _mm256_loadu_ps(xb + 8 * j);
+        __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(signBit, f[0]), _mm256_andnot_ps(signBit, f[1])),
+                                  _mm256_max_ps(_mm256_andnot_ps(signBit, f[2]), _mm256_andnot_ps(signBit, f[3])));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float d = _mm_cvtss_f32(m4) / (float)levels;
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        const __m256 idv = _mm256_set1_ps(id);
+        __m256i v[4], sum = _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+            __m256 r = _mm256_round_ps(_mm256_mul_ps(f[j], idv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            v[j] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lov), hiv));
+            sum = _mm256_add_epi32(sum, v[j]);
         }
-        gsums[g] = hsum_epi32(sum);
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+        _mm256_storeu_si256((__m256i *)(xq + 32 * b), _mm256_permutevar8x32_epi32(p, perm));
+        dx[b] = d;
+        bsums[b] = hsum_epi32(sum);
     }
-    return dx;
 }
 
 // ---- dequantization -------------------------------------------------------------------------
@@ -168,93 +161,72 @@ AVX2 void tsr_q_dequantize_avx2(const tsr_qweights *w, float *dst, int rowBegin,
 }
 
 // ---- integer part (exact) -------------------------------------------------------------------
-INLINE void qdot_body(const tsr_qweights *w, const int8_t *xq, const int32_t *gsums, int32_t *out, int rowBegin, int rowEnd, const int bits) {
-    const int groups = w->cols / w->group, nb = w->group / 32, bb = tsr_q_block_bytes(bits);
+INLINE void qdot_body(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd, const int bits) {
+    const int blocks = w->cols / 32, bb = tsr_q_block_bytes(bits);
     const size_t rb = tsr_q_row_bytes(bits, w->cols);
-    const __m256i ones = _mm256_set1_epi16(1);
     for (int r = rowBegin; r < rowEnd; r++) {
         const uint8_t *row = w->codes + (size_t)r * rb;
-        for (int g = 0; g < groups; g++) {
-            __m256i isum = _mm256_setzero_si256();
-            for (int b0 = g * nb; b0 < (g + 1) * nb; b0 += SPAN(bits)) {
-                int b1 = b0 + SPAN(bits) < (g + 1) * nb ? b0 + SPAN(bits) : (g + 1) * nb;
-                __m256i s16 = _mm256_setzero_si256();
-                for (int b = b0; b < b1; b++)
-                    s16 = _mm256_add_epi16(s16, mul16(unpack(row + (size_t)b * bb, bits), _mm256_loadu_si256((const __m256i *)(xq + b * 32)), bits));
-                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s16, ones));
-            }
-            out[(size_t)(r - rowBegin) * groups + g] = hsum_epi32(isum) + (bits == 8 ? 128 * gsums[g] : 0);
+        for (int b = 0; b < blocks; b++) {
+            __m256i d = dot32(unpack(row + (size_t)b * bb, bits), _mm256_loadu_si256((const __m256i *)(xq + 32 * b)), bits);
+            out[(size_t)(r - rowBegin) * blocks + b] = hsum_epi32(d) + (bits == 8 ? 128 * bsums[b] : 0);
         }
     }
 }
 
-AVX2 void tsr_qdot_i8_avx2(const tsr_qweights *w, const int8_t *xq, const int32_t *gsums, int32_t *out, int rowBegin, int rowEnd) {
-#define CALL(B) qdot_body(w, xq, gsums, out, rowBegin, rowEnd, B)
+AVX2 void tsr_qdot_i8_avx2(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd) {
+#define CALL(B) qdot_body(w, xq, bsums, out, rowBegin, rowEnd, B)
     BY_BITS(CALL, w->bits)
 #undef CALL
 }
 
 // ---- A8/A4 GEMV -----------------------------------------------------------------------------
 /// NR consecutive rows from r0 share every activation load. NB > 0 fixes the blocks per group
-/// at compile time (G = 32·NB), which lets the compiler keep every accumulator in registers.
-INLINE void gemv_i8_rows(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int r0,
+/// at compile time (G = 32·NB), which lets the compiler unroll the group and keep every
+/// accumulator in registers.
+INLINE void gemv_i8_rows(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int r0,
                          const int NR, const int bits, const int NB) {
     const int groups = w->cols / w->group, nb = NB ? NB : w->group / 32, bb = tsr_q_block_bytes(bits);
     const size_t rb = tsr_q_row_bytes(bits, w->cols);
-    const __m256i ones = _mm256_set1_epi16(1);
     const uint8_t *row[4];
     __m256 acc[4];
     for (int i = 0; i < NR; i++) { row[i] = w->codes + (size_t)(r0 + i) * rb; acc[i] = _mm256_setzero_ps(); }
     for (int g = 0; g < groups; g++) {
         const uint16_t *sg = w->scales + (size_t)r0 * groups + g;
-        if (NB && bits != 8) {
-            // One int16 span per group (NB ≤ 8 blocks cannot overflow, see the top of the file).
-            __m256i s16[4];
-            for (int i = 0; i < NR; i++) s16[i] = _mm256_setzero_si256();
-            for (int b = g * NB; b < (g + 1) * NB; b++) {
-                __m256i x = _mm256_loadu_si256((const __m256i *)(xq + b * 32));
-                for (int i = 0; i < NR; i++) s16[i] = _mm256_add_epi16(s16[i], mul16(unpack(row[i] + (size_t)b * bb, bits), x, bits));
-            }
+        __m256 ga[4];
+        for (int i = 0; i < NR; i++) ga[i] = _mm256_setzero_ps();
+        for (int b = g * nb; b < (g + 1) * nb; b++) {
+            __m256i x = _mm256_loadu_si256((const __m256i *)(xq + 32 * b));
+            __m256 d = _mm256_broadcast_ss(dx + b);
             for (int i = 0; i < NR; i++)
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16[i], ones)), _mm256_set1_ps(h2f(sg[(size_t)i * groups])), acc[i]);
-            continue;
+                ga[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32(unpack(row[i] + (size_t)b * bb, bits), x, bits)), d, ga[i]);
         }
-        for (int b0 = g * nb; b0 < (g + 1) * nb; b0 += SPAN(bits)) {
-            int b1 = b0 + SPAN(bits) < (g + 1) * nb ? b0 + SPAN(bits) : (g + 1) * nb;
-            __m256i s16[4];
-            for (int i = 0; i < NR; i++) s16[i] = _mm256_setzero_si256();
-            for (int b = b0; b < b1; b++) {
-                __m256i x = _mm256_loadu_si256((const __m256i *)(xq + b * 32));
-                for (int i = 0; i < NR; i++) s16[i] = _mm256_add_epi16(s16[i], mul16(unpack(row[i] + (size_t)b * bb, bits), x, bits));
-            }
-            for (int i = 0; i < NR; i++)
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16[i], ones)), _mm256_set1_ps(h2f(sg[(size_t)i * groups])), acc[i]);
-        }
+        for (int i = 0; i < NR; i++) acc[i] = _mm256_fmadd_ps(ga[i], _mm256_set1_ps(h2f(sg[(size_t)i * groups])), acc[i]);
     }
     for (int i = 0; i < NR; i++) {
         size_t o = (size_t)(r0 + i) * groups;
-        y[r0 + i] = dx * (hsum_ps(acc[i]) + offset_term_i(w->offsets + o, w->scales + o, gsums, groups, bits));
+        y[r0 + i] = hsum_ps(acc[i]) + offset_term(w->offsets + o, w->scales + o, xsums, groups, bits == 8);
     }
 }
 
-INLINE void gemv_i8_nb(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd,
+INLINE void gemv_i8_nb(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin, int rowEnd,
                        const int bits, const int NB) {
     int r = rowBegin;
-    for (; r + 4 <= rowEnd; r += 4) gemv_i8_rows(w, xq, dx, gsums, y, r, 4, bits, NB);
-    for (; r < rowEnd; r++) gemv_i8_rows(w, xq, dx, gsums, y, r, 1, bits, NB);
+    for (; r + 4 <= rowEnd; r += 4) gemv_i8_rows(w, xq, dx, xsums, y, r, 4, bits, NB);
+    for (; r < rowEnd; r++) gemv_i8_rows(w, xq, dx, xsums, y, r, 1, bits, NB);
 }
 
-INLINE void gemv_i8_body(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd, const int bits) {
+INLINE void gemv_i8_body(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin, int rowEnd,
+                         const int bits) {
     switch (w->group) {
-    case 32: gemv_i8_nb(w, xq, dx, gsums, y, rowBegin, rowEnd, bits, 1); break;
-    case 64: gemv_i8_nb(w, xq, dx, gsums, y, rowBegin, rowEnd, bits, 2); break;
-    case 128: gemv_i8_nb(w, xq, dx, gsums, y, rowBegin, rowEnd, bits, 4); break;
-    default: gemv_i8_nb(w, xq, dx, gsums, y, rowBegin, rowEnd, bits, 0); break;
+    case 32: gemv_i8_nb(w, xq, dx, xsums, y, rowBegin, rowEnd, bits, 1); break;
+    case 64: gemv_i8_nb(w, xq, dx, xsums, y, rowBegin, rowEnd, bits, 2); break;
+    case 128: gemv_i8_nb(w, xq, dx, xsums, y, rowBegin, rowEnd, bits, 4); break;
+    default: gemv_i8_nb(w, xq, dx, xsums, y, rowBegin, rowEnd, bits, 0); break;
     }
 }
 
-AVX2 void tsr_qgemv_i8_avx2(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd) {
-#define CALL(B) gemv_i8_body(w, xq, dx, gsums, y, rowBegin, rowEnd, B)
+AVX2 void tsr_qgemv_i8_avx2(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin, int rowEnd) {
+#define CALL(B) gemv_i8_body(w, xq, dx, xsums, y, rowBegin, rowEnd, B)
     BY_BITS(CALL, w->bits)
 #undef CALL
 }
@@ -285,7 +257,7 @@ INLINE void gemv_f32_rows(const tsr_qweights *w, const float *x, const float *xs
             acc[i] = _mm256_fmadd_ps(_mm256_add_ps(d0[i], d1[i]), _mm256_set1_ps(h2f(w->scales[(size_t)(r0 + i) * groups + g])), acc[i]);
     }
     for (int i = 0; i < NR; i++)
-        y[r0 + i] = hsum_ps(acc[i]) + offset_term_f(w->offsets + (size_t)(r0 + i) * groups, xsums, groups);
+        y[r0 + i] = hsum_ps(acc[i]) + offset_term(w->offsets + (size_t)(r0 + i) * groups, NULL, xsums, groups, 0);
 }
 
 INLINE void gemv_f32_body(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd, const int bits) {
@@ -342,7 +314,7 @@ INLINE void gemv_f32_shift_rows(const tsr_qweights *w, const float *xp, const fl
             acc[i] = _mm256_fmadd_ps(_mm256_add_ps(d0[i], d1[i]), _mm256_set1_ps(h2f(w->scales[(size_t)(r0 + i) * groups + g])), acc[i]);
     }
     for (int i = 0; i < NR; i++)
-        y[r0 + i] = hsum_ps(acc[i]) + offset_term_f(w->offsets + (size_t)(r0 + i) * groups, xsums, groups);
+        y[r0 + i] = hsum_ps(acc[i]) + offset_term(w->offsets + (size_t)(r0 + i) * groups, NULL, xsums, groups, 0);
 }
 
 AVX2 static void gemv_f32_shift(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd, float *xp) {
@@ -372,51 +344,48 @@ AVX2 void tsr_qgemv_f32_avx2(const tsr_qweights *w, const float *x, const float 
 }
 
 // ---- A8/A4 GEMM: one row × NT tokens per weight load ------------------------------------------
-INLINE void gemm_i8_tile(const tsr_qweights *w, const int8_t *Xq, const float *dx, const int32_t *gsums,
+INLINE void gemm_i8_tile(const tsr_qweights *w, const int8_t *Xq, const float *dx, const float *xsums,
                          float *Y, int ldy, int r, int t0, const int NT, const int bits) {
-    const int cols = w->cols, groups = cols / w->group, nb = w->group / 32, bb = tsr_q_block_bytes(bits);
+    const int cols = w->cols, groups = cols / w->group, nb = w->group / 32, blocks = cols / 32, bb = tsr_q_block_bytes(bits);
     const uint8_t *row = w->codes + (size_t)r * tsr_q_row_bytes(bits, cols);
-    const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[4];
     for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
     for (int g = 0; g < groups; g++) {
-        __m256 s = _mm256_set1_ps(h2f(w->scales[(size_t)r * groups + g]));
-        for (int b0 = g * nb; b0 < (g + 1) * nb; b0 += SPAN(bits)) {
-            int b1 = b0 + SPAN(bits) < (g + 1) * nb ? b0 + SPAN(bits) : (g + 1) * nb;
-            __m256i s16[4];
-            for (int t = 0; t < NT; t++) s16[t] = _mm256_setzero_si256();
-            for (int b = b0; b < b1; b++) {
-                __m256i q = unpack(row + (size_t)b * bb, bits);
-                for (int t = 0; t < NT; t++)
-                    s16[t] = _mm256_add_epi16(s16[t], mul16(q, _mm256_loadu_si256((const __m256i *)(Xq + (size_t)(t0 + t) * cols + b * 32)), bits));
+        __m256 ga[4];
+        for (int t = 0; t < NT; t++) ga[t] = _mm256_setzero_ps();
+        for (int b = g * nb; b < (g + 1) * nb; b++) {
+            __m256i q = unpack(row + (size_t)b * bb, bits);
+            for (int t = 0; t < NT; t++) {
+                __m256i x = _mm256_loadu_si256((const __m256i *)(Xq + (size_t)(t0 + t) * cols + 32 * b));
+                ga[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32(q, x, bits)), _mm256_broadcast_ss(dx + (size_t)(t0 + t) * blocks + b), ga[t]);
             }
-            for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16[t], ones)), s, acc[t]);
         }
+        __m256 s = _mm256_set1_ps(h2f(w->scales[(size_t)r * groups + g]));
+        for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(ga[t], s, acc[t]);
     }
     size_t o = (size_t)r * groups;
     for (int t = 0; t < NT; t++)
-        Y[(size_t)(t0 + t) * ldy + r] = dx[t0 + t] * (hsum_ps(acc[t]) + offset_term_i(w->offsets + o, w->scales + o,
-                                                                                     gsums + (size_t)(t0 + t) * groups, groups, bits));
+        Y[(size_t)(t0 + t) * ldy + r] = hsum_ps(acc[t]) + offset_term(w->offsets + o, w->scales + o, xsums + (size_t)(t0 + t) * groups, groups, bits == 8);
 }
 
 /// Rows are visited in panels small enough to stay in L1 while every token quad passes over them.
 enum { PANEL_ROWS = 16 };
 
-INLINE void gemm_i8_body(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const int32_t *gsums,
+INLINE void gemm_i8_body(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const float *xsums,
                          float *Y, int ldy, int rowBegin, int rowEnd, const int bits) {
     for (int p = rowBegin; p < rowEnd; p += PANEL_ROWS) {
         int pe = p + PANEL_ROWS < rowEnd ? p + PANEL_ROWS : rowEnd;
         int t0 = 0;
         for (; t0 + 4 <= T; t0 += 4)
-            for (int r = p; r < pe; r++) gemm_i8_tile(w, Xq, dx, gsums, Y, ldy, r, t0, 4, bits);
+            for (int r = p; r < pe; r++) gemm_i8_tile(w, Xq, dx, xsums, Y, ldy, r, t0, 4, bits);
         for (; t0 < T; t0++)
-            for (int r = p; r < pe; r++) gemm_i8_tile(w, Xq, dx, gsums, Y, ldy, r, t0, 1, bits);
+            for (int r = p; r < pe; r++) gemm_i8_tile(w, Xq, dx, xsums, Y, ldy, r, t0, 1, bits);
     }
 }
 
-AVX2 void tsr_qgemm_i8_avx2(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const int32_t *gsums,
+AVX2 void tsr_qgemm_i8_avx2(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const float *xsums,
                             float *Y, int ldy, int rowBegin, int rowEnd) {
-#define CALL(B) gemm_i8_body(w, T, Xq, dx, gsums, Y, ldy, rowBegin, rowEnd, B)
+#define CALL(B) gemm_i8_body(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd, B)
     BY_BITS(CALL, w->bits)
 #undef CALL
 }
@@ -447,7 +416,7 @@ INLINE void gemm_f32_tile(const tsr_qweights *w, const float *X, const float *xs
         for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(d[t], s, acc[t]);
     }
     for (int t = 0; t < NT; t++)
-        Y[(size_t)(t0 + t) * ldy + r] = hsum_ps(acc[t]) + offset_term_f(w->offsets + (size_t)r * groups, xsums + (size_t)(t0 + t) * groups, groups);
+        Y[(size_t)(t0 + t) * ldy + r] = hsum_ps(acc[t]) + offset_term(w->offsets + (size_t)r * groups, NULL, xsums + (size_t)(t0 + t) * groups, groups, 0);
 }
 
 INLINE void gemm_f32_body(const tsr_qweights *w, int T, const float *X, const float *xsums, float *Y, int ldy,

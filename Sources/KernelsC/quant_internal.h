@@ -4,13 +4,14 @@
 #include "KernelsC.h"
 
 #if defined(__x86_64__)
-float tsr_quantize_act_avx2(const float *x, int n, int group, int levels, int8_t *xq, int32_t *gsums);
+/// dx, xq and bsums of tsr_quantize_act (the dispatcher adds the group sums).
+void tsr_quantize_blocks_avx2(const float *x, int n, int levels, int8_t *xq, float *dx, int32_t *bsums);
 void tsr_q_dequantize_avx2(const tsr_qweights *w, float *dst, int rowBegin, int rowEnd);
-void tsr_qdot_i8_avx2(const tsr_qweights *w, const int8_t *xq, const int32_t *gsums, int32_t *out, int rowBegin, int rowEnd);
+void tsr_qdot_i8_avx2(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd);
 void tsr_qgemv_f32_avx2(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd);
-void tsr_qgemv_i8_avx2(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd);
+void tsr_qgemv_i8_avx2(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin, int rowEnd);
 void tsr_qgemm_f32_avx2(const tsr_qweights *w, int T, const float *X, const float *xsums, float *Y, int ldy, int rowBegin, int rowEnd);
-void tsr_qgemm_i8_avx2(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const int32_t *gsums,
+void tsr_qgemm_i8_avx2(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const float *xsums,
                        float *Y, int ldy, int rowBegin, int rowEnd);
 #endif
 #endif

@@ -79,33 +79,49 @@ void tsr_group_sums_f32(const float *x, int n, int group, float *sums) {
     }
 }
 
-float tsr_quantize_act_ref(const float *x, int n, int group, int levels, int8_t *xq, int32_t *gsums) {
-    float amax = 0;
-    for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(x[i]));
-    float dx = amax / (float)levels;
-    float id = dx != 0 ? 1.0f / dx : 0.0f;
-    for (int g = 0; g < n / group; g++) {
+/// Quantizes blocks [0, n/32) of x; the SIMD path (quant_avx2.c) must give the same bytes.
+static void quantize_blocks_ref(const float *x, int n, int levels, int8_t *xq, float *dx, int32_t *bsums) {
+    for (int b = 0; b < n / 32; b++) {
+        float amax = 0;
+        for (int i = 32 * b; i < 32 * b + 32; i++) amax = fmaxf(amax, fabsf(x[i]));
+        float d = amax / (float)levels;
+        float id = d != 0 ? 1.0f / d : 0.0f;
         int32_t sum = 0;
-        for (int i = g * group; i < (g + 1) * group; i++) {
+        for (int i = 32 * b; i < 32 * b + 32; i++) {
             float v = nearbyintf(x[i] * id); // ties to even, like _mm256_round_ps
             v = fminf(fmaxf(v, (float)-levels), (float)levels);
             xq[i] = (int8_t)v;
             sum += xq[i];
         }
-        gsums[g] = sum;
+        dx[b] = d;
+        bsums[b] = sum;
     }
-    return dx;
 }
 
-void tsr_qdot_i8_ref(const tsr_qweights *w, const int8_t *xq, const int32_t *gsums, int32_t *out, int rowBegin, int rowEnd) {
-    (void)gsums;
-    int groups = w->cols / w->group;
+/// xsums[g] = Σ_{b∈g} dx[b]·bsums[b] in block order (shared by both paths: identical bits).
+static void act_group_sums(const float *dx, const int32_t *bsums, int n, int group, float *xsums) {
+    int nb = group / 32;
+    for (int g = 0; g < n / group; g++) {
+        float s = 0;
+        for (int b = g * nb; b < (g + 1) * nb; b++) s += dx[b] * (float)bsums[b];
+        xsums[g] = s;
+    }
+}
+
+void tsr_quantize_act_ref(const float *x, int n, int group, int levels, int8_t *xq, float *dx, int32_t *bsums, float *xsums) {
+    quantize_blocks_ref(x, n, levels, xq, dx, bsums);
+    act_group_sums(dx, bsums, n, group, xsums);
+}
+
+void tsr_qdot_i8_ref(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd) {
+    (void)bsums;
+    int blocks = w->cols / 32;
     for (int r = rowBegin; r < rowEnd; r++) {
         const uint8_t *row = row_codes(w, r);
-        for (int g = 0; g < groups; g++) {
+        for (int b = 0; b < blocks; b++) {
             int32_t sum = 0;
-            for (int i = g * w->group; i < (g + 1) * w->group; i++) sum += code_at(row, w->bits, i) * xq[i];
-            out[(size_t)(r - rowBegin) * groups + g] = sum;
+            for (int i = 32 * b; i < 32 * b + 32; i++) sum += code_at(row, w->bits, i) * xq[i];
+            out[(size_t)(r - rowBegin) * blocks + b] = sum;
         }
     }
 }
@@ -125,20 +141,22 @@ void tsr_qgemv_f32_ref(const tsr_qweights *w, const float *x, const float *xsums
     }
 }
 
-void tsr_qgemv_i8_ref(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd) {
-    (void)gsums;
-    int groups = w->cols / w->group;
+void tsr_qgemv_i8_ref(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin, int rowEnd) {
+    (void)xsums;
+    int groups = w->cols / w->group, nb = w->group / 32;
     for (int r = rowBegin; r < rowEnd; r++) {
         const uint8_t *row = row_codes(w, r);
         float sum = 0;
         for (int g = 0; g < groups; g++) {
-            int32_t dot = 0, xs = 0;
-            for (int i = g * w->group; i < (g + 1) * w->group; i++) { dot += code_at(row, w->bits, i) * xq[i]; xs += xq[i]; }
             float s = tsr_f16_to_f32(w->scales[(size_t)r * groups + g]);
             float m = tsr_f16_to_f32(w->offsets[(size_t)r * groups + g]);
-            sum += s * (float)dot + m * (float)xs;
+            for (int b = g * nb; b < (g + 1) * nb; b++) {
+                int32_t dot = 0, xs = 0;
+                for (int i = 32 * b; i < 32 * b + 32; i++) { dot += code_at(row, w->bits, i) * xq[i]; xs += xq[i]; }
+                sum += dx[b] * (s * (float)dot + m * (float)xs);
+            }
         }
-        y[r] = dx * sum;
+        y[r] = sum;
     }
 }
 
@@ -148,11 +166,12 @@ void tsr_qgemm_f32_ref(const tsr_qweights *w, int T, const float *X, const float
         tsr_qgemv_f32_ref(w, X + (size_t)t * w->cols, xsums + (size_t)t * groups, Y + (size_t)t * ldy, rowBegin, rowEnd);
 }
 
-void tsr_qgemm_i8_ref(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const int32_t *gsums,
+void tsr_qgemm_i8_ref(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const float *xsums,
                       float *Y, int ldy, int rowBegin, int rowEnd) {
-    int groups = w->cols / w->group;
+    int groups = w->cols / w->group, blocks = w->cols / 32;
     for (int t = 0; t < T; t++)
-        tsr_qgemv_i8_ref(w, Xq + (size_t)t * w->cols, dx[t], gsums + (size_t)t * groups, Y + (size_t)t * ldy, rowBegin, rowEnd);
+        tsr_qgemv_i8_ref(w, Xq + (size_t)t * w->cols, dx + (size_t)t * blocks, xsums + (size_t)t * groups,
+                         Y + (size_t)t * ldy, rowBegin, rowEnd);
 }
 
 // ---- dispatch ---------------------------------------------------------------------------------
@@ -169,18 +188,21 @@ void tsr_q_dequantize(const tsr_qweights *w, float *dst, int rowBegin, int rowEn
     tsr_q_dequantize_ref(w, dst, rowBegin, rowEnd);
 }
 
-float tsr_quantize_act(const float *x, int n, int group, int levels, int8_t *xq, int32_t *gsums) {
+void tsr_quantize_act(const float *x, int n, int group, int levels, int8_t *xq, float *dx, int32_t *bsums, float *xsums) {
 #if defined(__x86_64__)
-    if (HAVE_AVX2()) return tsr_quantize_act_avx2(x, n, group, levels, xq, gsums);
+    if (HAVE_AVX2()) tsr_quantize_blocks_avx2(x, n, levels, xq, dx, bsums);
+    else quantize_blocks_ref(x, n, levels, xq, dx, bsums);
+#else
+    quantize_blocks_ref(x, n, levels, xq, dx, bsums);
 #endif
-    return tsr_quantize_act_ref(x, n, group, levels, xq, gsums);
+    act_group_sums(dx, bsums, n, group, xsums);
 }
 
-void tsr_qdot_i8(const tsr_qweights *w, const int8_t *xq, const int32_t *gsums, int32_t *out, int rowBegin, int rowEnd) {
+void tsr_qdot_i8(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd) {
 #if defined(__x86_64__)
-    if (HAVE_AVX2()) { tsr_qdot_i8_avx2(w, xq, gsums, out, rowBegin, rowEnd); return; }
+    if (HAVE_AVX2()) { tsr_qdot_i8_avx2(w, xq, bsums, out, rowBegin, rowEnd); return; }
 #endif
-    tsr_qdot_i8_ref(w, xq, gsums, out, rowBegin, rowEnd);
+    tsr_qdot_i8_ref(w, xq, bsums, out, rowBegin, rowEnd);
 }
 
 void tsr_qgemv_f32(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd) {
@@ -190,11 +212,11 @@ void tsr_qgemv_f32(const tsr_qweights *w, const float *x, const float *xsums, fl
     tsr_qgemv_f32_ref(w, x, xsums, y, rowBegin, rowEnd);
 }
 
-void tsr_qgemv_i8(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd) {
+void tsr_qgemv_i8(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin, int rowEnd) {
 #if defined(__x86_64__)
-    if (HAVE_AVX2()) { tsr_qgemv_i8_avx2(w, xq, dx, gsums, y, rowBegin, rowEnd); return; }
+    if (HAVE_AVX2()) { tsr_qgemv_i8_avx2(w, xq, dx, xsums, y, rowBegin, rowEnd); return; }
 #endif
-    tsr_qgemv_i8_ref(w, xq, dx, gsums, y, rowBegin, rowEnd);
+    tsr_qgemv_i8_ref(w, xq, dx, xsums, y, rowBegin, rowEnd);
 }
 
 void tsr_qgemm_f32(const tsr_qweights *w, int T, const float *X, const float *xsums, float *Y, int ldy, int rowBegin, int rowEnd) {
@@ -204,10 +226,10 @@ void tsr_qgemm_f32(const tsr_qweights *w, int T, const float *X, const float *xs
     tsr_qgemm_f32_ref(w, T, X, xsums, Y, ldy, rowBegin, rowEnd);
 }
 
-void tsr_qgemm_i8(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const int32_t *gsums,
+void tsr_qgemm_i8(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const float *xsums,
                   float *Y, int ldy, int rowBegin, int rowEnd) {
 #if defined(__x86_64__)
-    if (HAVE_AVX2()) { tsr_qgemm_i8_avx2(w, T, Xq, dx, gsums, Y, ldy, rowBegin, rowEnd); return; }
+    if (HAVE_AVX2()) { tsr_qgemm_i8_avx2(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd); return; }
 #endif
-    tsr_qgemm_i8_ref(w, T, Xq, dx, gsums, Y, ldy, rowBegin, rowEnd);
+    tsr_qgemm_i8_ref(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd);
 }

@@ -16,7 +16,7 @@ struct Quantize: ParsableCommand {
     @Option(help: "Group size: 32, 64, 128 or row.")
     var group: String
 
-    @Option(help: "Activation mode the file runs with by default: 16 (fp32), 8 or 4 (per-token integer).")
+    @Option(help: "Activation mode the file runs with by default: 16 (fp32), 8 or 4 (integer, one scale per 32 activations).")
     var act: Int = 16
 
     @Option(help: "Embedding table and tied head: f16, q8 or q4.")

@@ -40,6 +40,67 @@ final class ForwardPassTests: XCTestCase {
         try checkAgainstReference(tied: false, llama3Rope: false, threads: 1, maxBatch: 512)
     }
 
+    /// Plain GGUF files keep an F16 table as F16 and repack a Q8_0 table (lossless) into 8-bit
+    /// group-32 codes run with fp32 activations; tied or not, the logits are those of the fp32
+    /// decoding of the same tables.
+    func testGGUFTablesStayCompactAndMatchTheirFP32Decoding() throws {
+        let dir = try FormatTempDir("compact-tables")
+        defer { dir.remove() }
+        let tokens: [Int32] = [3, 17, 49, 0, 42, 42, 5]
+        for tied in [true, false] {
+            for type in [GGMLType.q8_0, .f16, .f32] {
+                let config = SyntheticGGUF.config(tied: tied)
+                var w = GGUFWriter()
+                for (key, value) in config.ggufMetadata() { w.set(key, value) }
+                var rng = FormatTestRNG(seed: 11)
+                for (name, shape) in config.requiredTensorShapes {
+                    let isTable = name == TensorName.tokenEmbedding || name == TensorName.output
+                    try w.addTensor(name: name, shape: shape, values: rng.floats(shape.reduce(1, *), scale: 0.5), type: isTable ? type : .f32)
+                }
+                let path = dir.file("m-\(tied)-\(type).gguf")
+                try w.write(to: path)
+                let source = try GGUFModelSource(path: path)
+                let model = try LlamaModel(source: source, pool: ThreadPool(threads: 2))
+                let label = "\(type) tied \(tied)"
+                let V = config.vocab, C = config.hidden
+                let tableBytes: Int
+                switch type {
+                case .q8_0:
+                    let q = try XCTUnwrap(model.tokenEmbedding as? QuantizedLinear, label)
+                    XCTAssertEqual([q.weights.bits, q.weights.group], [8, 32], label)
+                    XCTAssertEqual(q.activation, .a16, label)
+                    XCTAssertTrue(tied || model.output is QuantizedLinear, label)
+                    tableBytes = V * (C + C / 32 * 4)
+                case .f16:
+                    XCTAssertTrue(model.tokenEmbedding is F16Linear, label)
+                    XCTAssertTrue(tied || model.output is F16Linear, label)
+                    tableBytes = V * C * 2
+                default:
+                    XCTAssertTrue(model.tokenEmbedding is FP32Linear, label)
+                    tableBytes = V * C * 4
+                }
+                XCTAssertEqual(model.output === model.tokenEmbedding, tied, label)
+                XCTAssertEqual(model.tokenEmbedding.byteCount, tableBytes, label)
+
+                // The reference: every table decoded to fp32, same blocks.
+                func fp32(_ name: String) throws -> FP32Linear {
+                    FP32Linear(weight: try source.floatTensor(name), outFeatures: V, inFeatures: C)
+                }
+                let table = try fp32(TensorName.tokenEmbedding)
+                let reference = LlamaModel(config: model.config, tokenEmbedding: table, blocks: model.blocks, outputNorm: model.outputNorm,
+                                           output: tied ? table : try fp32(TensorName.output), pool: model.pool)
+                XCTAssertEqual(model.weightBytes, reference.weightBytes + (tableBytes - V * C * 4) * (tied ? 1 : 2), label)
+                let got = try PackedModelTests.prefillThenDecode(model, tokens)
+                let want = try PackedModelTests.prefillThenDecode(reference, tokens)
+                for t in tokens.indices {
+                    let scale = want[t].map(abs).max()!
+                    let err = zip(got[t], want[t]).map { abs($0 - $1) }.max()!
+                    XCTAssertLessThan(err / scale, 1e-4, "\(label) token \(t)")
+                }
+            }
+        }
+    }
+
     func testContextOverflowAndBadTokenAreErrors() throws {
         let source = InMemorySource(config: InMemorySource.tinyConfig(), seed: 1)
         let model = try LlamaModel(source: source, pool: ThreadPool(threads: 1))

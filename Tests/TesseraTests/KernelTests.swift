@@ -69,6 +69,69 @@ final class KernelTests: XCTestCase {
         for r in 0..<rows { XCTAssertEqual(simd[r], portable[r], accuracy: 1e-4) }
     }
 
+    // MARK: fp16 weights
+
+    /// Random fp16 weights (finite, magnitudes up to 2) and their exact fp32 values.
+    func randomHalves(_ n: Int, _ rng: inout SplitMix64) -> ([UInt16], [Float]) {
+        let bits = (0..<n).map { _ in Float16(rng.uniform(-2, 2)).bitPattern }
+        return (bits, bits.map { Float(Float16(bitPattern: $0)) })
+    }
+
+    func testF16GemvMatchesReferenceAndFloat64OnRaggedShapes() {
+        var rng = SplitMix64(seed: 12)
+        for (rows, cols) in [(1, 1), (3, 7), (4, 8), (5, 15), (6, 16), (7, 33), (17, 64), (31, 576), (9, 1000)] {
+            let (W, Wf) = randomHalves(rows * cols, &rng)
+            let x = randomBuffer(cols, &rng)
+            for (lo, hi) in [(0, rows), (rows / 3, rows - rows / 4)] {
+                var fast = [Float](repeating: 99, count: rows), ref = fast
+                tsr_gemv_f16(W, x.pointer, &fast, Int32(cols), Int32(lo), Int32(hi))
+                tsr_gemv_f16_ref(W, x.pointer, &ref, Int32(cols), Int32(lo), Int32(hi))
+                for r in 0..<rows {
+                    if r < lo || r >= hi { XCTAssertEqual(fast[r], 99); XCTAssertEqual(ref[r], 99); continue }
+                    var exact = 0.0, absSum = 0.0
+                    for k in 0..<cols {
+                        exact += Double(Wf[r * cols + k]) * Double(x[k])
+                        absSum += abs(Double(Wf[r * cols + k]) * Double(x[k]))
+                    }
+                    XCTAssertLessThanOrEqual(abs(Double(fast[r]) - exact), bound(cols, absSum), "simd \(rows)×\(cols) row \(r)")
+                    XCTAssertLessThanOrEqual(abs(Double(ref[r]) - exact), bound(cols, absSum), "ref \(rows)×\(cols) row \(r)")
+                }
+            }
+        }
+        // The portable path is the reference.
+        let (W, _) = randomHalves(5 * 40, &rng)
+        let x = randomBuffer(40, &rng)
+        var a = [Float](repeating: 0, count: 5), b = a
+        tsr_force_portable(1)
+        tsr_gemv_f16(W, x.pointer, &a, 40, 0, 5)
+        tsr_force_portable(0)
+        tsr_gemv_f16_ref(W, x.pointer, &b, 40, 0, 5)
+        XCTAssertEqual(a, b)
+    }
+
+    func testF16LinearMatchesFP32LinearOnTheSameWeights() {
+        var rng = SplitMix64(seed: 13)
+        let pool = ThreadPool(threads: 2)
+        let rows = 45, cols = 72
+        let (W, Wf) = randomHalves(rows * cols, &rng)
+        let f16 = W.withUnsafeBytes { F16Linear(copying: $0.baseAddress!, outFeatures: rows, inFeatures: cols) }
+        let f32 = FP32Linear(weight: FloatBuffer(Wf), outFeatures: rows, inFeatures: cols)
+        f16.panelRows = 16
+        XCTAssertEqual(f16.byteCount, rows * cols * 2)
+        let rounded = Wf.withUnsafeBufferPointer { F16Linear(rounding: $0.baseAddress!, outFeatures: rows, inFeatures: cols) }
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: rounded.weight, count: rows * cols)), W)
+        for T in [1, 5, 2] {
+            let X = randomBuffer(T * cols, &rng)
+            let a = FloatBuffer(count: T * rows), b = FloatBuffer(count: T * rows)
+            f16.forward(X.pointer, tokens: T, into: a.pointer, pool: pool)
+            f32.forward(X.pointer, tokens: T, into: b.pointer, pool: pool)
+            for i in 0..<T * rows { XCTAssertEqual(a[i], b[i], accuracy: 1e-4 * max(1, abs(b[i])), "T\(T) at \(i)") }
+        }
+        let row = FloatBuffer(count: 2 * cols)
+        f16.decodeRows(7, count: 2, into: row.pointer)
+        XCTAssertEqual(row.array, Array(Wf[7 * cols..<9 * cols]))
+    }
+
     func testHalfConversionIsExactForEveryHalf() {
         var halves = [UInt16](0...UInt16.max)
         var converted = [Float](repeating: 0, count: halves.count)

@@ -43,6 +43,67 @@ final class PackedModelTests: XCTestCase {
         }
     }
 
+    /// Logits of every token of `tokens`: a prefill of the first three (the head's T > 1 path),
+    /// then one token at a time (its GEMV).
+    static func prefillThenDecode(_ model: LlamaModel, _ tokens: [Int32]) throws -> [[Float]] {
+        let session = InferenceSession(model: model, contextLength: 32)
+        var rows = try session.forward(Array(tokens[..<3]), logitRows: 3)
+        for t in tokens[3...] { rows += try session.forward([t]) }
+        return rows
+    }
+
+    /// The same model with its table (and tied head) replaced by the fp32 decoding of the table.
+    static func withFP32Table(_ model: LlamaModel, _ source: ModelSource) throws -> LlamaModel {
+        let c = model.config
+        let table = FP32Linear(weight: try source.floatTensor(TensorName.tokenEmbedding), outFeatures: c.vocab, inFeatures: c.hidden)
+        return LlamaModel(config: c, tokenEmbedding: table, blocks: model.blocks, outputNorm: model.outputNorm,
+                          output: model.output === model.tokenEmbedding ? table : model.output, pool: model.pool)
+    }
+
+    func testCompactEmbeddingTablesRunLikeTheirFP32Decoding() throws {
+        let memory = InMemorySource(config: Self.config, seed: 8)
+        let tokens: [Int32] = [1, 50, 96, 3, 3, 17, 0]
+        let V = Self.config.vocab, C = Self.config.hidden
+        for embedding in PackedFormat.Embedding.allCases {
+            let path = tempPath()
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            try PackedFormat.writeRTN(source: memory, tokenizer: nil, scheme: .init(bits: 4, group: 32, embedding: embedding), to: path)
+            let packed = try XCTUnwrap(try ModelLoader.open(path) as? PackedModelSource)
+            for mode in [ActivationMode.a16, .a8] {
+                let model = try LlamaModel(source: packed, pool: ThreadPool(threads: 2), linear: packed.linearLoader(activation: mode))
+                let label = "\(embedding) \(mode)"
+                // The table stays in its stored form and is the tied head itself.
+                XCTAssertTrue(model.output === model.tokenEmbedding, label)
+                let tableBytes: Int
+                switch embedding {
+                case .f16:
+                    XCTAssertTrue(model.tokenEmbedding is F16Linear, label)
+                    tableBytes = V * C * 2
+                case .q8, .q4:
+                    let q = try XCTUnwrap(model.tokenEmbedding as? QuantizedLinear, label)
+                    XCTAssertEqual(q.weights.bits, embedding == .q8 ? 8 : 4, label)
+                    XCTAssertEqual(q.activation, mode, label)
+                    tableBytes = V * (C * q.weights.bits / 8 + C / 32 * 4)
+                }
+                XCTAssertEqual(model.tokenEmbedding.byteCount, tableBytes, label)
+                let reference = try Self.withFP32Table(model, packed)
+                XCTAssertEqual(model.weightBytes, reference.weightBytes - V * C * 4 + tableBytes, label)
+                // Same rows on lookup.
+                let row = FloatBuffer(count: C), expected = try packed.floatTensor(TensorName.tokenEmbedding)
+                for r in [0, 42, V - 1] {
+                    model.tokenEmbedding.lookup(r, into: row.pointer)
+                    XCTAssertEqual(row.array, Array(expected.buffer[r * C..<(r + 1) * C]), label)
+                }
+                // And the same logits, up to fp32 rounding (A8 heads also quantize the activations).
+                let got = try Self.prefillThenDecode(model, tokens), want = try Self.prefillThenDecode(reference, tokens)
+                let tolerance: Float = mode == .a8 && embedding != .f16 ? 0.03 : 1e-4
+                for t in tokens.indices {
+                    XCTAssertLessThan(maxRelativeError(got[t], want[t]), tolerance, "\(label) token \(t)")
+                }
+            }
+        }
+    }
+
     func testWeightsAlreadyOnTheGridAreReproducedExactly() throws {
         // Put every block linear on a 4-bit g32 grid first; W4 g32 RTN must then give the very
         // same weights back (the demo model's situation), so A16 logits match fp32 closely.

@@ -7,7 +7,8 @@ import KernelsC
 final class QuantKernelTests: XCTestCase {
     static let bitsList = [2, 3, 4, 8]
     /// (cols, group): one group, several groups of each size, row-wide groups (group 0).
-    static let shapes = [(32, 32), (96, 32), (192, 64), (256, 128), (384, 128), (96, 0), (576, 64), (576, 0)]
+    static let shapes = [(32, 32), (96, 32), (192, 64), (256, 128), (384, 128), (96, 0), (576, 64), (576, 0),
+                         (1536, 32), (1024, 64)]
     static let rowCounts = [1, 3, 17, 33]
     let u = 1.2e-7 // fp32 unit roundoff, rounded up
 
@@ -41,6 +42,18 @@ final class QuantKernelTests: XCTestCase {
     func randomFloats(_ n: Int, _ rng: inout SplitMix64) -> FloatBuffer {
         let b = FloatBuffer(count: n)
         for i in 0..<n { b[i] = rng.uniform(-1, 1) }
+        return b
+    }
+
+    /// Activations whose 32-blocks differ in magnitude by up to 10^3 (so per-block scales
+    /// matter), with an all-zero block every fifth block and one outlier.
+    func blockyFloats(_ n: Int, _ rng: inout SplitMix64) -> FloatBuffer {
+        let b = FloatBuffer(count: n)
+        for block in 0..<n / 32 {
+            let scale = block % 5 == 3 ? 0 : Float(pow(10, Double(rng.uniform(-2, 1))))
+            for i in 32 * block..<32 * block + 32 { b[i] = rng.uniform(-1, 1) * scale }
+        }
+        if n / 3 / 32 % 5 != 3 { b[n / 3] = 25 }
         return b
     }
 
@@ -106,6 +119,10 @@ final class QuantKernelTests: XCTestCase {
                 XCTAssertEqual(simd[i].bitPattern, c.deq[i].bitPattern, "B\(bits) G\(group) \(rows)×\(cols) at \(i)")
                 XCTAssertEqual(ref[i].bitPattern, c.deq[i].bitPattern)
             }
+            // One row at a time, as an embedding lookup reads it.
+            let row = FloatBuffer(count: cols)
+            c.w.dequantizeRow(rows - 1, into: row.pointer)
+            XCTAssertEqual(row.array, Array(c.deq[(rows - 1) * cols..<rows * cols]))
             // A sub-range writes rows [1, rows) from the start of dst.
             if rows > 1 {
                 let part = FloatBuffer(count: (rows - 1) * cols)
@@ -156,95 +173,137 @@ final class QuantKernelTests: XCTestCase {
 
     // MARK: A8 / A4
 
+    struct Activations {
+        var xq: [Int8]
+        var dx: [Float]     // per block of 32
+        var bsums: [Int32]  // per block of 32
+        var xsums: [Float]  // per group
+    }
+
+    func quantized(_ x: UnsafePointer<Float>, count n: Int, group: Int, levels: Int32, reference: Bool = false) -> Activations {
+        var a = Activations(xq: [Int8](repeating: 0x55, count: n), dx: [Float](repeating: .nan, count: n / 32),
+                            bsums: [Int32](repeating: 0x55, count: n / 32), xsums: [Float](repeating: .nan, count: n / group))
+        (reference ? tsr_quantize_act_ref : tsr_quantize_act)(x, Int32(n), Int32(group), levels, &a.xq, &a.dx, &a.bsums, &a.xsums)
+        return a
+    }
+
+    func quantized(_ x: FloatBuffer, group: Int, levels: Int32) -> Activations {
+        quantized(x.pointer, count: x.count, group: group, levels: levels)
+    }
+
     func testActivationQuantizerSIMDAndReferenceAgreeExactly() {
         var rng = SplitMix64(seed: 4)
         for levels: Int32 in [127, 7] {
-            for (n, group) in [(32, 32), (96, 32), (576, 64), (384, 128), (1536, 1536)] {
-                let x = randomFloats(n, &rng)
-                x[n / 3] = 3.5 // one outlier sets the scale
-                var a = [Int8](repeating: 0, count: n), b = [Int8](repeating: 0, count: n)
-                var sa = [Int32](repeating: 0, count: n / group), sb = sa
-                let da = tsr_quantize_act(x.pointer, Int32(n), Int32(group), levels, &a, &sa)
-                let db = tsr_quantize_act_ref(x.pointer, Int32(n), Int32(group), levels, &b, &sb)
-                XCTAssertEqual(da.bitPattern, db.bitPattern)
-                XCTAssertEqual(a, b, "levels \(levels) n \(n)")
-                XCTAssertEqual(sa, sb)
-                XCTAssertEqual(Double(da), 3.5 / Double(levels), accuracy: 1e-6)
-                for i in 0..<n {
-                    XCTAssertLessThanOrEqual(abs(Int(a[i])), Int(levels))
-                    XCTAssertLessThanOrEqual(abs(Double(a[i]) * Double(da) - Double(x[i])), Double(da) * 0.5001)
+            for (n, group) in [(32, 32), (96, 32), (576, 64), (384, 128), (1536, 1536), (1536, 32)] {
+                let x = blockyFloats(n, &rng)
+                let a = quantized(x.pointer, count: n, group: group, levels: levels)
+                let r = quantized(x.pointer, count: n, group: group, levels: levels, reference: true)
+                let label = "levels \(levels) n \(n) G\(group)"
+                XCTAssertEqual(a.xq, r.xq, label)
+                XCTAssertEqual(a.dx.map(\.bitPattern), r.dx.map(\.bitPattern), label)
+                XCTAssertEqual(a.bsums, r.bsums, label)
+                XCTAssertEqual(a.xsums.map(\.bitPattern), r.xsums.map(\.bitPattern), label)
+                for b in 0..<n / 32 {
+                    let block = (32 * b..<32 * b + 32)
+                    let amax = block.map { abs(x[$0]) }.max()!
+                    XCTAssertEqual(a.dx[b], amax / Float(levels), label)  // exact: the same fp32 division
+                    XCTAssertEqual(a.bsums[b], block.reduce(0) { $0 + Int32(a.xq[$1]) }, label)
+                    for i in block {
+                        XCTAssertLessThanOrEqual(abs(Int(a.xq[i])), Int(levels))
+                        XCTAssertLessThanOrEqual(abs(Double(a.xq[i]) * Double(a.dx[b]) - Double(x[i])), Double(a.dx[b]) * 0.5001, label)
+                    }
+                    if amax == 0 { XCTAssertEqual(Array(a.xq[block]), [Int8](repeating: 0, count: 32), label) }
+                    // The block's largest value lands on ±levels.
+                    if amax > 0 { XCTAssertEqual(block.map { abs(Int(a.xq[$0])) }.max(), Int(levels), label) }
                 }
-                for g in 0..<n / group { XCTAssertEqual(sa[g], a[g * group..<(g + 1) * group].reduce(0) { $0 + Int32($1) }) }
+                for g in 0..<n / group {
+                    var s: Float = 0
+                    for b in g * group / 32..<(g + 1) * group / 32 { s += a.dx[b] * Float(a.bsums[b]) }
+                    XCTAssertEqual(a.xsums[g].bitPattern, s.bitPattern, label)
+                }
             }
         }
         // An all-zero row quantizes to zeros with dx = 0.
-        var z = [Int8](repeating: 1, count: 32), s = [Int32](repeating: 1, count: 1)
-        let zeros = [Float](repeating: 0, count: 32)
-        XCTAssertEqual(tsr_quantize_act(zeros, 32, 32, 127, &z, &s), 0)
-        XCTAssertEqual(z, [Int8](repeating: 0, count: 32))
-        XCTAssertEqual(s, [0])
+        let zeros = [Float](repeating: 0, count: 64)
+        let z = zeros.withUnsafeBufferPointer { quantized($0.baseAddress!, count: 64, group: 32, levels: 127) }
+        XCTAssertEqual(z.xq, [Int8](repeating: 0, count: 64))
+        XCTAssertEqual(z.dx, [0, 0])
+        XCTAssertEqual(z.bsums, [0, 0])
+        XCTAssertEqual(z.xsums, [0, 0])
     }
 
-    func quantized(_ x: FloatBuffer, group: Int, levels: Int32) -> (xq: [Int8], dx: Float, sums: [Int32]) {
-        var xq = [Int8](repeating: 0, count: x.count), sums = [Int32](repeating: 0, count: x.count / group)
-        let dx = tsr_quantize_act(x.pointer, Int32(x.count), Int32(group), levels, &xq, &sums)
-        return (xq, dx, sums)
-    }
-
-    func testIntegerGroupSumsAreExact() throws {
+    func testIntegerBlockSumsAreExact() throws {
         try forEachCase(seed: 5) { c, bits, group, rows, cols, rng in
-            let x = randomFloats(cols, &rng)
+            let x = blockyFloats(cols, &rng)
             for levels: Int32 in [127, 7] {
                 let a = quantized(x, group: group, levels: levels)
-                let groups = cols / group
-                var fast = [Int32](repeating: 0, count: rows * groups), ref = fast
+                let blocks = cols / 32
+                var fast = [Int32](repeating: 0, count: rows * blocks), ref = fast
                 c.w.withView { w in
-                    tsr_qdot_i8(w, a.xq, a.sums, &fast, 0, Int32(rows))
-                    tsr_qdot_i8_ref(w, a.xq, a.sums, &ref, 0, Int32(rows))
+                    tsr_qdot_i8(w, a.xq, a.bsums, &fast, 0, Int32(rows))
+                    tsr_qdot_i8_ref(w, a.xq, a.bsums, &ref, 0, Int32(rows))
                 }
-                var exact = [Int32](repeating: 0, count: rows * groups)
+                var exact = [Int32](repeating: 0, count: rows * blocks)
                 for r in 0..<rows {
-                    for k in 0..<cols { exact[r * groups + k / group] += Int32(c.q[r * cols + k]) * Int32(a.xq[k]) }
+                    for k in 0..<cols { exact[r * blocks + k / 32] += Int32(c.q[r * cols + k]) * Int32(a.xq[k]) }
                 }
                 XCTAssertEqual(fast, exact, "simd B\(bits) G\(group) \(rows)×\(cols) L\(levels)")
                 XCTAssertEqual(ref, exact, "ref B\(bits) G\(group) \(rows)×\(cols) L\(levels)")
+                // A sub-range writes rows [1, rows) from the start of out.
+                if rows > 1 {
+                    var part = [Int32](repeating: 0, count: (rows - 1) * blocks)
+                    c.w.withView { tsr_qdot_i8($0, a.xq, a.bsums, &part, 1, Int32(rows)) }
+                    XCTAssertEqual(part, Array(exact[blocks...]))
+                }
             }
         }
     }
 
-    /// The float64 value of the quantized-activation formula and the fp32 error bound for it.
-    func i8Exact(_ c: Case, row r: Int, _ xq: UnsafePointer<Int8>, _ dx: Float) -> (Double, Double) {
+    /// The float64 value of the quantized-activation formula (per 32-block scales) and an fp32
+    /// error bound for it: every fp32 product or sum on the way adds at most u relative to the
+    /// magnitudes involved, and a path has at most blocks + groups + 16 of them.
+    func i8Exact(_ c: Case, row r: Int, _ xq: UnsafePointer<Int8>, _ dx: UnsafePointer<Float>) -> (Double, Double) {
         let cols = c.w.cols, group = c.w.group
         var y = 0.0, mass = 0.0
         for g in 0..<c.w.groupsPerRow {
-            var dot = 0, xs = 0
-            for k in g * group..<(g + 1) * group { dot += Int(c.q[r * cols + k]) * Int(xq[k]); xs += Int(xq[k]) }
             let s = Double(c.w.scale(row: r, group: g)), m = Double(c.w.offset(row: r, group: g))
-            y += s * Double(dot) + m * Double(xs)
-            mass += abs(s) * (Double(abs(dot)) + 128 * Double(abs(xs))) + abs(m * Double(xs))
+            for b in g * group / 32..<(g + 1) * group / 32 {
+                var dot = 0, xs = 0, absDot = 0, absXs = 0
+                for k in 32 * b..<32 * b + 32 {
+                    let q = Int(c.q[r * cols + k]), v = Int(xq[k])
+                    dot += q * v; xs += v
+                    absDot += (q + 128) * abs(v); absXs += abs(v)
+                }
+                let d = Double(dx[b])
+                y += d * (s * Double(dot) + m * Double(xs))
+                mass += d * (abs(s) * Double(absDot + 128 * absXs) + abs(m) * Double(absXs))
+            }
         }
-        return (Double(dx) * y, 2 * Double(c.w.groupsPerRow + 16) * u * Double(dx) * mass + 1e-30)
+        return (y, 2 * Double(cols / 32 + c.w.groupsPerRow + 16) * u * mass + 1e-30)
     }
 
     func testA8A4GemvMatchesReferenceAndFloat64() throws {
         try forEachCase(seed: 6) { c, bits, group, rows, cols, rng in
-            let x = randomFloats(cols, &rng)
+            let x = blockyFloats(cols, &rng)
             for levels: Int32 in [127, 7] {
                 let a = quantized(x, group: group, levels: levels)
                 let fast = FloatBuffer(count: rows), ref = FloatBuffer(count: rows)
                 c.w.withView { w in
-                    tsr_qgemv_i8(w, a.xq, a.dx, a.sums, fast.pointer, 0, Int32(rows))
-                    tsr_qgemv_i8_ref(w, a.xq, a.dx, a.sums, ref.pointer, 0, Int32(rows))
+                    tsr_qgemv_i8(w, a.xq, a.dx, a.xsums, fast.pointer, 0, Int32(rows))
+                    tsr_qgemv_i8_ref(w, a.xq, a.dx, a.xsums, ref.pointer, 0, Int32(rows))
                 }
                 for r in 0..<rows {
-                    let (exact, bound) = a.xq.withUnsafeBufferPointer { i8Exact(c, row: r, $0.baseAddress!, a.dx) }
+                    let (exact, bound) = a.xq.withUnsafeBufferPointer { xq in
+                        a.dx.withUnsafeBufferPointer { i8Exact(c, row: r, xq.baseAddress!, $0.baseAddress!) }
+                    }
                     let label = "B\(bits) G\(group) \(rows)×\(cols) L\(levels) row \(r)"
                     XCTAssertLessThanOrEqual(abs(Double(fast[r]) - exact), bound, "simd " + label)
                     XCTAssertLessThanOrEqual(abs(Double(ref[r]) - exact), bound, "ref " + label)
-                    // And the quantized activations approximate the fp32 product: |Σ w·e| ≤ Σ|w|·dx/2.
+                    // And the quantized activations approximate the fp32 product:
+                    // |Σ w·e| ≤ Σ_k |w_k|·dx_{k/32}/2.
                     var wMass = 0.0
-                    for k in 0..<cols { wMass += abs(Double(c.deq[r * cols + k])) }
-                    XCTAssertLessThanOrEqual(abs(Double(fast[r]) - exactDot(c, row: r, x.pointer)), wMass * Double(a.dx) * 0.5 + bound)
+                    for k in 0..<cols { wMass += abs(Double(c.deq[r * cols + k])) * Double(a.dx[k / 32]) }
+                    XCTAssertLessThanOrEqual(abs(Double(fast[r]) - exactDot(c, row: r, x.pointer)), wMass * 0.5001 + bound, label)
                 }
             }
         }
@@ -255,18 +314,18 @@ final class QuantKernelTests: XCTestCase {
     func testGemmMatchesFloat64ForRaggedTokenCountsAndRowRanges() throws {
         var rng = SplitMix64(seed: 7)
         for bits in Self.bitsList {
-            for (cols, group) in [(96, 32), (192, 64), (256, 0)] {
+            for (cols, group) in [(96, 32), (192, 64), (256, 0), (1024, 32)] {
                 for rows in [3, 17, 33] {
                     let c = try randomCase(bits: bits, group: group, rows: rows, cols: cols, &rng)
                     let G = c.w.group, groups = cols / G
                     for T in [1, 2, 4, 5, 9] {
-                        let X = randomFloats(T * cols, &rng)
+                        let X = blockyFloats(T * cols, &rng)
                         let fs = FloatBuffer(count: T * groups)
-                        var xq = [Int8](repeating: 0, count: T * cols), isums = [Int32](repeating: 0, count: T * groups)
-                        var dx = [Float](repeating: 0, count: T)
+                        var xq: [Int8] = [], dx: [Float] = [], xsums: [Float] = []
                         for t in 0..<T {
                             tsr_group_sums_f32(X.pointer + t * cols, Int32(cols), Int32(G), fs.pointer + t * groups)
-                            dx[t] = tsr_quantize_act(X.pointer + t * cols, Int32(cols), Int32(G), 127, &xq[t * cols], &isums[t * groups])
+                            let a = quantized(X.pointer + t * cols, count: cols, group: G, levels: t % 2 == 0 ? 127 : 7)
+                            xq += a.xq; dx += a.dx; xsums += a.xsums
                         }
                         // Rows [1, rows − 1) only; the sentinel must survive elsewhere.
                         let lo = 1, hi = rows - 1
@@ -278,8 +337,8 @@ final class QuantKernelTests: XCTestCase {
                         c.w.withView { w in
                             tsr_qgemm_f32(w, Int32(T), X.pointer, fs.pointer, outputs[0].pointer, Int32(rows), Int32(lo), Int32(hi))
                             tsr_qgemm_f32_ref(w, Int32(T), X.pointer, fs.pointer, outputs[1].pointer, Int32(rows), Int32(lo), Int32(hi))
-                            tsr_qgemm_i8(w, Int32(T), xq, dx, isums, outputs[2].pointer, Int32(rows), Int32(lo), Int32(hi))
-                            tsr_qgemm_i8_ref(w, Int32(T), xq, dx, isums, outputs[3].pointer, Int32(rows), Int32(lo), Int32(hi))
+                            tsr_qgemm_i8(w, Int32(T), xq, dx, xsums, outputs[2].pointer, Int32(rows), Int32(lo), Int32(hi))
+                            tsr_qgemm_i8_ref(w, Int32(T), xq, dx, xsums, outputs[3].pointer, Int32(rows), Int32(lo), Int32(hi))
                         }
                         for t in 0..<T {
                             for r in 0..<rows {
@@ -294,7 +353,9 @@ final class QuantKernelTests: XCTestCase {
                                 let exact = exactDot(c, row: r, xt), bound = a16Bound(c, row: r, xb)
                                 XCTAssertLessThanOrEqual(abs(Double(outputs[0][t * rows + r]) - exact), bound, "f32 simd " + label)
                                 XCTAssertLessThanOrEqual(abs(Double(outputs[1][t * rows + r]) - exact), bound, "f32 ref " + label)
-                                let (e8, b8) = xq.withUnsafeBufferPointer { i8Exact(c, row: r, $0.baseAddress! + t * cols, dx[t]) }
+                                let (e8, b8) = xq.withUnsafeBufferPointer { xq in
+                                    dx.withUnsafeBufferPointer { i8Exact(c, row: r, xq.baseAddress! + t * cols, $0.baseAddress! + t * cols / 32) }
+                                }
                                 XCTAssertLessThanOrEqual(abs(Double(outputs[2][t * rows + r]) - e8), b8, "i8 simd " + label)
                                 XCTAssertLessThanOrEqual(abs(Double(outputs[3][t * rows + r]) - e8), b8, "i8 ref " + label)
                             }
@@ -321,21 +382,24 @@ final class QuantKernelTests: XCTestCase {
                     XCTAssertEqual(layer.inFeatures, cols)
                     XCTAssertEqual(layer.outFeatures, rows)
                     for T in [1, 6, 3] { // shrinking T reuses the scratch
-                        let X = randomFloats(T * cols, &rng), Y = FloatBuffer(count: T * rows)
+                        let X = blockyFloats(T * cols, &rng), Y = FloatBuffer(count: T * rows)
                         layer.forward(X.pointer, tokens: T, into: Y.pointer, pool: pool)
                         for t in 0..<T {
                             let xt = X.pointer + t * cols
-                            var amax: Float = 0
-                            for k in 0..<cols { amax = max(amax, abs(xt[k])) }
-                            let dx = mode == .a16 ? 0 : Double(amax) / Double(mode.levels)
+                            // The activation step of each 32-block (0 for fp32).
+                            let dx = (0..<cols / 32).map { b -> Double in
+                                let amax = (32 * b..<32 * b + 32).map { abs(xt[$0]) }.max()!
+                                return mode == .a16 ? 0 : Double(amax) / Double(mode.levels)
+                            }
                             for r in 0..<rows {
-                                var wMass = 0.0, wx = 0.0
+                                var wMass = 0.0, wdx = 0.0, wx = 0.0
                                 for k in 0..<cols {
                                     wMass += abs(Double(c.deq[r * cols + k]))
+                                    wdx += abs(Double(c.deq[r * cols + k])) * dx[k / 32]
                                     wx += abs(Double(c.deq[r * cols + k]) * Double(xt[k]))
                                 }
                                 let exact = exactDot(c, row: r, xt)
-                                let tol = wMass * dx * 0.5001 + 1e-4 * (wx + wMass)
+                                let tol = wdx * 0.5001 + 1e-4 * (wx + wMass)
                                 XCTAssertLessThanOrEqual(abs(Double(Y[t * rows + r]) - exact), tol, "B\(bits) \(mode) \(prefill) T\(T) t\(t) r\(r)")
                             }
                         }
@@ -470,26 +534,29 @@ final class QuantKernelTests: XCTestCase {
         for bits in Self.bitsList {
             let rows = 19, cols = 320, group = 64
             let c = try randomCase(bits: bits, group: group, rows: rows, cols: cols, &rng)
-            let x = randomFloats(cols, &rng)
-            func run() -> (deq: [Float], xq: [Int8], dots: [Int32], f32: [Float], i8: [Float]) {
+            let x = blockyFloats(cols, &rng)
+            func run() -> (deq: [Float], a: Activations, dots: [Int32], f32: [Float], i8: [Float]) {
                 let sums = FloatBuffer(count: cols / group)
                 tsr_group_sums_f32(x.pointer, Int32(cols), Int32(group), sums.pointer)
                 let a = quantized(x, group: group, levels: 127)
-                var dots = [Int32](repeating: 0, count: rows * cols / group)
+                var dots = [Int32](repeating: 0, count: rows * cols / 32)
                 let f = FloatBuffer(count: rows), i = FloatBuffer(count: rows)
                 c.w.withView { w in
-                    tsr_qdot_i8(w, a.xq, a.sums, &dots, 0, Int32(rows))
+                    tsr_qdot_i8(w, a.xq, a.bsums, &dots, 0, Int32(rows))
                     tsr_qgemv_f32(w, x.pointer, sums.pointer, f.pointer, 0, Int32(rows))
-                    tsr_qgemv_i8(w, a.xq, a.dx, a.sums, i.pointer, 0, Int32(rows))
+                    tsr_qgemv_i8(w, a.xq, a.dx, a.xsums, i.pointer, 0, Int32(rows))
                 }
-                return (c.w.dequantize().array, a.xq, dots, f.array, i.array)
+                return (c.w.dequantize().array, a, dots, f.array, i.array)
             }
             let simd = run()
             tsr_force_portable(1)
             let portable = run()
             tsr_force_portable(0)
             XCTAssertEqual(simd.deq, portable.deq)
-            XCTAssertEqual(simd.xq, portable.xq)
+            XCTAssertEqual(simd.a.xq, portable.a.xq)
+            XCTAssertEqual(simd.a.dx, portable.a.dx)
+            XCTAssertEqual(simd.a.bsums, portable.a.bsums)
+            XCTAssertEqual(simd.a.xsums, portable.a.xsums)
             XCTAssertEqual(simd.dots, portable.dots)
             for r in 0..<rows {
                 XCTAssertEqual(simd.f32[r], portable.f32[r], accuracy: 1e-4 * max(1, abs(portable.f32[r])))

@@ -42,6 +42,11 @@ void tsr_f16_to_f32_array(const uint16_t *src, float *dst, size_t n);
 // ---- fp32 GEMV: y[r] = sum_k W[r*cols + k] * x[k] for r in [rowBegin, rowEnd) ---------------
 void tsr_gemv_f32(const float *W, const float *x, float *y, int cols, int rowBegin, int rowEnd);
 void tsr_gemv_f32_ref(const float *W, const float *x, float *y, int cols, int rowBegin, int rowEnd);
+
+// ---- fp16-weight GEMV: y[r] = sum_k f32(W[r*cols + k]) * x[k], W as IEEE binary16 bits --------
+void tsr_gemv_f16(const uint16_t *W, const float *x, float *y, int cols, int rowBegin, int rowEnd);
+void tsr_gemv_f16_ref(const uint16_t *W, const float *x, float *y, int cols, int rowBegin, int rowEnd);
+
 /// Dot product of n floats.
 float tsr_dot_f32(const float *a, const float *b, int n);
 /// y += a * x over n floats.

@@ -21,9 +21,13 @@
 // ==== Activations =============================================================================
 //   A16: fp32 x. Kernels take the per-group sums Σx (tsr_group_sums_f32) and fold the offsets:
 //        y[r] = Σ_g ( s_g·Σ_{i∈g} q_i·x_i + m_g·Σ_{i∈g} x_i ).
-//   A8 / A4: per token, dx = max|x| / L (L = 127 or 7), xq = rint(x·(1/dx)) clamped to [−L, L],
-//        stored as int8 either way; per-group code sums Σxq (int32). Integer dot products are
-//        exact int32 per group:  y[r] = dx · Σ_g ( s_g·Σ q_i·xq_i + m_g·Σ xq_i ).
+//   A8 / A4: per block of 32 activations (block b = k / 32, like ggml's q8_1):
+//        dx_b = max|x in b| / L (L = 127 or 7), xq = rint(x·(1/dx_b)) clamped to [−L, L]
+//        (all 0 where dx_b = 0), stored as int8 either way; per-block code sums Σxq (int32).
+//        The integer dot product of each block is exact int32, the rest is fp32:
+//          y[r] = Σ_g Σ_{b∈g} dx_b · ( s_g·Σ_{i∈b} q_i·xq_i + m_g·Σ_{i∈b} xq_i ).
+//        The SIMD kernels regroup it as Σ_g s_g·Σ_{b∈g} dx_b·Σ_{i∈b} q_i·xq_i + Σ_g m_g·xs_g with
+//        the activation group sums xs_g = Σ_{b∈g} dx_b·Σ_{i∈b} xq_i (fp32, from tsr_quantize_act).
 //
 // Every function taking [rowBegin, rowEnd) writes only y[rowBegin..<rowEnd] (GEMM: the same
 // columns of each token row of Y), so callers split rows over threads. Every SIMD entry point
@@ -62,35 +66,41 @@ void tsr_q_dequantize_ref(const tsr_qweights *w, float *dst, int rowBegin, int r
 /// sums[g] = Σ x[g·group ..< (g+1)·group] in fp32 (n % group == 0).
 void tsr_group_sums_f32(const float *x, int n, int group, float *sums);
 
-/// Quantizes n activations (n % group == 0) to symmetric codes in [−levels, levels]
-/// (levels 127: A8, 7: A4), writes per-group code sums, returns dx (0 for an all-zero row).
+/// Quantizes n activations (n % group == 0, group % 32 == 0) to symmetric codes in
+/// [−levels, levels] (levels 127: A8, 7: A4), one scale per block of 32:
+///   dx[b]    = max|x in block b| / levels      (n / 32 floats; 0 for an all-zero block)
+///   xq[k]    = rint(x[k] / dx[b]) clamped      (n int8)
+///   bsums[b] = Σ_{k∈b} xq[k]                   (n / 32 int32)
+///   xsums[g] = Σ_{b∈g} dx[b]·bsums[b]          (n / group floats, summed in block order)
 /// The SIMD and reference paths produce identical bytes.
-float tsr_quantize_act(const float *x, int n, int group, int levels, int8_t *xq, int32_t *gsums);
-float tsr_quantize_act_ref(const float *x, int n, int group, int levels, int8_t *xq, int32_t *gsums);
+void tsr_quantize_act(const float *x, int n, int group, int levels, int8_t *xq, float *dx, int32_t *bsums, float *xsums);
+void tsr_quantize_act_ref(const float *x, int n, int group, int levels, int8_t *xq, float *dx, int32_t *bsums, float *xsums);
 
-/// The integer part of the A8/A4 kernels: out[(r − rowBegin)·groups + g] = Σ_{i∈g} q_i·xq_i.
-/// `gsums` are the group sums from tsr_quantize_act (the 8-bit path uses them).
-void tsr_qdot_i8(const tsr_qweights *w, const int8_t *xq, const int32_t *gsums, int32_t *out, int rowBegin, int rowEnd);
-void tsr_qdot_i8_ref(const tsr_qweights *w, const int8_t *xq, const int32_t *gsums, int32_t *out, int rowBegin, int rowEnd);
+/// The integer part of the A8/A4 kernels, per 32-block b of a row:
+/// out[(r − rowBegin)·(cols / 32) + b] = Σ_{i∈b} q_i·xq_i. `bsums` are the block sums from
+/// tsr_quantize_act (the 8-bit path uses them).
+void tsr_qdot_i8(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd);
+void tsr_qdot_i8_ref(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd);
 
 /// A16 GEMV: y[r] = Σ_k (q·s + m)·x[k]; `xsums` from tsr_group_sums_f32 (the reference
 /// ignores them and computes the plain dot product of dequantized weights).
 void tsr_qgemv_f32(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd);
 void tsr_qgemv_f32_ref(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd);
 
-/// A8/A4 GEMV: y[r] = dx · Σ_g (s_g·Σ q·xq + m_g·gsums[g]).
-void tsr_qgemv_i8(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd);
-void tsr_qgemv_i8_ref(const tsr_qweights *w, const int8_t *xq, float dx, const int32_t *gsums, float *y, int rowBegin, int rowEnd);
+/// A8/A4 GEMV: y[r] = Σ_g Σ_{b∈g} dx[b]·(s_g·Σ q·xq + m_g·Σ xq), with dx and the group sums
+/// xsums from tsr_quantize_act (the reference ignores xsums and follows the formula literally).
+void tsr_qgemv_i8(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin, int rowEnd);
+void tsr_qgemv_i8_ref(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin, int rowEnd);
 
 /// A16 GEMM over T tokens: Y[t·ldy + r] for X [T, cols], xsums [T, groups]. The SIMD path reads
 /// each weight block once per 4 tokens.
 void tsr_qgemm_f32(const tsr_qweights *w, int T, const float *X, const float *xsums, float *Y, int ldy, int rowBegin, int rowEnd);
 void tsr_qgemm_f32_ref(const tsr_qweights *w, int T, const float *X, const float *xsums, float *Y, int ldy, int rowBegin, int rowEnd);
 
-/// A8/A4 GEMM over T tokens: Xq [T, cols], dx [T], gsums [T, groups]; Y as above.
-void tsr_qgemm_i8(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const int32_t *gsums,
+/// A8/A4 GEMM over T tokens: Xq [T, cols], dx [T, cols / 32], xsums [T, groups]; Y as above.
+void tsr_qgemm_i8(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const float *xsums,
                   float *Y, int ldy, int rowBegin, int rowEnd);
-void tsr_qgemm_i8_ref(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const int32_t *gsums,
+void tsr_qgemm_i8_ref(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const float *xsums,
                       float *Y, int ldy, int rowBegin, int rowEnd);
 
 #ifdef __cplusplus

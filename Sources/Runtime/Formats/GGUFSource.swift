@@ -100,5 +100,31 @@ public final class GGUFModelSource: ModelSource {
     public func hasTensor(_ name: String) -> Bool { gguf.tensor(name) != nil }
     public func tensorShape(_ name: String) -> [Int]? { gguf.tensor(name)?.shape }
     public func floatTensor(_ name: String) throws -> FloatBuffer { try gguf.floatData(name) }
+
+    /// F16 tables stay F16; Q8_0, Q4_0 and Q4_1 tables are repacked losslessly into 8- or 4-bit
+    /// group-32 codes and run with fp32 activations; anything else is decoded to fp32.
+    public func embeddingTable(_ name: String) throws -> EmbeddingTable {
+        try GGUFModelSource.compactTable(gguf, name) ?? fp32Table(name)
+    }
+
+    /// The table of `name` in its stored form, or nil when it has no compact form.
+    static func compactTable(_ gguf: GGUFFile, _ name: String) throws -> EmbeddingTable? {
+        guard let t = gguf.tensor(name) else { throw FormatError.missingTensor(path: gguf.path, tensor: name) }
+        guard t.shape.count == 2 else { return nil }
+        let (rows, cols) = (t.shape[0], t.shape[1])
+        switch t.type {
+        case .f16:
+            return F16Linear(copying: gguf.data(of: t), outFeatures: rows, inFeatures: cols)
+        case .q8_0, .q4_0, .q4_1:
+            guard cols % 32 == 0, let type = GGMLBlockType(rawValue: t.type.rawValue) else { return nil }
+            // A scale too large for the repacked fp16 offset (never seen in practice) keeps fp32.
+            guard let packed = try? PackedWeights.fromGGML(type: type, blocks: gguf.data(of: t), rows: rows, cols: cols, name: name) else {
+                return nil
+            }
+            return QuantizedLinear(weights: packed, activation: .a16)
+        default:
+            return nil
+        }
+    }
 }
 extension GGUFModelSource: GGUFTensorListing {}

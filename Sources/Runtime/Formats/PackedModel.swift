@@ -252,6 +252,12 @@ public final class PackedModelSource: ModelSource {
         return try PackedFormat.readPacked(gguf, name: name, rows: shape[0], cols: shape[1])
     }
 
+    /// Packed tables run with the file's activation mode; F16 tables stay F16.
+    public func embeddingTable(_ name: String) throws -> EmbeddingTable {
+        if isPacked(name) { return QuantizedLinear(weights: try packedWeights(name), activation: activation) }
+        return try GGUFModelSource.compactTable(gguf, name) ?? fp32Table(name)
+    }
+
     /// Builds packed linears (with the file's activation mode, or `activation`); nil (the
     /// model's fp32 default) for anything stored unpacked.
     public func linearLoader(activation: ActivationMode? = nil) -> LinearLoader {

@@ -36,14 +36,14 @@ public typealias LinearLoader = (_ name: String, _ out: Int, _ in: Int) throws -
 /// A Llama-architecture decoder: embeddings, blocks, final norm, output head.
 public final class LlamaModel {
     public let config: LlamaConfig
-    public let tokenEmbedding: FloatBuffer  // [V, C]
+    public let tokenEmbedding: EmbeddingTable  // [V, C], in its stored form
     public let blocks: [LlamaBlock]
     public let outputNorm: FloatBuffer      // [C]
-    public let output: LinearWeights        // [V, C], shares tokenEmbedding when tied
+    public let output: LinearWeights        // [V, C]; the very tokenEmbedding object when tied
     public let rope: RotaryEmbedding
     public let pool: ThreadPool
 
-    public init(config: LlamaConfig, tokenEmbedding: FloatBuffer, blocks: [LlamaBlock], outputNorm: FloatBuffer,
+    public init(config: LlamaConfig, tokenEmbedding: EmbeddingTable, blocks: [LlamaBlock], outputNorm: FloatBuffer,
                 output: LinearWeights, pool: ThreadPool) {
         self.config = config
         self.tokenEmbedding = tokenEmbedding
@@ -67,8 +67,16 @@ public final class LlamaModel {
             if let custom = try linear?(name, out, inFeatures) { return custom }
             return FP32Linear(weight: try tensor(name, [out, inFeatures]), outFeatures: out, inFeatures: inFeatures)
         }
+        /// A [V, C] table in its stored form (fp16, packed codes), decoded only row by row.
+        func table(_ name: String) throws -> EmbeddingTable {
+            guard let found = source.tensorShape(name) else { throw FormatError.missingTensor(path: source.path, tensor: name) }
+            guard found == [c.vocab, c.hidden] else { throw FormatError.shapeMismatch(tensor: name, expected: [c.vocab, c.hidden], found: found) }
+            return try source.embeddingTable(name)
+        }
         let C = c.hidden, F = c.ffn, qWidth = c.heads * c.headDim, kvWidth = c.kvHeads * c.headDim
-        let embedding = try tensor(TensorName.tokenEmbedding, [c.vocab, C])
+        // The loader may supply the table (packed files: with their activation mode).
+        let customEmbedding = try linear?(TensorName.tokenEmbedding, c.vocab, C)
+        let embedding = try (customEmbedding as? EmbeddingTable) ?? table(TensorName.tokenEmbedding)
         var blocks: [LlamaBlock] = []
         for i in 0..<c.blockCount {
             let n = { (part: String) in TensorName.block(i, part) }
@@ -85,23 +93,22 @@ public final class LlamaModel {
         }
         let output: LinearWeights
         if source.hasTensor(TensorName.output) {
-            output = try makeLinear(TensorName.output, c.vocab, C)
+            output = try linear?(TensorName.output, c.vocab, C) ?? table(TensorName.output)
         } else {
-            // Tied: the embedding table is the head (packed if the source packs it, else no copy).
-            output = try linear?(TensorName.tokenEmbedding, c.vocab, C)
-                ?? FP32Linear(weight: embedding, outFeatures: c.vocab, inFeatures: C)
+            // Tied: the embedding table is the head, the same object (no second copy).
+            output = customEmbedding ?? embedding
         }
         self.init(config: c, tokenEmbedding: embedding, blocks: blocks,
                   outputNorm: try tensor(TensorName.outputNorm, [C]), output: output, pool: pool)
     }
 
-    /// Bytes held by the weights.
+    /// Bytes held by the weights (a tied head is counted once, with the embedding table).
     public var weightBytes: Int {
         let blockBytes = blocks.reduce(0) { sum, block in
             sum + block.linears.reduce(0) { $0 + $1.byteCount } + (block.attentionNorm.count + block.mlpNorm.count) * 4
         }
-        let sharesEmbedding = (output as? FP32Linear)?.weight === tokenEmbedding
-        return blockBytes + tokenEmbedding.count * 4 + (sharesEmbedding ? 0 : output.byteCount) + outputNorm.count * 4
+        let headBytes = output === tokenEmbedding ? 0 : output.byteCount
+        return blockBytes + tokenEmbedding.byteCount + headBytes + outputNorm.count * 4
     }
 }
 
@@ -202,7 +209,7 @@ public final class InferenceSession {
         let p0 = position
 
         // Token embeddings: x[t] = E[token t].
-        for t in 0..<T { (x + t * C).update(from: m.tokenEmbedding.pointer + Int(tokens[t]) * C, count: C) }
+        for t in 0..<T { m.tokenEmbedding.lookup(Int(tokens[t]), into: x + t * C) }
 
         for (b, block) in m.blocks.enumerated() {
             // Attention: normed = RMSNorm(x); q, k, v = normed·Wq,k,vᵀ.

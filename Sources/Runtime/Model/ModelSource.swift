@@ -14,6 +14,23 @@ public protocol ModelSource: AnyObject {
     func tensorShape(_ name: String) -> [Int]?
     /// The tensor decoded to fp32.
     func floatTensor(_ name: String) throws -> FloatBuffer
+    /// The 2-D tensor `name` (token embeddings or an output head) as a table in the most
+    /// compact form that reproduces its stored values (the default decodes to fp32).
+    func embeddingTable(_ name: String) throws -> EmbeddingTable
+}
+
+extension ModelSource {
+    public func embeddingTable(_ name: String) throws -> EmbeddingTable {
+        try fp32Table(name)
+    }
+
+    /// The tensor decoded to fp32 as a table.
+    public func fp32Table(_ name: String) throws -> EmbeddingTable {
+        guard let shape = tensorShape(name), shape.count == 2 else {
+            throw FormatError.badTensor(path: path, tensor: name, reason: "expected a 2-D table, found shape \(tensorShape(name) ?? [])")
+        }
+        return FP32Linear(weight: try floatTensor(name), outFeatures: shape[0], inFeatures: shape[1])
+    }
 }
 
 /// GGUF tensor names of the Llama architecture.
