@@ -4,10 +4,21 @@
 #include <unistd.h>
 #include <stdio.h>
 #include <string.h>
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20) // AT_HWCAP bit of the ARMv8.2 dot-product instructions
+#endif
+#elif defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 
 static _Atomic int forced_portable = 0;
+static _Atomic int disabled_features = 0;
 
 void tsr_force_portable(int on) { atomic_store(&forced_portable, on ? 1 : 0); }
+
+void tsr_cpu_disable(int features) { atomic_store(&disabled_features, features); }
 
 static int detect(void) {
     int f = 0;
@@ -16,9 +27,15 @@ static int detect(void) {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) f |= TSR_CPU_AVX2_FMA;
     if (__builtin_cpu_supports("avx")) f |= TSR_CPU_F16C; // F16C ships with every AVX2 part
 #elif defined(__aarch64__)
-    f |= TSR_CPU_NEON;
-#if defined(__ARM_FEATURE_DOTPROD)
-    f |= TSR_CPU_NEON_DOT;
+    f |= TSR_CPU_NEON; // Advanced SIMD (and fp16 conversion) is baseline on AArch64
+#if defined(__linux__)
+    if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) f |= TSR_CPU_NEON_DOT;
+#elif defined(__APPLE__)
+    int dot = 0;
+    size_t len = sizeof dot;
+    if (sysctlbyname("hw.optional.arm.FEAT_DotProd", &dot, &len, NULL, 0) == 0 && dot) f |= TSR_CPU_NEON_DOT;
+#elif defined(__ARM_FEATURE_DOTPROD)
+    f |= TSR_CPU_NEON_DOT; // no run-time query here: trust the build's target
 #endif
 #endif
     return f;
@@ -30,7 +47,7 @@ int tsr_cpu_features(void) {
     if (atomic_load_explicit(&forced_portable, memory_order_relaxed)) return 0;
     int f = atomic_load_explicit(&detected, memory_order_relaxed);
     if (f < 0) { f = detect(); atomic_store(&detected, f); }
-    return f;
+    return f & ~atomic_load_explicit(&disabled_features, memory_order_relaxed);
 }
 
 int tsr_physical_cores(void) {

@@ -1,8 +1,10 @@
-// IEEE half <-> single conversion: a bit-exact scalar path, and an F16C path for arrays.
+// IEEE half <-> single conversion: a bit-exact scalar path, and F16C / NEON paths for arrays.
 #include "KernelsC.h"
 #include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
 #endif
 
 float tsr_f16_to_f32(uint16_t h) {
@@ -52,11 +54,24 @@ static void f16_to_f32_f16c(const uint16_t *src, float *dst, size_t n) {
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
     for (; i < n; i++) dst[i] = tsr_f16_to_f32(src[i]);
 }
+#elif defined(__aarch64__)
+/// fcvtl: exact for every finite and infinite half; a signalling NaN comes back quieted.
+static void f16_to_f32_neon(const uint16_t *src, float *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(src + i));
+        vst1q_f32(dst + i, vcvt_f32_f16(vget_low_f16(h)));
+        vst1q_f32(dst + i + 4, vcvt_high_f32_f16(h));
+    }
+    for (; i < n; i++) dst[i] = tsr_f16_to_f32(src[i]);
+}
 #endif
 
 void tsr_f16_to_f32_array(const uint16_t *src, float *dst, size_t n) {
 #if defined(__x86_64__)
     if (tsr_cpu_features() & TSR_CPU_F16C) { f16_to_f32_f16c(src, dst, n); return; }
+#elif defined(__aarch64__)
+    if (tsr_cpu_features() & TSR_CPU_NEON) { f16_to_f32_neon(src, dst, n); return; }
 #endif
     for (size_t i = 0; i < n; i++) dst[i] = tsr_f16_to_f32(src[i]);
 }

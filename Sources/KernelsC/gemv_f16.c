@@ -1,8 +1,10 @@
 // fp16-weight matrix-vector product (a tied output head kept in fp16): scalar reference, then
-// the AVX2 + FMA + F16C path; tsr_gemv_f16 picks one at run time.
+// the AVX2 + FMA + F16C and NEON paths; tsr_gemv_f16 picks one at run time.
 #include "KernelsC.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
 #endif
 
 void tsr_gemv_f16_ref(const uint16_t *W, const float *x, float *y, int cols, int rowBegin, int rowEnd) {
@@ -57,12 +59,43 @@ F16_TARGET static void gemv_f16_avx2(const uint16_t *W, const float *x, float *y
     for (; r + 4 <= rowEnd; r += 4) gemv_f16_rows(W, x, y, cols, r, 4);
     for (; r < rowEnd; r++) gemv_f16_rows(W, x, y, cols, r, 1);
 }
+#elif defined(__aarch64__)
+/// NR consecutive rows from r share every load of x; two accumulators per row. fp16 → fp32
+/// conversion (fcvtl) is baseline AArch64.
+static inline __attribute__((always_inline)) void gemv_f16_rows_neon(const uint16_t *W, const float *x, float *y, int cols, int r,
+                                                                     const int NR) {
+    const uint16_t *w[4];
+    float32x4_t a[4], b[4];
+    for (int i = 0; i < NR; i++) { w[i] = W + (size_t)(r + i) * cols; a[i] = vdupq_n_f32(0); b[i] = vdupq_n_f32(0); }
+    int k = 0;
+    for (; k + 8 <= cols; k += 8) {
+        float32x4_t x0 = vld1q_f32(x + k), x1 = vld1q_f32(x + k + 4);
+        for (int i = 0; i < NR; i++) {
+            float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(w[i] + k));
+            a[i] = vfmaq_f32(a[i], vcvt_f32_f16(vget_low_f16(h)), x0);
+            b[i] = vfmaq_f32(b[i], vcvt_high_f32_f16(h), x1);
+        }
+    }
+    for (int i = 0; i < NR; i++) {
+        float s = vaddvq_f32(vaddq_f32(a[i], b[i]));
+        for (int j = k; j < cols; j++) s += tsr_f16_to_f32(w[i][j]) * x[j];
+        y[r + i] = s;
+    }
+}
+
+static void gemv_f16_neon(const uint16_t *W, const float *x, float *y, int cols, int rowBegin, int rowEnd) {
+    int r = rowBegin;
+    for (; r + 4 <= rowEnd; r += 4) gemv_f16_rows_neon(W, x, y, cols, r, 4);
+    for (; r < rowEnd; r++) gemv_f16_rows_neon(W, x, y, cols, r, 1);
+}
 #endif
 
 void tsr_gemv_f16(const uint16_t *W, const float *x, float *y, int cols, int rowBegin, int rowEnd) {
 #if defined(__x86_64__)
     const int need = TSR_CPU_AVX2_FMA | TSR_CPU_F16C;
     if ((tsr_cpu_features() & need) == need) { gemv_f16_avx2(W, x, y, cols, rowBegin, rowEnd); return; }
+#elif defined(__aarch64__)
+    if (tsr_cpu_features() & TSR_CPU_NEON) { gemv_f16_neon(W, x, y, cols, rowBegin, rowEnd); return; }
 #endif
     tsr_gemv_f16_ref(W, x, y, cols, rowBegin, rowEnd);
 }

@@ -1,5 +1,5 @@
 // Group-quantized weights: packing, scalar references, and run-time dispatch to the SIMD paths
-// (quant_avx2.c). The references read one code at a time through code_at() and follow the
+// (quant_avx2.c, quant_neon.c). The references read one code at a time through code_at() and follow the
 // formulas in KernelsQuant.h literally.
 #include "quant_internal.h"
 #include <math.h>
@@ -79,7 +79,7 @@ void tsr_group_sums_f32(const float *x, int n, int group, float *sums) {
     }
 }
 
-/// Quantizes blocks [0, n/32) of x; the SIMD path (quant_avx2.c) must give the same bytes.
+/// Quantizes blocks [0, n/32) of x; the SIMD paths (quant_avx2.c, quant_neon.c) must give the same bytes.
 static void quantize_blocks_ref(const float *x, int n, int levels, int8_t *xq, float *dx, int32_t *bsums) {
     for (int b = 0; b < n / 32; b++) {
         float amax = 0;
@@ -175,15 +175,20 @@ void tsr_qgemm_i8_ref(const tsr_qweights *w, int T, const int8_t *Xq, const floa
 }
 
 // ---- dispatch ---------------------------------------------------------------------------------
+// x86-64: AVX2 + FMA when present. AArch64: NEON always (baseline), the A8/A4 kernels with the
+// dot-product instruction when the CPU has it. tsr_force_portable(1) makes every path scalar.
 #if defined(__x86_64__)
 #define HAVE_AVX2() (tsr_cpu_features() & TSR_CPU_AVX2_FMA)
-#else
-#define HAVE_AVX2() 0
+#elif defined(__aarch64__)
+#define HAVE_NEON() (tsr_cpu_features() & TSR_CPU_NEON)
+#define HAVE_NEON_DOT() (tsr_cpu_features() & TSR_CPU_NEON_DOT)
 #endif
 
 void tsr_q_dequantize(const tsr_qweights *w, float *dst, int rowBegin, int rowEnd) {
 #if defined(__x86_64__)
     if (HAVE_AVX2()) { tsr_q_dequantize_avx2(w, dst, rowBegin, rowEnd); return; }
+#elif defined(__aarch64__)
+    if (HAVE_NEON()) { tsr_q_dequantize_neon(w, dst, rowBegin, rowEnd); return; }
 #endif
     tsr_q_dequantize_ref(w, dst, rowBegin, rowEnd);
 }
@@ -191,6 +196,9 @@ void tsr_q_dequantize(const tsr_qweights *w, float *dst, int rowBegin, int rowEn
 void tsr_quantize_act(const float *x, int n, int group, int levels, int8_t *xq, float *dx, int32_t *bsums, float *xsums) {
 #if defined(__x86_64__)
     if (HAVE_AVX2()) tsr_quantize_blocks_avx2(x, n, levels, xq, dx, bsums);
+    else quantize_blocks_ref(x, n, levels, xq, dx, bsums);
+#elif defined(__aarch64__)
+    if (HAVE_NEON()) tsr_quantize_blocks_neon(x, n, levels, xq, dx, bsums);
     else quantize_blocks_ref(x, n, levels, xq, dx, bsums);
 #else
     quantize_blocks_ref(x, n, levels, xq, dx, bsums);
@@ -201,6 +209,9 @@ void tsr_quantize_act(const float *x, int n, int group, int levels, int8_t *xq, 
 void tsr_qdot_i8(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd) {
 #if defined(__x86_64__)
     if (HAVE_AVX2()) { tsr_qdot_i8_avx2(w, xq, bsums, out, rowBegin, rowEnd); return; }
+#elif defined(__aarch64__)
+    if (HAVE_NEON_DOT()) { tsr_qdot_i8_neondot(w, xq, bsums, out, rowBegin, rowEnd); return; }
+    if (HAVE_NEON()) { tsr_qdot_i8_neon(w, xq, bsums, out, rowBegin, rowEnd); return; }
 #endif
     tsr_qdot_i8_ref(w, xq, bsums, out, rowBegin, rowEnd);
 }
@@ -208,6 +219,8 @@ void tsr_qdot_i8(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, 
 void tsr_qgemv_f32(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd) {
 #if defined(__x86_64__)
     if (HAVE_AVX2()) { tsr_qgemv_f32_avx2(w, x, xsums, y, rowBegin, rowEnd); return; }
+#elif defined(__aarch64__)
+    if (HAVE_NEON()) { tsr_qgemv_f32_neon(w, x, xsums, y, rowBegin, rowEnd); return; }
 #endif
     tsr_qgemv_f32_ref(w, x, xsums, y, rowBegin, rowEnd);
 }
@@ -215,6 +228,9 @@ void tsr_qgemv_f32(const tsr_qweights *w, const float *x, const float *xsums, fl
 void tsr_qgemv_i8(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin, int rowEnd) {
 #if defined(__x86_64__)
     if (HAVE_AVX2()) { tsr_qgemv_i8_avx2(w, xq, dx, xsums, y, rowBegin, rowEnd); return; }
+#elif defined(__aarch64__)
+    if (HAVE_NEON_DOT()) { tsr_qgemv_i8_neondot(w, xq, dx, xsums, y, rowBegin, rowEnd); return; }
+    if (HAVE_NEON()) { tsr_qgemv_i8_neon(w, xq, dx, xsums, y, rowBegin, rowEnd); return; }
 #endif
     tsr_qgemv_i8_ref(w, xq, dx, xsums, y, rowBegin, rowEnd);
 }
@@ -222,6 +238,8 @@ void tsr_qgemv_i8(const tsr_qweights *w, const int8_t *xq, const float *dx, cons
 void tsr_qgemm_f32(const tsr_qweights *w, int T, const float *X, const float *xsums, float *Y, int ldy, int rowBegin, int rowEnd) {
 #if defined(__x86_64__)
     if (HAVE_AVX2()) { tsr_qgemm_f32_avx2(w, T, X, xsums, Y, ldy, rowBegin, rowEnd); return; }
+#elif defined(__aarch64__)
+    if (HAVE_NEON()) { tsr_qgemm_f32_neon(w, T, X, xsums, Y, ldy, rowBegin, rowEnd); return; }
 #endif
     tsr_qgemm_f32_ref(w, T, X, xsums, Y, ldy, rowBegin, rowEnd);
 }
@@ -230,6 +248,9 @@ void tsr_qgemm_i8(const tsr_qweights *w, int T, const int8_t *Xq, const float *d
                   float *Y, int ldy, int rowBegin, int rowEnd) {
 #if defined(__x86_64__)
     if (HAVE_AVX2()) { tsr_qgemm_i8_avx2(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd); return; }
+#elif defined(__aarch64__)
+    if (HAVE_NEON_DOT()) { tsr_qgemm_i8_neondot(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd); return; }
+    if (HAVE_NEON()) { tsr_qgemm_i8_neon(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd); return; }
 #endif
     tsr_qgemm_i8_ref(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd);
 }

@@ -17,6 +17,9 @@ enum { TSR_CPU_AVX2_FMA = 1, TSR_CPU_F16C = 2, TSR_CPU_NEON = 4, TSR_CPU_NEON_DO
 int tsr_cpu_features(void);
 /// Forces the portable paths (for tests and A/B benchmarks) when `on` is non-zero.
 void tsr_force_portable(int on);
+/// Clears the given TSR_CPU_* bits from tsr_cpu_features() until called again (0 restores
+/// detection): e.g. TSR_CPU_NEON_DOT runs the plain-NEON A8/A4 kernels on a dotprod CPU.
+void tsr_cpu_disable(int features);
 /// Number of physical cores (falls back to online CPUs).
 int tsr_physical_cores(void);
 
