@@ -163,7 +163,11 @@ final class BlockGradientTests: XCTestCase {
             let p = try BlockParameters(block: model.blocks[0], shape: shape)
             let sequences: [[Int]] = [[3, 17, 96, 0, 42, 42, 5], [77, 8, 61, 12, 1, 2, 90]]
             let B = sequences.count, T = sequences[0].count
-            let x = sequences.flatMap { $0.flatMap { Array(model.tokenEmbedding.buffer[$0 * C..<($0 + 1) * C]) } }
+            let x = sequences.flatMap { $0.flatMap { token -> [Float] in
+                var row = [Float](repeating: 0, count: C)
+                row.withUnsafeMutableBufferPointer { model.tokenEmbedding.lookup(token, into: $0.baseAddress!) }
+                return row
+            } }
             let tape = BlockTape(shape: shape, batch: B, tokens: T)
             let y = runForward(p, shape, x: x, B: B, T: T, tape: tape, pool: pool)
 
