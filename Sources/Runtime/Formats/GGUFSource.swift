@@ -107,6 +107,22 @@ public final class GGUFModelSource: ModelSource {
         try GGUFModelSource.compactTable(gguf, name) ?? fp32Table(name)
     }
 
+    /// Block linears stored as Q8_0, Q4_0 or Q4_1 are repacked losslessly into Tessera's 8- or
+    /// 4-bit group-32 layout and run on the low-bit kernels (fp32 activations unless
+    /// `activation` says otherwise): the publisher's exact weights, Tessera's kernels. Other
+    /// types return nil (decoded to fp32).
+    public func linearLoader(activation: ActivationMode? = nil) -> LinearLoader {
+        let mode = activation ?? .a16
+        return { [gguf] name, rows, cols in
+            guard let t = gguf.tensor(name), t.shape == [rows, cols], cols % 32 == 0,
+                  [.q8_0, .q4_0, .q4_1].contains(t.type), let type = GGMLBlockType(rawValue: t.type.rawValue),
+                  let packed = try? PackedWeights.fromGGML(type: type, blocks: gguf.data(of: t), rows: rows, cols: cols, name: name) else {
+                return nil
+            }
+            return QuantizedLinear(weights: packed, activation: mode)
+        }
+    }
+
     /// The table of `name` in its stored form, or nil when it has no compact form.
     static func compactTable(_ gguf: GGUFFile, _ name: String) throws -> EmbeddingTable? {
         guard let t = gguf.tensor(name) else { throw FormatError.missingTensor(path: gguf.path, tensor: name) }

@@ -20,6 +20,7 @@ public struct LoadedModel {
             throw FormatError.invalid(path: path, reason: "the tokenizer has \(tokenizer.vocabularySize) tokens but the model only \(source.config.vocab) embeddings")
         }
         let linear = (source as? PackedModelSource)?.linearLoader(activation: activation)
+            ?? (source as? GGUFModelSource)?.linearLoader(activation: activation)
         let model = try LlamaModel(source: source, pool: ThreadPool(threads: threads, numa: numa), linear: linear)
         return LoadedModel(source: source, model: model, tokenizer: tokenizer, loadSeconds: (ContinuousClock.now - start).seconds)
     }
