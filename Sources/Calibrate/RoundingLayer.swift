@@ -61,29 +61,35 @@ public final class RoundingLayer {
         for i in v.indices { v[i] = nearestUp[i] ? Self.hardValue : -Self.hardValue }
     }
 
-    /// Ŵ into `out` [rows, cols]. `pool` splits rows.
-    public func materialize(into out: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        let cols = self.cols, G = grid.group, groups = grid.groupsPerRow, qmax = grid.qmax
+    /// The per-weight (base, v) and per-group (u, s, z) arrays as buffer pointers.
+    private func withArrays(_ body: (UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>,
+                                     UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>) -> Void) {
         base.withUnsafeBufferPointer { base in
             v.withUnsafeBufferPointer { v in
                 u.withUnsafeBufferPointer { u in
                     grid.scale.withUnsafeBufferPointer { scale in
-                        grid.zero.withUnsafeBufferPointer { zero in
-                            pool.parallelFor(rows) { range in
-                                for r in range {
-                                    for g in 0..<groups {
-                                        let k = r * groups + g
-                                        let step = scale[k] * 2 * RectifiedSigmoid.value(u[k]), z = zero[k]
-                                        for i in r * cols + g * G..<r * cols + (g + 1) * G {
-                                            // Hard weights (most of them after the first stages) skip the sigmoid.
-                                            let vi = v[i]
-                                            let rounding = abs(vi) == Self.hardValue ? (vi > 0 ? 1 : 0) : RectifiedSigmoid.value(vi)
-                                            let q = min(max(base[i] + rounding, 0), qmax)
-                                            out[i] = (q - z) * step
-                                        }
-                                    }
-                                }
-                            }
+                        grid.zero.withUnsafeBufferPointer { zero in body(base, v, u, scale, zero) }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ŵ into `out` [rows, cols]. `pool` splits rows.
+    public func materialize(into out: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        let cols = self.cols, G = grid.group, groups = grid.groupsPerRow, qmax = grid.qmax
+        withArrays { base, v, u, scale, zero in
+            pool.parallelFor(rows) { range in
+                for r in range {
+                    for g in 0..<groups {
+                        let k = r * groups + g
+                        let step = scale[k] * 2 * RectifiedSigmoid.value(u[k]), z = zero[k]
+                        for i in r * cols + g * G..<r * cols + (g + 1) * G {
+                            // Hard weights (most of them after the first stages) skip the sigmoid.
+                            let vi = v[i]
+                            let rounding = abs(vi) == Self.hardValue ? (vi > 0 ? 1 : 0) : RectifiedSigmoid.value(vi)
+                            let q = min(max(base[i] + rounding, 0), qmax)
+                            out[i] = (q - z) * step
                         }
                     }
                 }
@@ -97,35 +103,27 @@ public final class RoundingLayer {
     public func backward(weightGradient dW: UnsafePointer<Float>, vGradient dv: UnsafeMutablePointer<Float>,
                          uGradient du: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let cols = self.cols, G = grid.group, groups = grid.groupsPerRow, qmax = grid.qmax
-        base.withUnsafeBufferPointer { base in
-            v.withUnsafeBufferPointer { v in
-                u.withUnsafeBufferPointer { u in
-                    grid.scale.withUnsafeBufferPointer { scale in
-                        grid.zero.withUnsafeBufferPointer { zero in
-                            pool.parallelFor(rows) { range in
-                                for r in range {
-                                    for g in 0..<groups {
-                                        let k = r * groups + g
-                                        let s = scale[k], z = zero[k]
-                                        let f = 2 * RectifiedSigmoid.value(u[k])
-                                        var sumU: Float = 0
-                                        for i in r * cols + g * G..<r * cols + (g + 1) * G {
-                                            let vi = v[i]
-                                            if abs(vi) == Self.hardValue {  // h' = 0
-                                                dv[i] = 0
-                                                sumU += dW[i] * (min(max(base[i] + (vi > 0 ? 1 : 0), 0), qmax) - z)
-                                                continue
-                                            }
-                                            let raw = base[i] + RectifiedSigmoid.value(vi)
-                                            let q = min(max(raw, 0), qmax)
-                                            dv[i] = (raw >= 0 && raw <= qmax) ? dW[i] * s * f * RectifiedSigmoid.derivative(vi) : 0
-                                            sumU += dW[i] * (q - z)
-                                        }
-                                        du[k] = sumU * s * 2 * RectifiedSigmoid.derivative(u[k])
-                                    }
-                                }
+        withArrays { base, v, u, scale, zero in
+            pool.parallelFor(rows) { range in
+                for r in range {
+                    for g in 0..<groups {
+                        let k = r * groups + g
+                        let s = scale[k], z = zero[k]
+                        let f = 2 * RectifiedSigmoid.value(u[k])
+                        var sumU: Float = 0
+                        for i in r * cols + g * G..<r * cols + (g + 1) * G {
+                            let vi = v[i]
+                            if abs(vi) == Self.hardValue {  // h' = 0
+                                dv[i] = 0
+                                sumU += dW[i] * (min(max(base[i] + (vi > 0 ? 1 : 0), 0), qmax) - z)
+                                continue
                             }
+                            let raw = base[i] + RectifiedSigmoid.value(vi)
+                            let q = min(max(raw, 0), qmax)
+                            dv[i] = (raw >= 0 && raw <= qmax) ? dW[i] * s * f * RectifiedSigmoid.derivative(vi) : 0
+                            sumU += dW[i] * (q - z)
                         }
+                        du[k] = sumU * s * 2 * RectifiedSigmoid.derivative(u[k])
                     }
                 }
             }
