@@ -44,9 +44,10 @@ public enum AWQ {
         do {
             let reference = FloatBuffer(count: N * C)
             BlockForwardBackward.attentionSublayer(p, shape: shape, normed: inputs.attention.pointer, B: B, T: T, into: reference.pointer, pool: pool)
+            let q = BlockParameters(copying: p, shape: shape)
             let best = search(x: inputs.attention, width: C, layers: [p.query, p.key, p.value], rowsOf: [shape.H * shape.D, shape.KVH * shape.D, shape.KVH * shape.D],
                               bits: bits, group: group, reference: reference, pool: pool) { trial, scaledX, out in
-                let q = BlockParameters(copying: p, shape: shape); q.query.pointer.update(from: trial[0].pointer, count: trial[0].count)
+                q.query.pointer.update(from: trial[0].pointer, count: trial[0].count)
                 q.key.pointer.update(from: trial[1].pointer, count: trial[1].count)
                 q.value.pointer.update(from: trial[2].pointer, count: trial[2].count)
                 BlockForwardBackward.attentionSublayer(q, shape: shape, normed: scaledX.pointer, B: B, T: T, into: out.pointer, pool: pool)
@@ -58,28 +59,17 @@ public enum AWQ {
         }
 
         // 2. o ← v, only without GQA (v's outputs are o's inputs one to one).
-        if shape.H == shape.KVH {
-            let reference = FloatBuffer(count: N * C)
-            Matmul.gemm(inputs.attentionOutput.pointer, p.attentionOutput.pointer, reference.pointer, T: N, rows: C, cols: HD, pool: pool)
-            let best = search(x: inputs.attentionOutput, width: HD, layers: [p.attentionOutput], rowsOf: [C], bits: bits, group: group,
-                              reference: reference, pool: pool) { trial, scaledX, out in
-                Matmul.gemm(scaledX.pointer, trial[0].pointer, out.pointer, T: N, rows: C, cols: HD, pool: pool)
-            }
-            report.alphas.append(best.alpha)
-            divideRows(p.value, cols: C, by: best.scales)
-            scaleColumns(p.attentionOutput, rows: C, cols: HD, by: best.scales)
-            divideColumns(inputs.attentionOutput, rows: N, cols: HD, by: best.scales)
-        } else {
-            report.alphas.append(nil)
-        }
+        report.alphas.append(shape.H == shape.KVH
+            ? foldPair(p.value, p.attentionOutput, rows: C, cols: HD, fc1Cols: C, inputs: inputs.attentionOutput, bits: bits, group: group, pool: pool)
+            : nil)
 
         // 3. gate, up ← MLP norm; loss on the MLP sub-layer output.
         do {
             let reference = FloatBuffer(count: N * C)
             BlockForwardBackward.mlpSublayer(p, shape: shape, normed: inputs.mlp.pointer, B: B, T: T, into: reference.pointer, pool: pool)
+            let q = BlockParameters(copying: p, shape: shape)
             let best = search(x: inputs.mlp, width: C, layers: [p.gate, p.up], rowsOf: [F, F], bits: bits, group: group,
                               reference: reference, pool: pool) { trial, scaledX, out in
-                let q = BlockParameters(copying: p, shape: shape)
                 q.gate.pointer.update(from: trial[0].pointer, count: trial[0].count)
                 q.up.pointer.update(from: trial[1].pointer, count: trial[1].count)
                 BlockForwardBackward.mlpSublayer(q, shape: shape, normed: scaledX.pointer, B: B, T: T, into: out.pointer, pool: pool)
@@ -91,19 +81,26 @@ public enum AWQ {
         }
 
         // 4. down ← up; loss on down's output.
-        do {
-            let reference = FloatBuffer(count: N * C)
-            Matmul.gemm(inputs.down.pointer, p.down.pointer, reference.pointer, T: N, rows: C, cols: F, pool: pool)
-            let best = search(x: inputs.down, width: F, layers: [p.down], rowsOf: [C], bits: bits, group: group,
-                              reference: reference, pool: pool) { trial, scaledX, out in
-                Matmul.gemm(scaledX.pointer, trial[0].pointer, out.pointer, T: N, rows: C, cols: F, pool: pool)
-            }
-            report.alphas.append(best.alpha)
-            divideRows(p.up, cols: C, by: best.scales)
-            scaleColumns(p.down, rows: C, cols: F, by: best.scales)
-            divideColumns(inputs.down, rows: N, cols: F, by: best.scales)
-        }
+        report.alphas.append(foldPair(p.up, p.down, rows: C, cols: F, fc1Cols: C, inputs: inputs.down, bits: bits, group: group, pool: pool))
         return report
+    }
+
+    /// A linear fc2 [rows, cols] fed by fc1 (whose rows are fc2's input channels): searches the
+    /// scales on fc2's own output, divides fc1's rows and the inputs x [N, cols] by them and
+    /// multiplies fc2's columns. Returns the chosen α.
+    static func foldPair(_ fc1: FloatBuffer, _ fc2: FloatBuffer, rows: Int, cols: Int, fc1Cols: Int, inputs x: FloatBuffer,
+                         bits: Int, group: Int, pool: ThreadPool) -> Float {
+        let N = x.count / cols
+        let reference = FloatBuffer(count: N * rows)
+        Matmul.gemm(x.pointer, fc2.pointer, reference.pointer, T: N, rows: rows, cols: cols, pool: pool)
+        let best = search(x: x, width: cols, layers: [fc2], rowsOf: [rows], bits: bits, group: group,
+                          reference: reference, pool: pool) { trial, scaledX, out in
+            Matmul.gemm(scaledX.pointer, trial[0].pointer, out.pointer, T: N, rows: rows, cols: cols, pool: pool)
+        }
+        divideRows(fc1, cols: fc1Cols, by: best.scales)
+        scaleColumns(fc2, rows: rows, cols: cols, by: best.scales)
+        divideColumns(x, rows: N, cols: cols, by: best.scales)
+        return best.alpha
     }
 
     /// The grid search for one subset: for each α, s = mean|x|^α (≥ 1e-4) normalised by

@@ -39,7 +39,6 @@ final class BlockCalibrator {
     let shape: BlockShape
     let options: CalibrationOptions
     let pool: ThreadPool
-    static var linearNames: [String] { BlockParameters.linearNames }
 
     // Scratch for `batch` sequences.
     private let tape: BlockTape
@@ -57,10 +56,10 @@ final class BlockCalibrator {
     }
 
     struct Output {
-        var attentionNorm: FloatBuffer
-        var mlpNorm: FloatBuffer
         /// In BlockParameters.linears order.
         var linears: [PackedWeights]
+        /// The block exactly as the packed file runs it (norms + dequantized linears).
+        var quantized: BlockParameters
         var report: BlockReport
     }
 
@@ -142,8 +141,8 @@ final class BlockCalibrator {
 
         // Fixed grid, rounding variables v = h⁻¹(frac(W/s)), u = 0.
         let linears = p.linears
-        let layers = zip(Self.linearNames, linears).map { name, w in
-            RoundingLayer(name: "blk.\(index).\(name).weight", weights: w.pointer, rows: w.count / Self.columns(name, shape), cols: Self.columns(name, shape),
+        let layers = zip(zip(BlockParameters.linearNames, linears), shape.linearShapes).map { named, size in
+            RoundingLayer(name: TensorName.block(index, named.0), weights: named.1.pointer, rows: size.out, cols: size.inFeatures,
                           bits: o.bits, group: o.group)
         }
         // The block with the current fake-quantized weights.
@@ -211,29 +210,11 @@ final class BlockCalibrator {
         }
         let lossFinal = loss(q, inputs: inputs, targets: targets)
         var flipped: [String: Double] = [:]
-        for (name, layer) in zip(Self.linearNames, layers) { flipped[name] = layer.flippedFraction }
+        for (name, layer) in zip(BlockParameters.linearNames, layers) { flipped[name] = layer.flippedFraction }
         let report = BlockReport(block: index, lossInitial: lossInitial, lossFinal: lossFinal, awqAlphas: alphas,
                                  clipRatios: clipRatios, flipped: flipped, hardAfterStage: hardAfterStage,
                                  stepLosses: stepLosses, seconds: (ContinuousClock.now - start).seconds)
-        _ = HD
-        return Output(attentionNorm: q.attentionNorm, mlpNorm: q.mlpNorm, linears: packed, report: report)
-    }
-
-    /// The quantized block's parameters (norms + dequantized linears) for propagating the trajectory.
-    func parameters(_ out: Output) -> BlockParameters {
-        let p = BlockParameters(shape: shape)
-        p.attentionNorm.pointer.update(from: out.attentionNorm.pointer, count: shape.C)
-        p.mlpNorm.pointer.update(from: out.mlpNorm.pointer, count: shape.C)
-        for (w, pw) in zip(p.linears, out.linears) { let d = pw.dequantize(); w.pointer.update(from: d.pointer, count: w.count) }
-        return p
-    }
-
-    static func columns(_ name: String, _ s: BlockShape) -> Int {
-        switch name {
-        case "attn_output": return s.H * s.D
-        case "ffn_down": return s.F
-        default: return s.C
-        }
+        return Output(linears: packed, quantized: q, report: report)
     }
 }
 

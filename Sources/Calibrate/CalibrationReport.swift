@@ -13,7 +13,7 @@ public enum CalibrationReport {
 
     /// Mean flipped fraction per layer type over all blocks.
     public static func flippedByLayer(_ reports: [BlockReport]) -> [(String, Double)] {
-        BlockCalibrator.linearNames.map { name in
+        BlockParameters.linearNames.map { name in
             let values = reports.compactMap { $0.flipped[name] }
             return (name, values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count))
         }

@@ -47,8 +47,7 @@ public final class Calibrator {
     }
 
     func fingerprint(tokens: [Int32]) -> [String] {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for t in tokens { h = (h ^ UInt64(UInt32(bitPattern: t))) &* 0x100_0000_01b3 }
+        let h = tokens.withUnsafeBytes { PackedFormat.checksum($0.baseAddress!, $0.count) }
         return options.metadata.map { "\($0.0)=\($0.1)" } + ["model=\(source.path)", "data=\(tokens.count):\(String(h, radix: 16))"]
     }
 
@@ -110,7 +109,7 @@ public final class Calibrator {
             let out = try calibrator.calibrate(block: b, blocks: c.blockCount, fp: fp, inputs: inputs, targets: nextTargets, progress: progress)
             // Inputs of the next block: the quantized block on the quantized trajectory.
             let nextInputs = try Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C, path: trajectoryPath("xq", b + 1))
-            calibrator.run(calibrator.parameters(out), input: inputs, output: nextInputs)
+            calibrator.run(out.quantized, input: inputs, output: nextInputs)
 
             // Checkpoint: block, trajectories, then the state (the commit point).
             try writeBlock(out, index: b)
@@ -141,9 +140,9 @@ public final class Calibrator {
 
     func writeBlock(_ out: BlockCalibrator.Output, index b: Int) throws {
         var w = GGUFWriter()
-        try w.addTensor(name: TensorName.block(b, "attn_norm"), shape: [out.attentionNorm.count], values: out.attentionNorm)
-        try w.addTensor(name: TensorName.block(b, "ffn_norm"), shape: [out.mlpNorm.count], values: out.mlpNorm)
-        for (name, p) in zip(BlockCalibrator.linearNames, out.linears) {
+        try w.addTensor(name: TensorName.block(b, "attn_norm"), shape: [out.quantized.attentionNorm.count], values: out.quantized.attentionNorm)
+        try w.addTensor(name: TensorName.block(b, "ffn_norm"), shape: [out.quantized.mlpNorm.count], values: out.quantized.mlpNorm)
+        for (name, p) in zip(BlockParameters.linearNames, out.linears) {
             try PackedFormat.add(&w, name: TensorName.block(b, name), p)
         }
         try PackedFormat.addChecksums(&w)
@@ -189,7 +188,7 @@ extension BlockParameters {
     /// Block `b`'s fp32 weights read from a model source.
     convenience init(source: ModelSource, block b: Int, shape: BlockShape) throws {
         self.init(shape: shape)
-        let parts = ["attn_norm", "ffn_norm"] + BlockCalibrator.linearNames
+        let parts = ["attn_norm", "ffn_norm"] + BlockParameters.linearNames
         for (part, buffer) in zip(parts, [attentionNorm, mlpNorm] + linears) {
             let name = TensorName.block(b, part)
             let values = try source.floatTensor(name)

@@ -102,11 +102,7 @@ struct CalibrateCommand: ParsableCommand {
         let o = options()
         let source = try ModelLoader.open(model)
         let c = source.config
-        if o.group > 0 {
-            for (name, shape) in c.requiredTensorShapes where shape.count == 2 && name.hasPrefix("blk.") && shape[1] % o.group != 0 {
-                throw ValidationError("group size \(o.group) does not divide the row width \(shape[1]) of \(name); use a group that divides every row width (e.g. 32 or 64)")
-            }
-        }
+        try c.checkGroup(o.group)
         if source is PackedModelSource {
             throw ValidationError("\(model) is already a packed Tessera model; calibrate from the original GGUF or Hugging Face folder")
         }

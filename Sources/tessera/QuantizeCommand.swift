@@ -43,11 +43,7 @@ struct Quantize: ParsableCommand {
         let tokenizer = try source.makeTokenizer()
         // Every row width must take the group size: say so before any work.
         let group = groupSize!
-        if group > 0 {
-            for (name, shape) in source.config.requiredTensorShapes where shape.count == 2 && shape[1] % group != 0 {
-                throw ValidationError("group size \(group) does not divide the row width \(shape[1]) of \(name); use a group that divides every row width (e.g. 32 or 64)")
-            }
-        }
+        try source.config.checkGroup(group)
         let scheme = PackedFormat.Scheme(bits: bits, group: group, activation: activation!,
                                          zeroPoint: zeroPoint == "int" ? .integer : .float, embedding: embed)
         let start = ContinuousClock.now

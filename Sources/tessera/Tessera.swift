@@ -33,3 +33,12 @@ struct RuntimeOptions: ParsableArguments {
 }
 
 /// Writes a line to standard error.
+extension LlamaConfig {
+    /// Refuses a group size (0 = whole row) that does not divide every weight's row width.
+    func checkGroup(_ group: Int) throws {
+        guard group > 0 else { return }
+        for (name, shape) in requiredTensorShapes where shape.count == 2 && shape[1] % group != 0 {
+            throw ValidationError("group size \(group) does not divide the row width \(shape[1]) of \(name); use a group that divides every row width (e.g. 32 or 64)")
+        }
+    }
+}

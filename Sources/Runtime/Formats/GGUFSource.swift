@@ -114,13 +114,18 @@ public final class GGUFModelSource: ModelSource {
     public func linearLoader(activation: ActivationMode? = nil) -> LinearLoader {
         let mode = activation ?? .a16
         return { [gguf] name, rows, cols in
-            guard let t = gguf.tensor(name), t.shape == [rows, cols], cols % 32 == 0,
-                  [.q8_0, .q4_0, .q4_1].contains(t.type), let type = GGMLBlockType(rawValue: t.type.rawValue),
-                  let packed = try? PackedWeights.fromGGML(type: type, blocks: gguf.data(of: t), rows: rows, cols: cols, name: name) else {
-                return nil
-            }
+            guard let t = gguf.tensor(name), t.shape == [rows, cols], let packed = GGUFModelSource.repacked(gguf, t) else { return nil }
             return QuantizedLinear(weights: packed, activation: mode)
         }
+    }
+
+    /// A Q8_0, Q4_0 or Q4_1 tensor [rows, cols] repacked losslessly, or nil for other types, rows
+    /// not a multiple of 32, or a scale too large for the repacked fp16 offset (never seen in
+    /// practice; such tensors keep fp32).
+    static func repacked(_ gguf: GGUFFile, _ t: GGUFTensorInfo) -> PackedWeights? {
+        guard t.shape.count == 2, [.q8_0, .q4_0, .q4_1].contains(t.type), t.shape[1] % 32 == 0,
+              let type = GGMLBlockType(rawValue: t.type.rawValue) else { return nil }
+        return try? PackedWeights.fromGGML(type: type, blocks: gguf.data(of: t), rows: t.shape[0], cols: t.shape[1], name: t.name)
     }
 
     /// The table of `name` in its stored form, or nil when it has no compact form.
@@ -132,12 +137,7 @@ public final class GGUFModelSource: ModelSource {
         case .f16:
             return F16Linear(copying: gguf.data(of: t), outFeatures: rows, inFeatures: cols)
         case .q8_0, .q4_0, .q4_1:
-            guard cols % 32 == 0, let type = GGMLBlockType(rawValue: t.type.rawValue) else { return nil }
-            // A scale too large for the repacked fp16 offset (never seen in practice) keeps fp32.
-            guard let packed = try? PackedWeights.fromGGML(type: type, blocks: gguf.data(of: t), rows: rows, cols: cols, name: name) else {
-                return nil
-            }
-            return QuantizedLinear(weights: packed, activation: .a16)
+            return repacked(gguf, t).map { QuantizedLinear(weights: $0, activation: .a16) }
         default:
             return nil
         }
