@@ -23,6 +23,23 @@ public enum Ops {
         for i in 0..<n { x[i] *= inv }
     }
 
+    /// In-place softmax over the entries of `ranges` (ascending, disjoint) of a row of n
+    /// values; every other entry becomes 0 (a masked attention row).
+    public static func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int, over ranges: [Range<Int>]) {
+        var maxValue = -Float.infinity
+        for r in ranges { for i in r { maxValue = max(maxValue, x[i]) } }
+        var sum: Float = 0
+        for r in ranges { for i in r { x[i] = expf(x[i] - maxValue); sum += x[i] } }
+        let inv = 1 / sum
+        var next = 0
+        for r in ranges {
+            (x + next).update(repeating: 0, count: r.lowerBound - next)
+            for i in r { x[i] *= inv }
+            next = r.upperBound
+        }
+        (x + next).update(repeating: 0, count: n - next)
+    }
+
     /// gate = silu(gate) * up, element-wise over n values.
     public static func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, _ n: Int) {
         for i in 0..<n {

@@ -304,6 +304,90 @@ final class EvalTests: XCTestCase {
         for (a, b) in zip(result.scores, scores.prefix(2)) { XCTAssertEqual(a.logLikelihood, b.logLikelihood, accuracy: 1e-4) }
     }
 
+    func testPackedForwardEqualsSeparateRuns() throws {
+        let (source, model) = try makeTinyModel(seed: 25)
+        var rng = SplitMix64(seed: 8)
+        let V = source.config.vocab
+        let root = randomTokens(5, &rng, vocab: V), childA = randomTokens(3, &rng, vocab: V)
+        let childB = randomTokens(2, &rng, vocab: V), grandchild = randomTokens(2, &rng, vocab: V)
+        let alone = randomTokens(4, &rng, vocab: V)
+        let packed = InferenceSession(model: model, contextLength: 64)
+        // Something already in the cache: every sequence sees it.
+        let cached = randomTokens(2, &rng, vocab: V)
+        try packed.forward(cached, logitRows: 0)
+        var rows: [String: [[Float]]] = [:]
+        let names = ["root", "a", "b", "grandchild", "alone"]
+        try packed.forwardPacked([
+            PackedSequence(tokens: root, logitRows: 2),
+            PackedSequence(tokens: childA, parent: 0, logitRows: 3),
+            PackedSequence(tokens: childB, parent: 0, logitRows: 1),
+            PackedSequence(tokens: grandchild, parent: 2, logitRows: 2),
+            PackedSequence(tokens: alone, logitRows: 4),
+        ]) { sequence, _, row in rows[names[sequence], default: []].append(Array(row)) }
+        XCTAssertEqual(packed.position, 2 + 16)
+
+        func separately(_ tokens: [Int32], last n: Int) throws -> [[Float]] {
+            let session = InferenceSession(model: model, contextLength: 64)
+            return try session.forward(cached + tokens, logitRows: n)
+        }
+        let expected: [String: [[Float]]] = [
+            "root": try separately(root, last: 2), "a": try separately(root + childA, last: 3),
+            "b": try separately(root + childB, last: 1), "grandchild": try separately(root + childB + grandchild, last: 2),
+            "alone": try separately(alone, last: 4),
+        ]
+        for name in names {
+            XCTAssertEqual(rows[name]?.count, expected[name]!.count, name)
+            for (got, want) in zip(rows[name] ?? [], expected[name]!) {
+                XCTAssertLessThan(zip(got, want).map { abs($0 - $1) }.max()!, 1e-4, name)
+            }
+        }
+        // A batch over maxBatch, or a parent that is not earlier, is refused.
+        let small = InferenceSession(model: model, contextLength: 64, maxBatch: 4)
+        XCTAssertThrowsError(try small.forwardPacked([PackedSequence(tokens: alone), PackedSequence(tokens: root)]) { _, _, _ in })
+        XCTAssertThrowsError(try packed.forwardPacked([PackedSequence(tokens: root, parent: 0)]) { _, _, _ in })
+    }
+
+    func testScorerPacksItemsAndMatchesReference() throws {
+        let (source, model) = try makeTinyModel(seed: 26)
+        let ref = ReferenceLlama(source: source)
+        var rng = SplitMix64(seed: 9)
+        let V = source.config.vocab
+        var items: [[EncodedRequest]] = []
+        for i in 0..<7 {
+            if i % 2 == 0 {
+                // Shared context (PIQA, ARC, HellaSwag), continuations of 1…4 tokens.
+                let context = randomTokens(3 + i, &rng, vocab: V)
+                items.append((1...4).map { EncodedRequest(context: context, continuation: randomTokens($0, &rng, vocab: V)) })
+            } else {
+                // Different contexts, one continuation (WinoGrande).
+                let prefix = randomTokens(i, &rng, vocab: V), continuation = randomTokens(3, &rng, vocab: V)
+                items.append([EncodedRequest(context: prefix + randomTokens(1, &rng, vocab: V), continuation: continuation),
+                              EncodedRequest(context: prefix + randomTokens(2, &rng, vocab: V), continuation: continuation)])
+            }
+        }
+        // An item with an empty continuation, and one too long for a batch (scored on its own).
+        items.append([EncodedRequest(context: [1, 2], continuation: []), EncodedRequest(context: [1, 2], continuation: [7])])
+        items.append([EncodedRequest(context: randomTokens(30, &rng, vocab: V), continuation: randomTokens(4, &rng, vocab: V))])
+        let scorer = LoglikelihoodScorer(session: InferenceSession(model: model, contextLength: 64, maxBatch: 24))
+        let scores = try scorer.score(items: items)
+        for (item, itemScores) in zip(items, scores) {
+            XCTAssertEqual(itemScores.count, item.count)
+            for (r, s) in zip(item, itemScores) {
+                let (expected, greedy) = r.continuation.isEmpty ? (0, true) : Self.referenceLogLikelihood(ref, r)
+                XCTAssertEqual(s.logLikelihood, expected, accuracy: 1e-3 * Double(max(1, r.continuation.count)), "\(r)")
+                XCTAssertEqual(s.isGreedy, greedy)
+            }
+        }
+        // Several items shared a batch: fewer batches than packable items.
+        XCTAssertGreaterThan(scorer.packedBatches, 1)
+        XCTAssertLessThan(scorer.packedBatches, items.count - 1)
+        // Item by item gives the same sums.
+        for (item, itemScores) in zip(items, scores) {
+            let alone = try scorer.score(item)
+            for (a, b) in zip(alone, itemScores) { XCTAssertEqual(a.logLikelihood, b.logLikelihood, accuracy: 1e-4) }
+        }
+    }
+
     func testScorerLeftTruncatesLikeLMEval() throws {
         let (source, model) = try makeTinyModel(seed: 23)
         let ref = ReferenceLlama(source: source)

@@ -56,9 +56,11 @@ public struct ContinuationScore: Sendable, Equatable {
 }
 
 /// Log-likelihoods of continuations under a model, tokenizer-free (token ids in, sums out).
-/// The requests of one call share their context: it is prefilled once, the row of its last
-/// token scores each continuation's first token, each continuation is fed as one batch, and
-/// the cache is rewound to the context before the next.
+/// An item is the requests of one multiple-choice question. Items are packed into batches of
+/// up to `maxBatch` tokens (`InferenceSession.forwardPacked`): per item, the context its
+/// requests share is one sequence, evaluated once, and each continuation a sequence that
+/// continues it and sees neither its siblings nor other items. An item too long for one batch
+/// is scored on its own, sequentially.
 public final class LoglikelihoodScorer {
     public let session: InferenceSession
     /// Tokens pushed through the model so far.
@@ -66,13 +68,96 @@ public final class LoglikelihoodScorer {
 
     public init(session: InferenceSession) { self.session = session }
 
-    /// Scores each request (any contexts; a common token prefix is evaluated once).
+    /// Batches built so far by `score(items:)`.
+    public private(set) var packedBatches = 0
+
+    /// Scores one item's requests (any contexts; a common token prefix is evaluated once).
     public func score(_ requests: [EncodedRequest]) throws -> [ContinuationScore] {
+        try score(items: [requests])[0]
+    }
+
+    /// Scores many items, packing consecutive items into shared batches.
+    public func score(items: [[EncodedRequest]]) throws -> [[ContinuationScore]] {
+        var results = items.map { $0.map { ContinuationScore(logLikelihood: 0, isGreedy: true, tokenCount: $0.continuation.count) } }
+        let budget = min(session.maxBatch, session.capacity)
+        var batch: [PackedSequence] = [], targets: [[[Target]]] = [], size = 0
+        func flush() throws {
+            guard !batch.isEmpty else { return }
+            session.reset()
+            try session.forwardPacked(batch) { sequence, index, row in
+                let stats = RowStats(row)
+                let scored = index - (batch[sequence].tokens.count - batch[sequence].logitRows)
+                for target in targets[sequence][scored] { results[target.item][target.request].add(stats, target: target.token) }
+            }
+            tokensProcessed += size
+            packedBatches += 1
+            batch = []; targets = []; size = 0
+        }
+        for (i, requests) in items.enumerated() {
+            for r in requests where !r.continuation.isEmpty && r.context.isEmpty { throw ScorerError.emptyContext }
+            let plan = Self.plan(item: i, requests)
+            let tokens = plan.reduce(0) { $0 + $1.sequence.tokens.count }
+            // lm-eval keeps the last max_length + 1 tokens of a request longer than the window;
+            // such items, and items longer than a batch, are scored on their own.
+            if tokens > budget || requests.contains(where: { $0.context.count + $0.continuation.count - 1 > session.capacity }) {
+                results[i] = try scoreSequentially(requests)
+                continue
+            }
+            if size + tokens > budget { try flush() }
+            let base = batch.count
+            for (sequence, sequenceTargets) in plan {
+                var s = sequence
+                s.parent = s.parent.map { $0 + base }
+                batch.append(s)
+                targets.append(sequenceTargets)
+            }
+            size += tokens
+        }
+        try flush()
+        return results
+    }
+
+    /// The scored token of one logits row: results[item][request] gains log p(token).
+    private struct Target { var item: Int; var request: Int; var token: Int32 }
+
+    /// One item's sequences (parents relative to the item) and, per sequence, the targets of
+    /// each of its logits rows in order. With one shared context, the context is the parent and its
+    /// last row scores every continuation's first token; otherwise the common prefix is the
+    /// parent and each request's own context tail and continuation follow it.
+    private static func plan(item: Int, _ requests: [EncodedRequest]) -> [(sequence: PackedSequence, targets: [[Target]])] {
+        let live = requests.indices.filter { !requests[$0].continuation.isEmpty }
+        guard let first = live.first else { return [] }
+        let contexts = live.map { requests[$0].context }
+        var out: [(PackedSequence, [[Target]])] = []
+        if contexts.allSatisfy({ $0 == contexts[0] }) {
+            out.append((PackedSequence(tokens: contexts[0], logitRows: 1),
+                        [live.map { Target(item: item, request: $0, token: requests[$0].continuation[0]) }]))
+            for j in live where requests[j].continuation.count > 1 {
+                let cont = requests[j].continuation
+                out.append((PackedSequence(tokens: Array(cont.dropLast()), parent: 0, logitRows: cont.count - 1),
+                            cont.dropFirst().map { [Target(item: item, request: j, token: $0)] }))
+            }
+            return out
+        }
+        // At least one context token per request stays out of the prefix: it makes the row
+        // of the continuation's first token.
+        var shared = contexts.map(\.count).min()! - 1
+        for c in contexts.dropFirst() { shared = min(shared, zip(c, requests[first].context).prefix(while: { $0 == $1 }).count) }
+        shared = max(shared, 0)
+        if shared > 0 { out.append((PackedSequence(tokens: Array(requests[first].context.prefix(shared))), [])) }
+        for j in live {
+            let r = requests[j]
+            out.append((PackedSequence(tokens: Array(r.context[shared...]) + r.continuation.dropLast(), parent: shared > 0 ? 0 : nil,
+                                       logitRows: r.continuation.count),
+                        r.continuation.map { [Target(item: item, request: j, token: $0)] }))
+        }
+        return out
+    }
+
+    /// One item without packing: prefill, then each continuation after a rewind.
+    private func scoreSequentially(_ requests: [EncodedRequest]) throws -> [ContinuationScore] {
         guard !requests.isEmpty else { return [] }
         let cap = session.capacity
-        for r in requests where !r.continuation.isEmpty && r.context.isEmpty {
-            throw ScorerError.emptyContext
-        }
         // A request longer than the context window: lm-eval keeps the last max_length + 1
         // tokens of context + continuation. Score such items one request at a time.
         if requests.contains(where: { $0.context.count + $0.continuation.count - 1 > cap }) {

@@ -111,10 +111,17 @@ public final class ZeroShotEvaluator {
         self.init(scorer: scorer) { LMEvalEncoding.encode(context: $0.context, continuation: $0.continuation, tokenizer: tokenizer) }
     }
 
+    /// Items scored per call to the scorer (packed into batches there).
+    static let itemsPerChunk = 32
+
     /// Scores one item.
     public func evaluate(_ item: TaskItem, task: ZeroShotTask, index: Int) throws -> ItemResult {
         let encoded = item.requests.map(encode)
-        let scores = try scorer.score(encoded)
+        return result(item, task: task, index: index, encoded: encoded, scores: try scorer.score(encoded))
+    }
+
+    private func result(_ item: TaskItem, task: ZeroShotTask, index: Int, encoded: [EncodedRequest],
+                        scores: [ContinuationScore]) -> ItemResult {
         let p = ZeroShotMetrics.predictions(logLikelihoods: scores.map(\.logLikelihood), choices: item.choices)
         return ItemResult(task: task, index: index, item: item, encoded: encoded, scores: scores,
                           prediction: p.acc, normalizedPrediction: p.norm, bytePrediction: p.bytes)
@@ -123,21 +130,29 @@ public final class ZeroShotEvaluator {
     /// Scores `items` (index, item) of `task`, calling `each` after every item.
     public func evaluate(task: ZeroShotTask, items: [(index: Int, item: TaskItem)],
                          each: (ItemResult, ZeroShotProgress) throws -> Void = { _, _ in }) throws -> (TaskMetrics, [ItemResult]) {
-        let clock = ContinuousClock(), start = clock.now
+        let clock = ContinuousClock(), begin = clock.now
         let tokens0 = scorer.tokensProcessed
         var results: [ItemResult] = []
         var correct = 0.0, correctNorm = 0.0
-        for (index, item) in items {
-            let r = try evaluate(item, task: task, index: index)
-            results.append(r)
-            correct += r.acc
-            correctNorm += r.accNorm
-            let n = Double(results.count)
-            try each(r, ZeroShotProgress(task: task, done: results.count, total: items.count, acc: correct / n,
-                                         accNorm: task.hasAccNorm ? correctNorm / n : nil,
-                                         tokens: scorer.tokensProcessed - tokens0, seconds: (clock.now - start).seconds))
+        var start = 0
+        while start < items.count {
+            // A chunk of items is scored in packed batches; `each` still runs per item.
+            let chunk = items[start..<min(items.count, start + Self.itemsPerChunk)]
+            start += chunk.count
+            let encoded = chunk.map { $0.item.requests.map(encode) }
+            let scores = try scorer.score(items: encoded)
+            for ((index, item), (e, s)) in zip(chunk, zip(encoded, scores)) {
+                let r = result(item, task: task, index: index, encoded: e, scores: s)
+                results.append(r)
+                correct += r.acc
+                correctNorm += r.accNorm
+                let n = Double(results.count)
+                try each(r, ZeroShotProgress(task: task, done: results.count, total: items.count, acc: correct / n,
+                                             accNorm: task.hasAccNorm ? correctNorm / n : nil,
+                                             tokens: scorer.tokensProcessed - tokens0, seconds: (clock.now - begin).seconds))
+            }
         }
-        let metrics = TaskMetrics(task: task, results: results, tokens: scorer.tokensProcessed - tokens0, seconds: (clock.now - start).seconds)
+        let metrics = TaskMetrics(task: task, results: results, tokens: scorer.tokensProcessed - tokens0, seconds: (clock.now - begin).seconds)
         return (metrics, results)
     }
 

@@ -115,12 +115,18 @@ public final class LlamaModel {
 public enum InferenceError: Error, CustomStringConvertible, Equatable {
     case contextFull(position: Int, adding: Int, capacity: Int)
     case badToken(id: Int32, vocab: Int)
+    case packedBatchTooLarge(tokens: Int, maxBatch: Int)
+    case badParent(sequence: Int, parent: Int)
 
     public var description: String {
         switch self {
         case let .contextFull(position, adding, capacity):
             return "context is full: \(position) tokens in the cache + \(adding) new exceed the context of \(capacity) (use a larger --ctx-size, or /reset)"
         case let .badToken(id, vocab): return "token id \(id) is outside the vocabulary (0..<\(vocab))"
+        case let .packedBatchTooLarge(tokens, maxBatch):
+            return "a packed batch of \(tokens) tokens exceeds the batch size of \(maxBatch)"
+        case let .badParent(sequence, parent):
+            return "packed sequence \(sequence) names sequence \(parent) as its parent; a parent must come earlier in the batch"
         }
     }
 }
@@ -180,33 +186,83 @@ public final class InferenceSession {
     /// Runs `tokens` and hands the logits of each of the last `logitRows` tokens to `body`
     /// (index into `tokens`, V values valid only during the call) without keeping them.
     public func forward(_ tokens: [Int32], logitRows: Int, _ body: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws {
-        let V = model.config.vocab
         guard position + tokens.count <= capacity else {
             throw InferenceError.contextFull(position: position, adding: tokens.count, capacity: capacity)
         }
-        for t in tokens where t < 0 || Int(t) >= V { throw InferenceError.badToken(id: t, vocab: V) }
+        try checkTokens(tokens)
         let firstWanted = tokens.count - min(max(logitRows, 0), tokens.count)
         var start = 0
         while start < tokens.count {
             let end = min(tokens.count, start + maxBatch)
-            let from = max(start, firstWanted)
-            let logits = runBatch(Array(tokens[start..<end]), logitRowsFrom: min(from, end) - start)
-            for index in from..<max(from, end) {
-                try body(index, UnsafeBufferPointer(start: logits + (index - from) * V, count: V))
+            let wanted = Array(max(start, firstWanted)..<max(max(start, firstWanted), end)).map { $0 - start }
+            try runBatch(Array(tokens[start..<end]), layout: .causal, logitRows: wanted) { index, row in
+                try body(start + index, row)
             }
             start = end
         }
     }
 
-    /// The forward pass for T ≤ maxBatch tokens. Returns a pointer to the logits of tokens
-    /// firstLogitRow..<T (valid until the next call).
-    private func runBatch(_ tokens: [Int32], logitRowsFrom firstLogitRow: Int) -> UnsafeMutablePointer<Float> {
+    /// Runs several sequences as one batch ("sequence packing"). Each sequence continues the
+    /// cache's contents, or with `parent` an earlier sequence of the batch: it sees all of its
+    /// ancestors and itself causally, never its siblings, and its RoPE positions follow its
+    /// parent's. All tokens take cache slots from `position` on and advance it (rewind after).
+    /// `body` gets (sequence, index in its tokens, logits) for each sequence's last `logitRows`.
+    public func forwardPacked(_ sequences: [PackedSequence],
+                              _ body: (Int, Int, UnsafeBufferPointer<Float>) throws -> Void) throws {
+        let total = sequences.reduce(0) { $0 + $1.tokens.count }
+        guard total <= maxBatch else { throw InferenceError.packedBatchTooLarge(tokens: total, maxBatch: maxBatch) }
+        guard position + total <= capacity else {
+            throw InferenceError.contextFull(position: position, adding: total, capacity: capacity)
+        }
+        var tokens: [Int32] = [], positions: [Int] = [], start: [Int] = [], firstPositions: [Int] = [], seen: [[Range<Int>]] = []
+        var owner: [(sequence: Int, index: Int)] = [], wanted: [Int] = []
+        tokens.reserveCapacity(total)
+        for (i, s) in sequences.enumerated() {
+            try checkTokens(s.tokens)
+            let slot = position + tokens.count
+            var ranges = [0..<position], firstPosition = position
+            if let p = s.parent {
+                guard p >= 0 && p < i else { throw InferenceError.badParent(sequence: i, parent: p) }
+                ranges = seen[p] + [start[p]..<(start[p] + sequences[p].tokens.count)]
+                firstPosition = firstPositions[p] + sequences[p].tokens.count
+            }
+            start.append(slot)
+            seen.append(ranges)
+            firstPositions.append(firstPosition)
+            let n = s.tokens.count, rows = min(max(s.logitRows, 0), n)
+            for j in 0..<n {
+                positions.append(firstPosition + j)
+                owner.append((i, j))
+                if j >= n - rows { wanted.append(tokens.count) }
+                tokens.append(s.tokens[j])
+            }
+        }
+        guard !tokens.isEmpty else { return }
+        let layout = BatchLayout.packed(positions: positions, visible: (0..<total).map { t in
+            let (i, _) = owner[t]
+            return seen[i].filter { !$0.isEmpty } + [start[i]..<(position + t + 1)]
+        })
+        try runBatch(tokens, layout: layout, logitRows: wanted) { index, row in
+            try body(owner[index].sequence, owner[index].index, row)
+        }
+    }
+
+    private func checkTokens(_ tokens: [Int32]) throws {
+        let V = model.config.vocab
+        for t in tokens where t < 0 || Int(t) >= V { throw InferenceError.badToken(id: t, vocab: V) }
+    }
+
+    /// The forward pass for T ≤ maxBatch tokens at cache slots position..<position+T. Hands the
+    /// logits of the batch rows `logitRows` (ascending) to `body`, in chunks to bound memory.
+    private func runBatch(_ tokens: [Int32], layout: BatchLayout, logitRows: [Int],
+                          _ body: (Int, UnsafeBufferPointer<Float>) throws -> Void) rethrows {
         let m = model, c = m.config, pool = m.pool
-        let T = tokens.count, C = c.hidden, F = c.ffn, D = c.headDim, H = c.heads, KVH = c.kvHeads
+        let T = tokens.count, C = c.hidden, F = c.ffn, D = c.headDim, H = c.heads, KVH = c.kvHeads, V = c.vocab
         let qWidth = H * D, kvWidth = KVH * D
         let x = self.x.pointer, normed = self.normed.pointer, q = self.q.pointer, k = self.k.pointer, v = self.v.pointer
         let attention = self.attention.pointer, gate = gateBuffer.pointer, up = upBuffer.pointer
         let p0 = position
+        func ropePosition(_ t: Int) -> Int { layout.positions?[t] ?? p0 + t }
 
         // Token embeddings: x[t] = E[token t].
         for t in 0..<T { m.tokenEmbedding.lookup(Int(tokens[t]), into: x + t * C) }
@@ -219,13 +275,13 @@ public final class InferenceSession {
             block.value.forward(normed, tokens: T, into: v, pool: pool)
             // Rotate q and k by their positions; append k and v to the cache.
             for t in 0..<T {
-                m.rope.apply(q + t * qWidth, heads: H, position: p0 + t)
-                m.rope.apply(k + t * kvWidth, heads: KVH, position: p0 + t)
+                m.rope.apply(q + t * qWidth, heads: H, position: ropePosition(t))
+                m.rope.apply(k + t * kvWidth, heads: KVH, position: ropePosition(t))
                 cache.key(b, p0 + t).update(from: k + t * kvWidth, count: kvWidth)
                 cache.value(b, p0 + t).update(from: v + t * kvWidth, count: kvWidth)
             }
-            // Causal grouped-query attention for every (token, head).
-            attend(block: b, q: q, out: attention, T: T, p0: p0)
+            // Grouped-query attention for every (token, head) over the slots it may see.
+            attend(block: b, q: q, out: attention, T: T, p0: p0, layout: layout)
             // x += attention·Woᵀ (normed is free again: use it for the projection).
             block.attentionOutput.forward(attention, tokens: T, into: normed, pool: pool)
             addRows(x, normed, count: T * C)
@@ -241,14 +297,23 @@ public final class InferenceSession {
         }
         position += T
 
-        // Final norm and output head for the rows asked for.
-        let rows = T - firstLogitRow
-        guard rows > 0 else { return logitsBuffer.pointer }
-        if logitsBuffer.count < rows * c.vocab { logitsBuffer = FloatBuffer(count: rows * c.vocab) }
-        rmsNormRows(x + firstLogitRow * C, m.outputNorm.pointer, normed, T: rows)
-        m.output.forward(normed, tokens: rows, into: logitsBuffer.pointer, pool: pool)
-        return logitsBuffer.pointer
+        // Final norm and output head for the rows asked for, a chunk of rows at a time.
+        var done = 0
+        while done < logitRows.count {
+            let rows = Array(logitRows[done..<min(logitRows.count, done + Self.headChunk)])
+            if logitsBuffer.count < rows.count * V { logitsBuffer = FloatBuffer(count: rows.count * V) }
+            for (i, t) in rows.enumerated() { (normed + i * C).update(from: x + t * C, count: C) }
+            rmsNormRows(normed, m.outputNorm.pointer, normed, T: rows.count)
+            m.output.forward(normed, tokens: rows.count, into: logitsBuffer.pointer, pool: pool)
+            for (i, t) in rows.enumerated() {
+                try body(t, UnsafeBufferPointer(start: logitsBuffer.pointer + i * V, count: V))
+            }
+            done += rows.count
+        }
     }
+
+    /// Rows of logits computed at once by the head (bounds the logits buffer to chunk × V).
+    static let headChunk = 128
 
     private func rmsNormRows(_ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, T: Int) {
         let C = model.config.hidden, eps = model.config.rmsEps
@@ -264,9 +329,14 @@ public final class InferenceSession {
         }
     }
 
-    /// out[t, h] = softmax(q[t,h]·K[0...p0+t]ᵀ/√D)·V, KV head = h / (H/KVH).
-    private func attend(block b: Int, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, T: Int, p0: Int) {
-        if T == 1 { attendOneToken(block: b, q: q, out: out, p0: p0) } else { attendBatch(block: b, q: q, out: out, T: T, p0: p0) }
+    /// out[t, h] = softmax(q[t,h]·K[visible slots]ᵀ/√D)·V, KV head = h / (H/KVH).
+    private func attend(block b: Int, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, T: Int, p0: Int,
+                        layout: BatchLayout) {
+        if T == 1 && layout.visible == nil {
+            attendOneToken(block: b, q: q, out: out, p0: p0)
+        } else {
+            attendBatch(block: b, q: q, out: out, T: T, p0: p0, layout: layout)
+        }
     }
 
     /// Decode: one query row, heads split across workers.
@@ -287,10 +357,11 @@ public final class InferenceSession {
         }
     }
 
-    /// Prefill: per head, S = Q·Kᵀ/√D over the cached positions (sgemm), causal mask and
-    /// softmax per row, then out = S·V (sgemm). K and V are read in place from the cache;
+    /// Prefill: per head, S = Q·Kᵀ/√D over the cached positions (sgemm), mask (causal, or the
+    /// packed layout's visible slots) and softmax per row, then out = S·V (sgemm). K and V are read in place from the cache;
     /// heads are split across workers, each with its own score matrix.
-    private func attendBatch(block b: Int, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, T: Int, p0: Int) {
+    private func attendBatch(block b: Int, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, T: Int, p0: Int,
+                             layout: BatchLayout) {
         let c = model.config, D = c.headDim, H = c.heads, group = c.heads / c.kvHeads
         let kvWidth = c.kvHeads * D, L = p0 + T, workers = model.pool.threads
         if batchScores.count < workers * T * L { batchScores = FloatBuffer(count: workers * T * L) }
@@ -302,13 +373,46 @@ public final class InferenceSession {
                 Matmul.sgemm(transA: false, transB: true, M: T, N: L, K: D, alpha: 1 / Float(D).squareRoot(),
                              A: q + h * D, lda: H * D, B: cache.key(b, 0) + kvHead * D, ldb: kvWidth, C: S, ldc: L)
                 for t in 0..<T {
-                    let row = S + t * L, visible = p0 + t + 1
-                    Ops.softmax(row, visible)
-                    (row + visible).update(repeating: 0, count: L - visible)
+                    let row = S + t * L
+                    if let visible = layout.visible?[t] {
+                        Ops.softmax(row, L, over: visible)
+                    } else {
+                        let visible = p0 + t + 1   // causal: every slot up to its own
+                        Ops.softmax(row, visible)
+                        (row + visible).update(repeating: 0, count: L - visible)
+                    }
                 }
                 Matmul.sgemm(transA: false, transB: false, M: T, N: D, K: L, A: S, lda: L,
                              B: cache.value(b, 0) + kvHead * D, ldb: kvWidth, C: out + h * D, ldc: H * D)
             }
         }
+    }
+}
+
+/// One sequence of a packed batch (`InferenceSession.forwardPacked`).
+public struct PackedSequence: Sendable, Equatable {
+    public var tokens: [Int32]
+    /// An earlier sequence of the batch that this one continues, or nil for the cache's contents.
+    public var parent: Int?
+    /// Logits wanted for the last `logitRows` tokens.
+    public var logitRows: Int
+
+    public init(tokens: [Int32], parent: Int? = nil, logitRows: Int = 0) {
+        self.tokens = tokens
+        self.parent = parent
+        self.logitRows = logitRows
+    }
+}
+
+/// Where each token of a batch sits: its RoPE position and the cache slots its query sees.
+/// nil means the plain causal layout (token t at position p0 + t sees slots 0...p0 + t).
+struct BatchLayout {
+    var positions: [Int]?
+    /// Ascending, disjoint slot ranges per token.
+    var visible: [[Range<Int>]]?
+
+    static let causal = BatchLayout(positions: nil, visible: nil)
+    static func packed(positions: [Int], visible: [[Range<Int>]]) -> BatchLayout {
+        BatchLayout(positions: positions, visible: visible)
     }
 }
