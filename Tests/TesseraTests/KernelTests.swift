@@ -169,5 +169,31 @@ final class KernelTests: XCTestCase {
             }
         }
     }
-}
 
+    func testBandwidthProbeChecksumMatchesReference() {
+        var rng = SplitMix64(seed: 31)
+        // Ragged sizes: under one word, under one 128-byte step, many steps plus a tail; odd offsets.
+        for (bytes, offset) in [(5, 0), (100, 3), (128, 0), (4099, 1), (1 << 16 + 77, 5)] {
+            var data = [UInt8](repeating: 0, count: bytes + offset)
+            for i in data.indices { data[i] = UInt8(truncatingIfNeeded: rng.next()) }
+            data.withUnsafeBytes { raw in
+                let p = raw.baseAddress! + offset
+                var expected: UInt64 = 0
+                var i = 0
+                while i + 8 <= bytes {
+                    var word: UInt64 = 0
+                    for k in 0..<8 { word |= UInt64(raw[offset + i + k]) << (8 * k) }
+                    expected &+= word
+                    i += 8
+                }
+                while i < bytes { expected &+= UInt64(raw[offset + i]); i += 1 }
+                XCTAssertEqual(tsr_read_bytes_ref(p, bytes), expected, "\(bytes)")
+                XCTAssertEqual(tsr_read_bytes(p, bytes), expected, "\(bytes)")
+            }
+        }
+        let m = MemoryBandwidth.measure(pool: ThreadPool(threads: 2), bytes: 1 << 22, passes: 2)
+        XCTAssertEqual(m.passes.count, 2)
+        XCTAssertTrue(m.passes.allSatisfy { $0 > 0 && $0.isFinite })
+        XCTAssertEqual(m.bytes % 4096, 0)
+    }
+}

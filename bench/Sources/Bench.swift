@@ -34,11 +34,14 @@ struct Bench: ParsableCommand {
     @Option(name: .customShort("o"), help: "Output: md or json.")
     var output: String = "md"
 
+    @Flag(help: "First measure the memory read bandwidth at each thread count; then report each model's decode upper bound (bytes read per token / bandwidth) and tg as a share of it.")
+    var bandwidth = false
+
     func validate() throws {
-        guard !models.isEmpty || synthetic != nil else { throw ValidationError("name at least one model or --synthetic SHAPE") }
+        guard !models.isEmpty || synthetic != nil || bandwidth else { throw ValidationError("name at least one model or --synthetic SHAPE") }
         guard threadList != nil else { throw ValidationError("-t takes positive thread counts like 1,2, got \(threads)") }
         guard prompt >= 0, generate >= 0, repetitions >= 1 else { throw ValidationError("-p and -n must be ≥ 0 and -r ≥ 1") }
-        guard prompt > 0 || generate > 0 else { throw ValidationError("-p 0 and -n 0 leave nothing to measure") }
+        guard prompt > 0 || generate > 0 || bandwidth else { throw ValidationError("-p 0 and -n 0 leave nothing to measure") }
         guard output == "md" || output == "json" else { throw ValidationError("-o takes md or json, got \(output)") }
     }
 
@@ -63,42 +66,110 @@ struct Bench: ParsableCommand {
         }
     }
 
+    /// What a model is, besides its speed: sizes, bits per weight, first-token latency, memory.
+    struct ModelSummary: Codable {
+        var model: String
+        var threads: Int
+        var fileBytes: Int?
+        var bitsPerWeightBlockLinears: Double
+        var bitsPerWeightAll: Double
+        var decodeBytesPerToken: Int
+        /// Mean time of the pp test: prompt in, first token's logits out.
+        var timeToFirstTokenSeconds: Double?
+        var peakResidentBytes: Int?
+        /// Bandwidth / decodeBytesPerToken, with --bandwidth.
+        var decodeBoundTokensPerSecond: Double?
+        var generationShareOfBound: Double?
+    }
+
+    struct BandwidthRow: Codable {
+        var threads: Int
+        var bytes: Int
+        var bestBytesPerSecond: Double
+        var medianBytesPerSecond: Double
+    }
+
+    struct Report: Codable {
+        var bandwidth: [BandwidthRow]
+        var rows: [Row]
+        var models: [ModelSummary]
+    }
+
     func run() throws {
-        var rows: [Row] = []
-        if output == "md" {
+        var report = Report(bandwidth: [], rows: [], models: [])
+        if bandwidth {
+            for n in threadList! {
+                let m = MemoryBandwidth.measure(pool: ThreadPool(threads: n))
+                report.bandwidth.append(BandwidthRow(threads: n, bytes: m.bytes, bestBytesPerSecond: m.best, medianBytesPerSecond: m.median))
+            }
+            if output == "md" {
+                print("| threads | read bandwidth, best of 7 passes over 1 GiB | median |")
+                print("| ---: | ---: | ---: |")
+                for b in report.bandwidth {
+                    print(String(format: "| %d | %.1f GB/s | %.1f GB/s |", b.threads, b.bestBytesPerSecond / 1e9, b.medianBytesPerSecond / 1e9))
+                }
+                print()
+            }
+        }
+        if output == "md" && (!models.isEmpty || synthetic != nil) {
             print("| model | size | params | backend | threads | test | t/s |")
             print("| --- | ---: | ---: | --- | ---: | ---: | ---: |")
         }
         let entries = models.map { Optional($0) } + (synthetic == nil ? [] : [nil])
         for path in entries {
             for n in threadList! {
+                ProcessStats.resetPeakResident()
                 let m: LlamaModel
                 if let path {
                     m = try LoadedModel.load(path: path, threads: n).model
                 } else {
                     m = try LlamaModel(source: SyntheticModelSource(shape: synthetic!), pool: ThreadPool(threads: n))
                 }
+                let name = path.map { ($0 as NSString).lastPathComponent } ?? "synthetic \(synthetic!.rawValue)"
                 var tests: [(String, () throws -> Double)] = []
                 if prompt > 0 { tests.append(("pp\(prompt)", { try measurePrompt(m) })) }
                 if generate > 0 { tests.append(("tg\(generate)", { try measureGeneration(m) })) }
-                for (name, measure) in tests {
+                var summary = ModelSummary(
+                    model: name, threads: n, fileBytes: path.flatMap { try? FileManager.default.attributesOfItem(atPath: $0)[.size] as? Int },
+                    bitsPerWeightBlockLinears: m.blockLinearBitsPerWeight,
+                    bitsPerWeightAll: Double(m.weightBytes * 8) / Double(m.config.parameterCount),
+                    decodeBytesPerToken: m.decodeBytesPerToken)
+                for (test, measure) in tests {
                     _ = try measure() // warm-up
                     let samples = try (0..<repetitions).map { _ in try measure() }
-                    let row = Row(model: path.map { ($0 as NSString).lastPathComponent } ?? "synthetic \(synthetic!.rawValue)", sizeBytes: m.weightBytes,
-                                  parameters: m.config.parameterCount, threads: n, test: name, samples: samples)
-                    rows.append(row)
+                    let row = Row(model: name, sizeBytes: m.weightBytes, parameters: m.config.parameterCount, threads: n, test: test, samples: samples)
+                    report.rows.append(row)
+                    if test.hasPrefix("pp") { summary.timeToFirstTokenSeconds = samples.map { Double(prompt) / $0 }.reduce(0, +) / Double(samples.count) }
+                    if let b = report.bandwidth.first(where: { $0.threads == n }) {
+                        summary.decodeBoundTokensPerSecond = b.bestBytesPerSecond / Double(m.decodeBytesPerToken)
+                        if test.hasPrefix("tg") { summary.generationShareOfBound = row.mean / summary.decodeBoundTokensPerSecond! }
+                    }
                     if output == "md" {
                         print(String(format: "| %@ | %.2f MiB | %.2f M | CPU | %d | %@ | %.2f ± %.2f |", row.model,
-                                     Double(row.sizeBytes) / 1048576, Double(row.parameters) / 1e6, n, name, row.mean, row.sd))
+                                     Double(row.sizeBytes) / 1048576, Double(row.parameters) / 1e6, n, test, row.mean, row.sd))
                         fflush(stdout)
                     }
                 }
+                summary.peakResidentBytes = ProcessStats.peakResidentBytes()
+                report.models.append(summary)
             }
         }
         if output == "json" {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(rows), as: UTF8.self))
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else if !report.models.isEmpty {
+            print()
+            print("| model | threads | bits/weight, block linears | bits/weight, all weights | file | decode reads/token | time to first token (pp\(prompt)) | peak RSS | decode bound | tg / bound |")
+            print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+            func mib(_ b: Int?) -> String { b.map { String(format: "%.1f MiB", Double($0) / 1048576) } ?? "—" }
+            for s in report.models {
+                print(String(format: "| %@ | %d | %.2f | %.2f | %@ | %@ | %@ | %@ | %@ | %@ |", s.model, s.threads, s.bitsPerWeightBlockLinears,
+                             s.bitsPerWeightAll, mib(s.fileBytes), mib(s.decodeBytesPerToken),
+                             s.timeToFirstTokenSeconds.map { String(format: "%.0f ms", $0 * 1000) } ?? "—", mib(s.peakResidentBytes),
+                             s.decodeBoundTokensPerSecond.map { String(format: "%.0f t/s", $0) } ?? "—",
+                             s.generationShareOfBound.map { String(format: "%.0f %%", $0 * 100) } ?? "—"))
+            }
         }
     }
 

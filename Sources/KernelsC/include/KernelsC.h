@@ -55,6 +55,12 @@ float tsr_dot_f32(const float *a, const float *b, int n);
 /// y += a * x over n floats.
 void tsr_axpy_f32(float a, const float *x, float *y, int n);
 
+/// Reads `bytes` from p with the widest loads available and returns a checksum of them (the
+/// memory-bandwidth probe).
+uint64_t tsr_read_bytes(const void *p, size_t bytes);
+/// The scalar reference: the wrapping sum of the 64-bit little-endian words plus the trailing bytes.
+uint64_t tsr_read_bytes_ref(const void *p, size_t bytes);
+
 #ifdef __cplusplus
 }
 #endif

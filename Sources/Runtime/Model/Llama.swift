@@ -102,6 +102,23 @@ public final class LlamaModel {
                   outputNorm: try tensor(TensorName.outputNorm, [C]), output: output, pool: pool)
     }
 
+    /// Bytes of the block linears (the quantized part of a packed model).
+    public var blockLinearBytes: Int { blocks.reduce(0) { sum, block in sum + block.linears.reduce(0) { $0 + $1.byteCount } } }
+
+    /// Bits per weight of the block linears.
+    public var blockLinearBitsPerWeight: Double {
+        let c = config
+        let perBlock = c.hidden * c.heads * c.headDim * 2 + c.hidden * c.kvHeads * c.headDim * 2 + 3 * c.hidden * c.ffn
+        return Double(blockLinearBytes * 8) / Double(c.blockCount * perBlock)
+    }
+
+    /// Bytes one decode step reads: every block weight and the head (of the embedding table
+    /// only one row, left out). Divided by the memory bandwidth: the decode upper bound.
+    public var decodeBytesPerToken: Int {
+        let norms = blocks.reduce(0) { $0 + ($1.attentionNorm.count + $1.mlpNorm.count) * 4 } + outputNorm.count * 4
+        return blockLinearBytes + norms + output.byteCount
+    }
+
     /// Bytes held by the weights (a tied head is counted once, with the embedding table).
     public var weightBytes: Int {
         let blockBytes = blocks.reduce(0) { sum, block in

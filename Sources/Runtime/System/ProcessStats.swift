@@ -5,6 +5,15 @@ public enum ProcessStats {
     /// Peak resident set size (VmHWM) in bytes, or nil where /proc is unavailable.
     public static func peakResidentBytes() -> Int? { statusField("VmHWM:") }
 
+    /// Starts a new peak: VmHWM drops to the current RSS (Linux's /proc/self/clear_refs "5");
+    /// a no-op where that is unavailable.
+    public static func resetPeakResident() {
+        if let handle = FileHandle(forWritingAtPath: "/proc/self/clear_refs") {
+            try? handle.write(contentsOf: Data("5".utf8))
+            try? handle.close()
+        }
+    }
+
     /// Current resident set size (VmRSS) in bytes.
     public static func residentBytes() -> Int? { statusField("VmRSS:") }
 
