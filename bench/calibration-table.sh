@@ -3,11 +3,12 @@
 # the fp32 reference, perplexity in the GPTQ convention (ctx 2048) on WikiText-2 test;
 # calibration on WikiText-2 valid. Finished models are reused, so the script can be re-run.
 #
-#   bench/calibration-table.sh [-m MODEL] [-w WINDOWS] [-s "2:64 3:64 4:64 2:32"] [-c "args for every run"] [-a "extra TesseraQ args"] [-x] OUTDIR
+#   bench/calibration-table.sh [-m MODEL] [-w WINDOWS] [-s "2:64 3:64 4:64 2:32"] [-c "args for every run"] [-a "extra TesseraQ args"] [-x] [-b BIN] OUTDIR
 #
 # -w limits perplexity to the first WINDOWS windows of 2048 tokens (default: all 148).
 # -a is passed to every TesseraQ calibration (e.g. "--preset fast --steps 20").
 # -x adds the W2g64 ablation (PAR only, DST only).
+# -b uses this already-built tessera binary instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,8 @@ SETTINGS="2:64 3:64 4:64 2:32"
 TQ_ARGS=""
 COMMON_ARGS=""
 ABLATION=0
-while getopts "m:w:s:c:a:x" opt; do
+PREBUILT=""
+while getopts "m:w:s:c:a:xb:" opt; do
   case $opt in
     m) MODEL=$OPTARG ;;
     w) WINDOWS=$OPTARG ;;
@@ -25,6 +27,7 @@ while getopts "m:w:s:c:a:x" opt; do
     a) TQ_ARGS=$OPTARG ;;
     c) COMMON_ARGS=$OPTARG ;;
     x) ABLATION=1 ;;
+    b) PREBUILT=$OPTARG ;;
     *) echo "usage: $0 [-m MODEL] [-w WINDOWS] [-s SETTINGS] [-a ARGS] [-x] OUTDIR" >&2; exit 2 ;;
   esac
 done
@@ -32,9 +35,12 @@ shift $((OPTIND - 1))
 OUT=${1:?usage: $0 [-m MODEL] [-w WINDOWS] [-s SETTINGS] [-a ARGS] [-x] OUTDIR}
 mkdir -p "$OUT"
 TEST=../shared/data/wikitext2/wiki.test.raw
-swift build -c release --product tessera >&2
+if [[ -z $PREBUILT ]]; then
+  swift build -c release --product tessera >&2
+  PREBUILT=.build/release/tessera
+fi
 # A private copy: rebuilding the repository during a long run must not change the binary.
-cp .build/release/tessera "$OUT/tessera"
+[[ $PREBUILT -ef $OUT/tessera ]] || cp "$PREBUILT" "$OUT/tessera"
 BIN=$OUT/tessera
 CHUNKS=${WINDOWS:+--chunks $WINDOWS}
 
