@@ -112,6 +112,23 @@ final class ForwardPassTests: XCTestCase {
         XCTAssertEqual(session.position, 0)
     }
 
+    func testStepProfileTimesEveryStepAndChangesNothing() throws {
+        let source = InMemorySource(config: InMemorySource.tinyConfig(), seed: 3)
+        let model = try LlamaModel(source: source, pool: ThreadPool(threads: 2))
+        let plain = InferenceSession(model: model, contextLength: 16), profiled = InferenceSession(model: model, contextLength: 16)
+        let profile = StepProfile()
+        profiled.profile = profile
+        let tokens: [Int32] = [5, 9, 2, 44, 7]
+        XCTAssertEqual(try profiled.forward(tokens, logitRows: 2), try plain.forward(tokens, logitRows: 2))
+        XCTAssertEqual(try profiled.forward([3]), try plain.forward([3]))
+        XCTAssertEqual(profile.batches, 2)
+        for step in StepProfile.Step.allCases {
+            XCTAssertGreaterThan(profile.seconds[step] ?? 0, 0, step.rawValue)
+        }
+        profile.reset()
+        XCTAssertEqual(profile.total, 0)
+    }
+
     func testShapeMismatchIsAnError() throws {
         let source = InMemorySource(config: InMemorySource.tinyConfig(), seed: 1)
         source.tensors[TensorName.block(1, "ffn_up")]!.shape = [81, 48]

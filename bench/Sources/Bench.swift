@@ -34,6 +34,9 @@ struct Bench: ParsableCommand {
     @Option(name: .customShort("o"), help: "Output: md or json.")
     var output: String = "md"
 
+    @Flag(help: "After the tests, time one more pp and tg run step by step (norms, linears, attention, head...) and print where the time goes.")
+    var profile = false
+
     @Flag(help: "First measure the memory read bandwidth at each thread count; then report each model's decode upper bound (bytes read per token / bandwidth) and tg as a share of it.")
     var bandwidth = false
 
@@ -80,6 +83,9 @@ struct Bench: ParsableCommand {
         /// Bandwidth / decodeBytesPerToken, with --bandwidth.
         var decodeBoundTokensPerSecond: Double?
         var generationShareOfBound: Double?
+        /// With --profile: seconds per step, per generated token (tg) and per prompt (pp).
+        var decodeProfile: [String: Double]?
+        var prefillProfile: [String: Double]?
     }
 
     struct BandwidthRow: Codable {
@@ -151,6 +157,18 @@ struct Bench: ParsableCommand {
                     }
                 }
                 summary.peakResidentBytes = ProcessStats.peakResidentBytes()
+                if profile {
+                    let steps = StepProfile()
+                    if prompt > 0 {
+                        _ = try measurePrompt(m, profile: steps)
+                        summary.prefillProfile = Dictionary(uniqueKeysWithValues: steps.seconds.map { ($0.key.rawValue, $0.value) })
+                    }
+                    if generate > 0 {
+                        steps.reset()
+                        _ = try measureGeneration(m, profile: steps)
+                        summary.decodeProfile = Dictionary(uniqueKeysWithValues: steps.seconds.map { ($0.key.rawValue, $0.value / Double(generate)) })
+                    }
+                }
                 report.models.append(summary)
             }
         }
@@ -170,12 +188,31 @@ struct Bench: ParsableCommand {
                              s.decodeBoundTokensPerSecond.map { String(format: "%.0f t/s", $0) } ?? "—",
                              s.generationShareOfBound.map { String(format: "%.0f %%", $0 * 100) } ?? "—"))
             }
+            for s in report.models where s.decodeProfile != nil || s.prefillProfile != nil {
+                print()
+                print("Profile of \(s.model), \(s.threads) thread\(s.threads == 1 ? "" : "s"): one more run of each test, timed step by step")
+                print()
+                print("| step | tg\(generate): ms per token | share | pp\(prompt): ms per prompt | share |")
+                print("| --- | ---: | ---: | ---: | ---: |")
+                let tgTotal = s.decodeProfile?.values.reduce(0, +) ?? 0, ppTotal = s.prefillProfile?.values.reduce(0, +) ?? 0
+                for step in StepProfile.Step.allCases {
+                    let tg = s.decodeProfile?[step.rawValue], pp = s.prefillProfile?[step.rawValue]
+                    if tg == nil && pp == nil { continue }
+                    let tgMs: String = tg.map { String(format: "%.3f", $0 * 1000) } ?? "—"
+                    let tgShare: String = tg.map { String(format: "%.1f %%", 100 * $0 / tgTotal) } ?? "—"
+                    let ppMs: String = pp.map { String(format: "%.1f", $0 * 1000) } ?? "—"
+                    let ppShare: String = pp.map { String(format: "%.1f %%", 100 * $0 / ppTotal) } ?? "—"
+                    print("| \(step.rawValue) | \(tgMs) | \(tgShare) | \(ppMs) | \(ppShare) |")
+                }
+                print(String(format: "| total | %.3f | | %.1f | |", tgTotal * 1000, ppTotal * 1000))
+            }
         }
     }
 
     /// Tokens per second of one batch of `prompt` tokens into an empty cache.
-    func measurePrompt(_ model: LlamaModel) throws -> Double {
+    func measurePrompt(_ model: LlamaModel, profile: StepProfile? = nil) throws -> Double {
         let session = InferenceSession(model: model, contextLength: prompt, maxBatch: prompt)
+        session.profile = profile
         let tokens = randomTokens(prompt, vocab: model.config.vocab)
         let start = ContinuousClock.now
         try session.forward(tokens, logitRows: 1) { _, _ in }
@@ -183,8 +220,9 @@ struct Bench: ParsableCommand {
     }
 
     /// Tokens per second of `generate` single-token steps from an empty cache.
-    func measureGeneration(_ model: LlamaModel) throws -> Double {
+    func measureGeneration(_ model: LlamaModel, profile: StepProfile? = nil) throws -> Double {
         let session = InferenceSession(model: model, contextLength: generate, maxBatch: 1)
+        session.profile = profile
         let tokens = randomTokens(generate, vocab: model.config.vocab)
         let start = ContinuousClock.now
         for t in tokens { try session.forward([t], logitRows: 1) { _, _ in } }

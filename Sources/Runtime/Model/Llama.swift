@@ -157,6 +157,8 @@ public final class InferenceSession {
     public private(set) var position = 0
     /// Largest number of tokens pushed through the blocks at once (longer inputs are split).
     public let maxBatch: Int
+    /// When set, every forward pass charges its time to the steps of this profile.
+    public var profile: StepProfile?
 
     // Scratch, sized for maxBatch tokens: x [T,C], normed [T,C], q [T,H·D], k/v [T,KVH·D],
     // attention out [T,H·D], gate/up [T,F], scores [threads, capacity], logits [T,V].
@@ -281,15 +283,20 @@ public final class InferenceSession {
         let p0 = position
         func ropePosition(_ t: Int) -> Int { layout.positions?[t] ?? p0 + t }
 
+        let profile = self.profile
+        profile?.start()
         // Token embeddings: x[t] = E[token t].
         for t in 0..<T { m.tokenEmbedding.lookup(Int(tokens[t]), into: x + t * C) }
+        profile?.lap(.embedding)
 
         for (b, block) in m.blocks.enumerated() {
             // Attention: normed = RMSNorm(x); q, k, v = normed·Wq,k,vᵀ.
             rmsNormRows(x, block.attentionNorm.pointer, normed, T: T)
+            profile?.lap(.attentionNorm)
             block.query.forward(normed, tokens: T, into: q, pool: pool)
             block.key.forward(normed, tokens: T, into: k, pool: pool)
             block.value.forward(normed, tokens: T, into: v, pool: pool)
+            profile?.lap(.qkv)
             // Rotate q and k by their positions; append k and v to the cache.
             for t in 0..<T {
                 m.rope.apply(q + t * qWidth, heads: H, position: ropePosition(t))
@@ -297,20 +304,27 @@ public final class InferenceSession {
                 cache.key(b, p0 + t).update(from: k + t * kvWidth, count: kvWidth)
                 cache.value(b, p0 + t).update(from: v + t * kvWidth, count: kvWidth)
             }
+            profile?.lap(.rope)
             // Grouped-query attention for every (token, head) over the slots it may see.
             attend(block: b, q: q, out: attention, T: T, p0: p0, layout: layout)
+            profile?.lap(.attention)
             // x += attention·Woᵀ (normed is free again: use it for the projection).
             block.attentionOutput.forward(attention, tokens: T, into: normed, pool: pool)
             addRows(x, normed, count: T * C)
+            profile?.lap(.attentionOutput)
             // MLP: x += (silu(normed·Wgᵀ) ⊙ normed·Wuᵀ)·Wdᵀ with normed = RMSNorm(x).
             rmsNormRows(x, block.mlpNorm.pointer, normed, T: T)
+            profile?.lap(.mlpNorm)
             block.gate.forward(normed, tokens: T, into: gate, pool: pool)
             block.up.forward(normed, tokens: T, into: up, pool: pool)
+            profile?.lap(.gateUp)
             pool.parallelFor(T * F, multiple: 256) { r in
                 Ops.swiglu(gate + r.lowerBound, up + r.lowerBound, r.count)
             }
+            profile?.lap(.swiglu)
             block.down.forward(gate, tokens: T, into: normed, pool: pool)
             addRows(x, normed, count: T * C)
+            profile?.lap(.down)
         }
         position += T
 
@@ -322,9 +336,11 @@ public final class InferenceSession {
             for (i, t) in rows.enumerated() { (normed + i * C).update(from: x + t * C, count: C) }
             rmsNormRows(normed, m.outputNorm.pointer, normed, T: rows.count)
             m.output.forward(normed, tokens: rows.count, into: logitsBuffer.pointer, pool: pool)
+            profile?.lap(.head)
             for (i, t) in rows.enumerated() {
                 try body(t, UnsafeBufferPointer(start: logitsBuffer.pointer + i * V, count: V))
             }
+            profile?.lap(.caller)
             done += rows.count
         }
     }
