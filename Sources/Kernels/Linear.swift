@@ -38,25 +38,18 @@ public final class FP32Linear: LinearWeights {
 }
 
 /// Prefill for weights held in another form than fp32: each worker decodes panels of its rows
-/// into its own fp32 buffer and multiplies them with sgemm, Y[:, panel] = X · panelᵀ. Keeps
-/// the panels between calls, so one instance must not run concurrently.
-public final class PanelGemm {
-    private var panels: [FloatBuffer] = []
-
-    public init() {}
-
+/// into its own fp32 buffer (from the pool's workspace) and multiplies them with sgemm,
+/// Y[:, panel] = X · panelᵀ.
+public enum PanelGemm {
     /// Y[T, rows] = X[T, cols] · Wᵀ where `decode(r0, n, panel)` writes W's rows r0..<r0+n as
     /// fp32 into `panel` ([n, cols]). `panelRows` 0 picks ~512 KB panels (16…256 rows).
-    public func multiply(_ x: UnsafePointer<Float>, tokens T: Int, rows: Int, cols: Int, into y: UnsafeMutablePointer<Float>,
-                         panelRows: Int = 0, pool: ThreadPool, decode: (Int, Int, UnsafeMutablePointer<Float>) -> Void) {
+    public static func multiply(_ x: UnsafePointer<Float>, tokens T: Int, rows: Int, cols: Int, into y: UnsafeMutablePointer<Float>,
+                                panelRows: Int = 0, pool: ThreadPool, decode: (Int, Int, UnsafeMutablePointer<Float>) -> Void) {
         let P = panelRows > 0 ? panelRows : min(256, max(16, (131_072 / cols) / 16 * 16))
-        if panels.count < pool.threads || panels[0].count < P * cols {
-            panels = (0..<pool.threads).map { _ in FloatBuffer(count: P * cols) }
-        }
-        let panels = self.panels
+        let panels = pool.workspace.buffer(.panels, bytes: pool.threads * P * cols * 4).bindMemory(to: Float.self, capacity: pool.threads * P * cols)
         pool.run { index, count in
             let range = ThreadPool.chunk(rows, index: index, count: count, multiple: 16)
-            let panel = panels[index].pointer
+            let panel = panels + index * P * cols
             var r0 = range.lowerBound
             while r0 < range.upperBound {
                 let n = min(P, range.upperBound - r0)
@@ -78,7 +71,6 @@ public final class F16Linear: LinearWeights {
     /// The weights as fp16 bit patterns, row-major, 64-byte aligned.
     public let weight: UnsafeMutablePointer<UInt16>
     public var panelRows = 0
-    private let prefill = PanelGemm()
 
     /// Copies out × in fp16 values from `source` (any alignment).
     public init(copying source: UnsafeRawPointer, outFeatures: Int, inFeatures: Int) {
@@ -114,7 +106,7 @@ public final class F16Linear: LinearWeights {
                 tsr_gemv_f16(w, x, y, Int32(cols), Int32(r.lowerBound), Int32(r.upperBound))
             }
         } else {
-            prefill.multiply(x, tokens: T, rows: outFeatures, cols: cols, into: y, panelRows: panelRows, pool: pool) { r0, n, panel in
+            PanelGemm.multiply(x, tokens: T, rows: outFeatures, cols: cols, into: y, panelRows: panelRows, pool: pool) { r0, n, panel in
                 tsr_f16_to_f32_array(w + r0 * cols, panel, n * cols)
             }
         }

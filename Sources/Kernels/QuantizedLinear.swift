@@ -21,8 +21,8 @@ public enum ActivationMode: Sendable, CaseIterable {
 }
 
 /// A linear layer over group-quantized weights. Decode (T = 1) runs the GEMV, prefill (T > 1)
-/// the GEMM; weight rows are split across the pool. The quantized-activation scratch is kept
-/// and grown to the largest T seen, so `forward` must not run concurrently on one instance.
+/// the GEMM; weight rows are split across the pool. Scratch lives in the pool's workspace, so
+/// layers sharing a pool must not run `forward` concurrently (a model runs them in turn).
 public final class QuantizedLinear: LinearWeights {
     /// The A16 prefill method: the fused 4-token kernel, or dequantize a panel of rows to fp32
     /// and multiply with OpenBLAS sgemm.
@@ -38,47 +38,30 @@ public final class QuantizedLinear: LinearWeights {
     public var outFeatures: Int { weights.rows }
     public var byteCount: Int { weights.byteCount }
 
-    private var capacityT = 0
-    private var xq: UnsafeMutablePointer<Int8>?
-    private var bsums: UnsafeMutablePointer<Int32>?  // [T, cols / 32]
-    private var dx: UnsafeMutablePointer<Float>?       // [T, cols / 32]
-    private var fsums: UnsafeMutablePointer<Float>?    // [T, groups]: Σx (A16) or Σ dx·Σxq (A8/A4)
-    private let panelPrefill = PanelGemm()
-
     public init(weights: PackedWeights, activation: ActivationMode = .a16) {
         self.weights = weights
         self.activation = activation
     }
 
-    deinit { freeScratch() }
-
-    private func freeScratch() {
-        for p in [xq.map(UnsafeMutableRawPointer.init), bsums.map(UnsafeMutableRawPointer.init),
-                  dx.map(UnsafeMutableRawPointer.init), fsums.map(UnsafeMutableRawPointer.init)] {
-            p?.deallocate()
-        }
-    }
-
-    private func reserve(tokens T: Int) {
-        if T <= capacityT { return }
-        freeScratch()
-        let cols = weights.cols, groups = weights.groupsPerRow, blocks = cols / 32
-        func alloc<E>(_ n: Int, _: E.Type) -> UnsafeMutablePointer<E> {
-            UnsafeMutableRawPointer.allocate(byteCount: max(n, 1) * MemoryLayout<E>.stride, alignment: 64)
-                .bindMemory(to: E.self, capacity: max(n, 1))
-        }
-        xq = alloc(T * cols, Int8.self)
-        bsums = alloc(T * blocks, Int32.self)
-        dx = alloc(T * blocks, Float.self)
-        fsums = alloc(T * groups, Float.self)
-        capacityT = T
+    /// Scratch for T tokens in the pool's workspace: quantized activations xq [T, cols],
+    /// block sums bsums and scales dx [T, cols / 32], group sums fsums [T, groups] (Σx for A16,
+    /// Σ dx·Σxq for A8/A4).
+    private func scratch(tokens T: Int, pool: ThreadPool)
+        -> (xq: UnsafeMutablePointer<Int8>, bsums: UnsafeMutablePointer<Int32>, dx: UnsafeMutablePointer<Float>, fsums: UnsafeMutablePointer<Float>) {
+        let cols = weights.cols, blocks = cols / 32, groups = weights.groupsPerRow
+        func rounded(_ n: Int) -> Int { (n + 63) / 64 * 64 }
+        let xqBytes = rounded(T * cols), blockBytes = rounded(T * blocks * 4), groupBytes = rounded(T * groups * 4)
+        let base = pool.workspace.buffer(.activations, bytes: xqBytes + 2 * blockBytes + groupBytes)
+        return (base.bindMemory(to: Int8.self, capacity: T * cols),
+                (base + xqBytes).bindMemory(to: Int32.self, capacity: T * blocks),
+                (base + xqBytes + blockBytes).bindMemory(to: Float.self, capacity: T * blocks),
+                (base + xqBytes + 2 * blockBytes).bindMemory(to: Float.self, capacity: T * groups))
     }
 
     public func forward(_ x: UnsafePointer<Float>, tokens T: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         guard T > 0 else { return }
-        reserve(tokens: T)
         let cols = weights.cols, rows = weights.rows, groups = weights.groupsPerRow, G = weights.group, blocks = cols / 32
-        let xq = self.xq!, bsums = self.bsums!, dx = self.dx!, fsums = self.fsums!
+        let (xq, bsums, dx, fsums) = scratch(tokens: T, pool: pool)
         weights.withView { w in
             switch activation {
             case .a16:
@@ -115,7 +98,7 @@ public final class QuantizedLinear: LinearWeights {
     /// them with sgemm: Y[:, panel] = X · panelᵀ.
     private func prefillBySgemm(_ w: UnsafePointer<tsr_qweights>, _ x: UnsafePointer<Float>, T: Int,
                                 _ y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        panelPrefill.multiply(x, tokens: T, rows: weights.rows, cols: weights.cols, into: y, panelRows: panelRows, pool: pool) { r0, n, panel in
+        PanelGemm.multiply(x, tokens: T, rows: weights.rows, cols: weights.cols, into: y, panelRows: panelRows, pool: pool) { r0, n, panel in
             tsr_q_dequantize(w, panel, Int32(r0), Int32(r0 + n))
         }
     }

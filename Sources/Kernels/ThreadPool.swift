@@ -5,6 +5,8 @@ import KernelsC
 public final class ThreadPool: @unchecked Sendable {
     private let pool: OpaquePointer
     public let threads: Int
+    /// Scratch shared by the layers that run on this pool (one at a time).
+    public let workspace = Workspace()
 
     /// - Parameters:
     ///   - threads: total workers including the caller; 0 means the number of physical cores.

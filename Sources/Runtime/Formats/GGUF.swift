@@ -208,11 +208,17 @@ public final class GGUFFile {
     /// The raw bytes of a tensor (bounds were checked at open).
     public func data(of info: GGUFTensorInfo) -> UnsafeRawPointer { file.base + dataOffset + info.offset }
 
+    /// Lets a tensor's pages leave the resident set once it has been read or copied.
+    public func dropResidentPages(of info: GGUFTensorInfo) {
+        file.dropResidentPages(offset: dataOffset + info.offset, count: info.byteCount)
+    }
+
     /// A tensor decoded to fp32, row-major.
     public func floatData(_ name: String) throws -> FloatBuffer {
         guard let info = tensor(name) else { throw FormatError.missingTensor(path: path, tensor: name) }
         let out = FloatBuffer(count: info.elementCount)
         GGMLDecode.decode(info.type, data(of: info), out.pointer, count: info.elementCount)
+        dropResidentPages(of: info)
         return out
     }
 

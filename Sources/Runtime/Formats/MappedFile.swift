@@ -34,6 +34,23 @@ public final class MappedFile {
         else { UnsafeMutableRawPointer(mutating: base).deallocate() }
     }
 
+    /// Drops the map's pages from this process's resident set (they are read again from the
+    /// file if touched). Loading copies weights out of the map, so after it the map's pages
+    /// would only double the RSS.
+    public func dropResidentPages() {
+        if size > 0 { _ = madvise(UnsafeMutableRawPointer(mutating: base), size, Int32(MADV_DONTNEED)) }
+    }
+
+    /// The same for the pages holding bytes [offset, offset+count): streaming through a large
+    /// file (checksums, copies) then keeps one tensor resident at a time, not the whole file.
+    public func dropResidentPages(offset: Int, count: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = max(0, offset) / page * page
+        let end = min(size, offset + count)
+        guard size > 0, end > start else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, Int32(MADV_DONTNEED))
+    }
+
     /// Bytes [offset, offset+count) or a `truncated` error naming `what`.
     public func bytes(at offset: Int, count: Int, what: String) throws -> UnsafeRawBufferPointer {
         guard offset >= 0, count >= 0, offset <= size, count <= size - offset else {

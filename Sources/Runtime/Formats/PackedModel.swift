@@ -139,6 +139,8 @@ public enum PackedFormat {
         p.codes.update(from: gguf.data(of: codes).assumingMemoryBound(to: UInt8.self), count: p.codeBytes)
         p.scales.update(from: gguf.data(of: scales).assumingMemoryBound(to: UInt16.self), count: rows * groups)
         p.offsets.update(from: gguf.data(of: offsets).assumingMemoryBound(to: UInt16.self), count: rows * groups)
+        // The copy is what runs: the file's pages need not stay resident next to it.
+        for t in [codes, scales, offsets] { gguf.dropResidentPages(of: t) }
         return p
     }
 
@@ -216,6 +218,7 @@ public final class PackedModelSource: ModelSource {
             guard PackedFormat.checksum(gguf.data(of: t), t.byteCount) == stored else {
                 throw FormatError.badTensor(path: path, tensor: t.name, reason: "checksum mismatch: the file is damaged")
             }
+            gguf.dropResidentPages(of: t)
         }
         var shapes: [String: [Int]] = [:]
         for (name, expected) in config.requiredTensorShapes {

@@ -22,6 +22,8 @@ public struct LoadedModel {
         let linear = (source as? PackedModelSource)?.linearLoader(activation: activation)
             ?? (source as? GGUFModelSource)?.linearLoader(activation: activation)
         let model = try LlamaModel(source: source, pool: ThreadPool(threads: threads, numa: numa), linear: linear)
+        // Every weight now lives in the model's own buffers: the file map need not stay resident.
+        (source as? GGUFTensorListing)?.releaseFilePages()
         return LoadedModel(source: source, model: model, tokenizer: tokenizer, loadSeconds: (ContinuousClock.now - start).seconds)
     }
 }

@@ -47,3 +47,8 @@ public enum TensorName {
 
 /// Sources backed by a GGUF file expose it (inspect lists its metadata and tensors).
 public protocol GGUFTensorListing { var gguf: GGUFFile { get } }
+
+extension GGUFTensorListing {
+    /// After loading: the weights have been copied out, so the file's pages can leave RSS.
+    public func releaseFilePages() { gguf.file.dropResidentPages() }
+}
