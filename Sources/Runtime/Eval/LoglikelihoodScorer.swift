@@ -154,7 +154,7 @@ public final class LoglikelihoodScorer {
         return out
     }
 
-    /// One item without packing: prefill, then each continuation after a rewind.
+    /// One item without packing (too long for a batch, or for the context window).
     private func scoreSequentially(_ requests: [EncodedRequest]) throws -> [ContinuationScore] {
         guard !requests.isEmpty else { return [] }
         let cap = session.capacity
@@ -164,40 +164,15 @@ public final class LoglikelihoodScorer {
             return try requests.map { try scoreTruncated($0) }
         }
         var results = requests.map { ContinuationScore(logLikelihood: 0, isGreedy: true, tokenCount: $0.continuation.count) }
-        let contexts = requests.map(\.context)
-        session.reset()
-        if contexts.allSatisfy({ $0 == contexts[0] }) {
-            // One context: prefill it; its last row scores every continuation's first token.
-            let ctx = contexts[0]
-            try run(ctx, logitRows: 1) { _, row in
+        // The packed plan, run one sequence at a time: each starts where its parent (only ever
+        // the first sequence) ends, after a rewind; `forward` splits what exceeds a batch.
+        let plan = Self.plan(item: 0, requests)
+        for (sequence, targets) in plan {
+            session.rewind(to: sequence.parent == nil ? 0 : plan[0].sequence.tokens.count)
+            let firstScored = sequence.tokens.count - sequence.logitRows
+            try run(sequence.tokens, logitRows: sequence.logitRows) { index, row in
                 let stats = RowStats(row)
-                for (i, r) in requests.enumerated() where !r.continuation.isEmpty {
-                    results[i].add(stats, target: r.continuation[0])
-                }
-            }
-            for (i, r) in requests.enumerated() where r.continuation.count > 1 {
-                let input = Array(r.continuation.dropLast())
-                try run(input, logitRows: input.count) { index, row in
-                    results[i].add(RowStats(row), target: r.continuation[index + 1])
-                }
-                session.rewind(to: ctx.count)
-            }
-        } else {
-            // Different contexts (WinoGrande): prefill their common prefix, leaving at least
-            // one context token per request to produce the row of its first continuation token.
-            var shared = contexts.map(\.count).min()! - 1
-            for c in contexts.dropFirst() {
-                shared = min(shared, zip(c, contexts[0]).prefix(while: { $0 == $1 }).count)
-            }
-            shared = max(shared, 0)
-            if shared > 0 { try run(Array(contexts[0].prefix(shared)), logitRows: 0) { _, _ in } }
-            for (i, r) in requests.enumerated() where !r.continuation.isEmpty {
-                let input = Array(r.context[shared...]) + r.continuation.dropLast()
-                let firstRow = r.context.count - shared - 1   // input index of the context's last token
-                try run(input, logitRows: r.continuation.count) { index, row in
-                    results[i].add(RowStats(row), target: r.continuation[index - firstRow])
-                }
-                session.rewind(to: shared)
+                for target in targets[index - firstScored] { results[target.request].add(stats, target: target.token) }
             }
         }
         return results
