@@ -43,16 +43,25 @@ public enum CalibrationData {
 /// Activations of every calibration window at one block boundary, [samples, T, C], held in
 /// fp16 (the reference keeps them in bf16) and converted to fp32 a batch at a time.
 ///
-/// Storage is a file mapped into memory (MAP_SHARED) in the checkpoint folder, so the kernel
-/// keeps what fits in RAM and pages the rest to disk: the paper preset on a 1B model holds
-/// 4 × 4.3 GB of trajectories, more than many machines have. A new trajectory is written
-/// under a temporary name and renamed into place by `commit()` (the checkpoint is atomic).
+/// Storage is a file mapped into memory (MAP_SHARED) in the checkpoint folder: the paper
+/// preset on a 1B model holds 4 × 4.3 GB of trajectories, more than many machines have.
+/// The first `residentSamples` sequences stay in RAM; every later one is spilled after each
+/// use (written back, dropped from the process and from the page cache) and read from disk
+/// when next needed, so a `--max-memory` budget bounds what the trajectories occupy.
+/// A new trajectory is written under a temporary name and renamed into place by `commit()`
+/// (the checkpoint is atomic).
 public final class Trajectory {
     public let samples: Int, T: Int, C: Int
     public let path: String
     private let values: UnsafeMutablePointer<Float16>
     private let byteCount: Int
+    private let fd: Int32
     private var temporaryPath: String?
+    /// Sequences kept in RAM; the rest are spilled to the file after every access.
+    public var residentSamples: Int
+
+    /// Bytes one sequence occupies.
+    public static func sequenceBytes(T: Int, C: Int) -> Int { T * C * 2 }
 
     public var count: Int { samples * T * C }
 
@@ -64,13 +73,15 @@ public final class Trajectory {
         self.path = path
         byteCount = max(samples * T * C * 2, 2)
         let temp = path + ".tmp"
+        residentSamples = samples
         let fd = open(temp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw CalibrationDataError(description: "cannot create \(temp): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
         guard ftruncate(fd, off_t(byteCount)) == 0 else {
+            close(fd)
             throw CalibrationDataError(description: "cannot size \(temp) to \(byteCount) bytes: \(String(cString: strerror(errno)))")
         }
-        values = try Self.map(fd, byteCount, temp)
+        do { values = try Self.map(fd, byteCount, temp) } catch { close(fd); throw error }
+        self.fd = fd
         temporaryPath = temp
     }
 
@@ -81,19 +92,35 @@ public final class Trajectory {
         self.C = C
         self.path = path
         byteCount = max(samples * T * C * 2, 2)
+        residentSamples = samples
         let fd = open(path, O_RDWR | O_CLOEXEC)
         var info = stat()
         guard fd >= 0, fstat(fd, &info) == 0, Int(info.st_size) == samples * T * C * 2 else {
             if fd >= 0 { close(fd) }
             throw CalibrationDataError(description: "checkpoint file \(path) is missing or has the wrong size; delete the checkpoint folder to start over")
         }
-        defer { close(fd) }
-        values = try Self.map(fd, byteCount, path)
+        do { values = try Self.map(fd, byteCount, path) } catch { close(fd); throw error }
+        self.fd = fd
     }
 
     deinit {
         munmap(values, byteCount)
+        close(fd)
         if let temporaryPath { unlink(temporaryPath) }
+    }
+
+    /// Spills sequences first..<first+count that lie past `residentSamples`: written back to the
+    /// file if `written`, then dropped from this process and from the page cache.
+    private func spill(first: Int, count: Int, written: Bool) {
+        let from = max(first, residentSamples), to = first + count
+        guard from < to else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = from * T * C * 2 / page * page
+        let end = min((to * T * C * 2 + page - 1) / page * page, (byteCount + page - 1) / page * page)
+        let base = UnsafeMutableRawPointer(values) + start
+        if written { msync(base, end - start, MS_SYNC) }
+        madvise(base, end - start, MADV_DONTNEED)
+        posix_fadvise(fd, off_t(start), off_t(end - start), POSIX_FADV_DONTNEED)
     }
 
     private static func map(_ fd: Int32, _ bytes: Int, _ path: String) throws -> UnsafeMutablePointer<Float16> {
@@ -112,11 +139,22 @@ public final class Trajectory {
         temporaryPath = nil
     }
 
+    /// The fraction of sequences first..<first+count's pages that are in RAM (mincore): tests.
+    func residentFraction(first: Int, count: Int) -> Double {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = first * T * C * 2 / page * page, end = (first + count) * T * C * 2
+        let pages = (end - start + page - 1) / page
+        var flags = [UInt8](repeating: 0, count: pages)
+        guard mincore(UnsafeMutableRawPointer(values) + start, end - start, &flags) == 0 else { return .nan }
+        return Double(flags.filter { $0 & 1 != 0 }.count) / Double(pages)
+    }
+
     /// Copies sequences `indices` into x [indices.count·T, C] as fp32.
     public func gather(_ indices: [Int], into x: UnsafeMutablePointer<Float>) {
         let n = T * C
         for (j, i) in indices.enumerated() {
             for k in 0..<n { x[j * n + k] = Float(values[i * n + k]) }
+            spill(first: i, count: 1, written: false)
         }
     }
 
@@ -124,11 +162,17 @@ public final class Trajectory {
     public func store(_ x: UnsafePointer<Float>, first: Int, count: Int) {
         let n = T * C
         for k in 0..<count * n { values[first * n + k] = Float16(x[k]) }
+        spill(first: first, count: count, written: true)
     }
 
     /// Copies another trajectory's values.
     public func store(from other: Trajectory) {
         precondition(other.count == count)
-        values.update(from: other.values, count: count)
+        let n = T * C
+        for i in 0..<samples {
+            (values + i * n).update(from: other.values + i * n, count: n)
+            other.spill(first: i, count: 1, written: false)
+            spill(first: i, count: 1, written: true)
+        }
     }
 }

@@ -25,6 +25,18 @@ public final class Calibrator {
     public var checkpointDirectory: String { outputPath + ".calib" }
     /// Stop (as if killed) once this many blocks are checkpointed: tuning runs and tests.
     public var stopAfterBlocks: Int?
+    /// `--max-memory`: bytes the four live trajectories (inputs, targets and the next block's)
+    /// may keep in RAM; sequences past a quarter of it are read from and written to the
+    /// checkpoint folder's files at every use. nil keeps every sequence in RAM. It does not
+    /// change the result, so it is not part of the checkpoint's fingerprint.
+    public var trajectoryBudget: Int?
+
+    /// Sequences of each trajectory kept in RAM under `trajectoryBudget`.
+    public var residentSamples: Int {
+        guard let budget = trajectoryBudget else { return options.samples }
+        let perSequence = Trajectory.sequenceBytes(T: options.sequenceLength, C: source.config.hidden)
+        return min(options.samples, max(0, budget / 4 / perSequence))
+    }
 
     public init(source: ModelSource, options: CalibrationOptions, outputPath: String, pool: ThreadPool) {
         self.source = source
@@ -83,7 +95,7 @@ public final class Calibrator {
         let windows = try CalibrationData.windows(tokens: tokens, count: o.samples, length: o.sequenceLength, seed: o.seed)
         var inputs: Trajectory, targets: Trajectory
         if state.completedBlocks == 0 {
-            inputs = try Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C, path: trajectoryPath("xq", 0))
+            inputs = try trajectory("xq", 0)
             let embedding = try source.floatTensor(TensorName.tokenEmbedding)
             let row = FloatBuffer(count: o.sequenceLength * shape.C)
             for (n, window) in windows.enumerated() {
@@ -92,23 +104,23 @@ public final class Calibrator {
                 }
                 inputs.store(row.pointer, first: n, count: 1)
             }
-            targets = try Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C, path: trajectoryPath("fp", 0))
+            targets = try trajectory("fp", 0)
             targets.store(from: inputs)
         } else {
             let b = state.completedBlocks
-            inputs = try Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C, contentsOf: trajectoryPath("xq", b))
-            targets = try Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C, contentsOf: trajectoryPath("fp", b))
+            inputs = try trajectory("xq", b, existing: true)
+            targets = try trajectory("fp", b, existing: true)
         }
 
         let calibrator = BlockCalibrator(shape: shape, options: o, pool: pool)
         for b in state.completedBlocks..<c.blockCount {
             let fp = try BlockParameters(source: source, block: b, shape: shape)
             // Targets: the fp block on the fp trajectory.
-            let nextTargets = try Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C, path: trajectoryPath("fp", b + 1))
+            let nextTargets = try trajectory("fp", b + 1)
             calibrator.run(fp, input: targets, output: nextTargets)
             let out = try calibrator.calibrate(block: b, blocks: c.blockCount, fp: fp, inputs: inputs, targets: nextTargets, progress: progress)
             // Inputs of the next block: the quantized block on the quantized trajectory.
-            let nextInputs = try Trajectory(samples: o.samples, T: o.sequenceLength, C: shape.C, path: trajectoryPath("xq", b + 1))
+            let nextInputs = try trajectory("xq", b + 1)
             calibrator.run(out.quantized, input: inputs, output: nextInputs)
 
             // Checkpoint: block, trajectories, then the state (the commit point).
@@ -130,6 +142,15 @@ public final class Calibrator {
 
         try writeModel(tokenizer: tokenizer, embedding: embedding, reports: state.reports)
         return Summary(reports: state.reports, seconds: (ContinuousClock.now - start).seconds, resumedAt: resumedAt)
+    }
+
+    /// A new trajectory (`existing`: a checkpoint's) of `kind` at the input of `block`, under the memory budget.
+    func trajectory(_ kind: String, _ block: Int, existing: Bool = false) throws -> Trajectory {
+        let o = options, path = trajectoryPath(kind, block)
+        let t = existing ? try Trajectory(samples: o.samples, T: o.sequenceLength, C: source.config.hidden, contentsOf: path)
+                         : try Trajectory(samples: o.samples, T: o.sequenceLength, C: source.config.hidden, path: path)
+        t.residentSamples = residentSamples
+        return t
     }
 
     func trajectoryPath(_ kind: String, _ block: Int) -> String {

@@ -55,6 +55,7 @@ struct CalibrateCommand: ParsableCommand {
     @Option(help: "Embedding table and tied head: f16, q8 or q4.") var embed: PackedFormat.Embedding = .f16
     @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = physical cores).") var threads: Int = 0
     @Option(name: .shortAndLong, help: "Output file.") var output: String
+    @Option(name: .customLong("max-memory"), help: "RAM the calibration trajectories may hold, e.g. 512M or 4G (default: all of them); the rest is read from and written to OUT.calib/ at every use.") var maxMemory: ByteCount?
     @Flag(help: "Continue the interrupted run whose checkpoint is in OUT.calib/.") var resume = false
     @Option(help: "Tuning: calibrate only the first N blocks, print their losses and stop (no model is written; the checkpoint stays).") var blocks: Int?
     @Flag(name: .customLong("keep-checkpoint"), help: "Keep OUT.calib/ after success.") var keepCheckpoint = false
@@ -111,12 +112,16 @@ struct CalibrateCommand: ParsableCommand {
         let tokens = tokenizer.encode(text, addBOS: nil, parseSpecial: false)
         let pool = ThreadPool(threads: threads)
         let calibrator = Calibrator(source: source, options: o, outputPath: output, pool: pool)
+        calibrator.trajectoryBudget = maxMemory?.bytes
         if let blocks {
             guard blocks >= 1 && blocks < c.blockCount else { throw ValidationError("--blocks must be in 1..<\(c.blockCount), got \(blocks)") }
             calibrator.stopAfterBlocks = blocks
         }
         print("calibrate: \(model) → \(output)")
         print("  \(o.method.rawValue) W\(o.bits)g\(group) init \(o.initialisation.rawValue); \(o.samples) windows × \(o.sequenceLength) tokens from \(data) (\(tokens.count) tokens); batch \(o.batch), stages \(o.schedule.argument) × \(o.stepsPerStage) steps, lr \(o.learningRate), scale lr \(o.scaleLearningRate); PAR \(o.adaptiveRounding ? "on" : "off"), DST \(o.scaleTuning ? "on" : "off"); seed \(o.seed); \(pool.threads) threads")
+        let sequenceMB = Double(Trajectory.sequenceBytes(T: o.sequenceLength, C: c.hidden)) / 1e6
+        print(String(format: "  trajectories: 4 × %.0f MB (fp16); %d of %d windows each kept in RAM%@", Double(o.samples) * sequenceMB,
+                     calibrator.residentSamples, o.samples, calibrator.residentSamples < o.samples ? ", the rest paged from \(calibrator.checkpointDirectory)" : ""))
         fflush(stdout)
 
         let bar = ProgressLine(blocks: c.blockCount)
@@ -191,6 +196,21 @@ final class ProgressLine {
     static func clock(_ seconds: Double) -> String {
         let s = Int(seconds)
         return s >= 3600 ? String(format: "%dh%02dm", s / 3600, s / 60 % 60) : String(format: "%dm%02ds", s / 60, s % 60)
+    }
+}
+
+/// A size in bytes written as 123, 512K, 512M, 1.5G (powers of 1024; a trailing B or iB is allowed).
+struct ByteCount: ExpressibleByArgument {
+    let bytes: Int
+
+    init?(argument: String) {
+        var text = argument.uppercased()
+        for suffix in ["IB", "B"] where text.hasSuffix(suffix) && text.count > suffix.count { text.removeLast(suffix.count); break }
+        let units: [Character: Double] = ["K": 1024, "M": 1024 * 1024, "G": 1024 * 1024 * 1024, "T": 1024 * 1024 * 1024 * 1024]
+        var scale = 1.0
+        if let last = text.last, let unit = units[last] { scale = unit; text.removeLast() }
+        guard let value = Double(text), value.isFinite, value >= 0, value * scale < Double(Int.max) else { return nil }
+        bytes = Int(value * scale)
     }
 }
 

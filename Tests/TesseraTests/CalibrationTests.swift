@@ -203,6 +203,52 @@ final class CalibrationTests: XCTestCase {
         XCTAssertEqual(a, b, "a resumed run must write the same file as an uninterrupted one")
     }
 
+    /// Under a memory budget, sequences past the resident ones leave RAM after every use
+    /// (their pages are neither mapped nor cached) and read back intact.
+    func testTrajectorySpillsSequencesPastTheBudget() throws {
+        let T = 64, C = 64, samples = 6  // 8 KiB per sequence: whole pages
+        let path = temporaryPath("traj.f16")
+        let trajectory = try Trajectory(samples: samples, T: T, C: C, path: path)
+        trajectory.residentSamples = 2
+        var rng = SplitMix64(seed: 5)
+        let x = (0..<samples * T * C).map { _ in Float(Int.random(in: -1000...1000, using: &rng)) / 64 }  // exact in fp16
+        x.withUnsafeBufferPointer { trajectory.store($0.baseAddress!, first: 0, count: samples) }
+        try trajectory.commit()
+        var back = [Float](repeating: .nan, count: x.count)
+        back.withUnsafeMutableBufferPointer { trajectory.gather(Array(0..<samples), into: $0.baseAddress!) }
+        XCTAssertEqual(back, x)
+        // tmpfs keeps its only copy in RAM: the file system of the longest mount point above path.
+        let mounts = (try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? ""
+        var mountPoint = "", fileSystem = ""
+        for line in mounts.split(separator: "\n") {
+            let fields = line.split(separator: " ").map(String.init)
+            if fields.count > 2, path.hasPrefix(fields[1]), fields[1].count > mountPoint.count { (mountPoint, fileSystem) = (fields[1], fields[2]) }
+        }
+        let onTmpfs = fileSystem == "tmpfs"
+        if !onTmpfs {
+            XCTAssertEqual(trajectory.residentFraction(first: 0, count: 2), 1)
+            XCTAssertEqual(trajectory.residentFraction(first: 2, count: 4), 0, "spilled sequences must leave the page cache")
+        }
+        // A checkpoint reopened under the budget reads the same values.
+        let reopened = try Trajectory(samples: samples, T: T, C: C, contentsOf: path)
+        reopened.residentSamples = 0
+        back = [Float](repeating: .nan, count: x.count)
+        back.withUnsafeMutableBufferPointer { reopened.gather([5, 0, 3, 1, 4, 2], into: $0.baseAddress!) }
+        let n = T * C
+        for (j, i) in [5, 0, 3, 1, 4, 2].enumerated() { XCTAssertEqual(Array(back[j * n..<(j + 1) * n]), Array(x[i * n..<(i + 1) * n])) }
+    }
+
+    func testMemoryBudgetDoesNotChangeTheResult() throws {
+        let o = Self.options(.tesseraq)
+        let free = temporaryPath("free.gguf"), bounded = temporaryPath("bounded.gguf")
+        _ = try calibrate(o, to: free)
+        let calibrator = Calibrator(source: Self.tinySource(), options: o, outputPath: bounded, pool: ThreadPool(threads: 2))
+        calibrator.trajectoryBudget = 4 * 3 * Trajectory.sequenceBytes(T: o.sequenceLength, C: 64)
+        XCTAssertEqual(calibrator.residentSamples, 3)
+        _ = try calibrator.run(tokens: Self.tokens(), tokenizer: nil, embedding: .f16, resume: false)
+        XCTAssertEqual(FileManager.default.contents(atPath: free), FileManager.default.contents(atPath: bounded))
+    }
+
     /// The output loads as a packed model and runs on the low-bit kernels; its logits equal
     /// those of the fp32 dequantization of the same file.
     func testPackedOutputLoadsAndRuns() throws {
