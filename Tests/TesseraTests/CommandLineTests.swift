@@ -107,6 +107,7 @@ final class CommandLineTests: XCTestCase {
         let model = try TestPaths.requireDemoModel()
         assertCleanFailure(try run("tessera", ["calibrate", model, "--bits", "2", "--group", "128", "-o", "/tmp/x.gguf"]), mentioning: "does not divide the row width 576")
         assertCleanFailure(try run("tessera", ["calibrate", model, "--bits", "2", "--group", "64", "--data", "/nonexistent.txt", "-o", "/tmp/x.gguf"]), mentioning: "/nonexistent.txt")
+        assertCleanFailure(try run("tessera", ["calibrate", model, "--bits", "2", "--group", "64", "--max-memory", "12X", "-o", "/tmp/x.gguf"]), mentioning: "--max-memory")
     }
 
     /// A (very short) calibration of the demo model end to end: the output chats.
@@ -117,10 +118,11 @@ final class CommandLineTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let out = dir.appendingPathComponent("w4.gguf").path
         let r = try run("tessera", ["calibrate", model, "--bits", "4", "--group", "64", "--samples", "2", "--seq-len", "64",
-                                    "--stages", "exp:4:2", "--steps", "2", "-t", "2", "-o", out,
+                                    "--stages", "exp:4:2", "--steps", "2", "-t", "2", "-o", out, "--max-memory", "64K",
                                     "--data", TestPaths.shared + "/data/wikitext2/wiki.valid.raw"], timeout: 600)
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(r.stdout.contains("block 29: loss"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("0 of 2 windows each kept in RAM"), r.stdout)  // every sequence read from disk
         for suffix in ["", ".log.json", ".svg"] { XCTAssertTrue(FileManager.default.fileExists(atPath: out + suffix), suffix) }
         XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".calib"), "the checkpoint is removed after success")
         let chat = try run("chat", [out, "--prompt", "What is the capital of France?", "--temperature", "0", "--max-tokens", "12"])
