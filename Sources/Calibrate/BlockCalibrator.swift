@@ -20,6 +20,11 @@ public struct BlockReport: Codable, Sendable, Equatable {
     /// Training loss of every Adam step, in order.
     public var stepLosses: [Float]
     public var seconds: Double
+    /// The guard's check: the loss on the first `guardSequences` sequences at nearest rounding
+    /// and after TesseraQ; when TesseraQ ended higher, the block kept its initialisation.
+    public var checkLossInitial: Double? = nil
+    public var checkLossFinal: Double? = nil
+    public var keptInitialisation: Bool? = nil
     /// Peak resident memory of the process when the block was done.
     public var peakResidentBytes: Int? = nil
 }
@@ -76,10 +81,11 @@ final class BlockCalibrator {
         }
     }
 
-    /// Mean over tokens of Σ_hidden (block(x) − target)² on the first `lossSequences` sequences.
-    func loss(_ p: BlockParameters, inputs: Trajectory, targets: Trajectory) -> Double {
+    /// Mean over tokens of Σ_hidden (block(x) − target)² on the first `sequences` sequences
+    /// (default: `lossSequences`, the reference's logged loss).
+    func loss(_ p: BlockParameters, inputs: Trajectory, targets: Trajectory, sequences: Int? = nil) -> Double {
         let B = options.batch, T = inputs.T, C = shape.C
-        let n = min(options.lossSequences, inputs.samples)
+        let n = min(sequences ?? options.lossSequences, inputs.samples)
         var total = 0.0, first = 0
         while first < n {
             let count = min(B, n - first)
@@ -154,6 +160,8 @@ final class BlockCalibrator {
         for layer in layers { layer.hardenToNearest() }
         materialize()
         let lossInitial = loss(q, inputs: inputs, targets: targets)
+        let guarded = o.method == .tesseraq && o.guardSequences > 0
+        let checkInitial = guarded ? loss(q, inputs: inputs, targets: targets, sequences: o.guardSequences) : nil
         for (layer, v) in zip(layers, soft) { layer.v = v }
 
         var hardAfterStage: [Double] = [], stepLosses: [Float] = []
@@ -203,17 +211,40 @@ final class BlockCalibrator {
         for layer in layers { if o.method == .tesseraq { layer.hardenAll() } else { layer.hardenToNearest() } }
 
         // Final integer codes; the block exactly as the packed file will run it.
-        let packed = try layers.map { try $0.packed() }
-        for (w, pw) in zip(q.linears, packed) {
-            let d = pw.dequantize()
-            w.pointer.update(from: d.pointer, count: w.count)
+        func pack() throws -> [PackedWeights] {
+            let packed = try layers.map { try $0.packed() }
+            for (w, pw) in zip(q.linears, packed) {
+                let d = pw.dequantize()
+                w.pointer.update(from: d.pointer, count: w.count)
+            }
+            return packed
         }
-        let lossFinal = loss(q, inputs: inputs, targets: targets)
+        var packed = try pack()
+        var lossFinal = loss(q, inputs: inputs, targets: targets)
+        // Guard (not in the reference): a block that TesseraQ left worse than its initialisation
+        // on the check sequences keeps the initialisation (nearest rounding, f = 1). Short
+        // budgets with a high lr can end worse on a block with massive activations (W2g32
+        // block 11: 2658 → 15840), and the error then flows into every later block.
+        var checkFinal: Double? = nil, keptInitialisation: Bool? = nil
+        if let checkInitial {
+            let final = loss(q, inputs: inputs, targets: targets, sequences: o.guardSequences)
+            checkFinal = final
+            keptInitialisation = final > checkInitial
+            if final > checkInitial {
+                for layer in layers {
+                    layer.hardenToNearest()
+                    for i in layer.u.indices { layer.u[i] = 0 }
+                }
+                packed = try pack()
+                lossFinal = loss(q, inputs: inputs, targets: targets)
+            }
+        }
         var flipped: [String: Double] = [:]
         for (name, layer) in zip(BlockParameters.linearNames, layers) { flipped[name] = layer.flippedFraction }
         let report = BlockReport(block: index, lossInitial: lossInitial, lossFinal: lossFinal, awqAlphas: alphas,
                                  clipRatios: clipRatios, flipped: flipped, hardAfterStage: hardAfterStage,
-                                 stepLosses: stepLosses, seconds: (ContinuousClock.now - start).seconds)
+                                 stepLosses: stepLosses, seconds: (ContinuousClock.now - start).seconds,
+                                 checkLossInitial: checkInitial, checkLossFinal: checkFinal, keptInitialisation: keptInitialisation)
         return Output(linears: packed, quantized: q, report: report)
     }
 }

@@ -75,6 +75,8 @@ public struct CalibrationOptions: Equatable, Sendable {
     public var clipTokens = 512
     /// Sequences the before/after block losses are measured on (the reference logs 4).
     public var lossSequences = 4
+    /// Sequences the guard compares TesseraQ against the initialisation on (0: no guard).
+    public var guardSequences = 32
     /// The calibration text's file name (recorded in the output).
     public var dataName = ""
 
@@ -109,6 +111,6 @@ public struct CalibrationOptions: Equatable, Sendable {
          ("group", group == 0 ? "row" : "\(group)"), ("samples", "\(samples)"), ("seq_len", "\(sequenceLength)"),
          ("batch", "\(batch)"), ("stages", schedule.argument), ("steps", "\(stepsPerStage)"),
          ("lr", "\(learningRate)"), ("scale_lr", "\(scaleLearningRate)"), ("scale_wd", "\(scaleWeightDecay)"),
-         ("par", "\(adaptiveRounding)"), ("dst", "\(scaleTuning)"), ("seed", "\(seed)")]
+         ("par", "\(adaptiveRounding)"), ("dst", "\(scaleTuning)"), ("seed", "\(seed)"), ("guard_seqs", "\(guardSequences)")]
     }
 }

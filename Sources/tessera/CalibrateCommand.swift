@@ -51,6 +51,7 @@ struct CalibrateCommand: ParsableCommand {
     @Option(name: .customLong("scale-lr"), help: "Learning rate of the dequantization-scale variables.") var scaleLR: Float?
     @Flag(name: .customLong("no-par"), help: "Ablation: keep nearest rounding, tune only the dequantization scales.") var noPAR = false
     @Flag(name: .customLong("no-dst"), help: "Ablation: tune only the rounding, not the dequantization scales.") var noDST = false
+    @Option(name: .customLong("guard-seqs"), help: "Windows on which a block's TesseraQ result is compared with its initialisation; a block that ended worse keeps the initialisation (0: no guard).") var guardSeqs: Int = 32
     @Option(help: "Random seed (windows and mini-batches).") var seed: UInt64 = 42
     @Option(help: "Embedding table and tied head: f16, q8 or q4.") var embed: PackedFormat.Embedding = .f16
     @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = physical cores).") var threads: Int = 0
@@ -74,6 +75,7 @@ struct CalibrateCommand: ParsableCommand {
         if let samples, let batch, batch > samples { throw ValidationError("--batch \(batch) exceeds --samples \(samples)") }
         if noPAR && noDST && method == .tesseraq { throw ValidationError("--no-par and --no-dst together leave nothing to train; use --method awq or rtn") }
         guard threads >= 0 else { throw ValidationError("--threads must be 0 or positive") }
+        guard guardSeqs >= 0 else { throw ValidationError("--guard-seqs must be 0 or positive") }
     }
 
     func options() -> CalibrationOptions {
@@ -93,6 +95,7 @@ struct CalibrateCommand: ParsableCommand {
         o.adaptiveRounding = !noPAR
         o.scaleTuning = !noDST
         o.seed = seed
+        o.guardSequences = guardSeqs
         o.dataName = URL(fileURLWithPath: data).lastPathComponent
         o.batch = min(o.batch, o.samples)
         o.awqSequences = min(o.awqSequences, o.samples)
@@ -134,6 +137,9 @@ struct CalibrateCommand: ParsableCommand {
             bar.clear()
             print(String(format: "block %2d: loss %.5g → %.5g (%+.1f%%)  %.1f s  peak RSS %.0f MB", r.block, r.lossInitial, r.lossFinal,
                          100 * (r.lossFinal / max(r.lossInitial, 1e-30) - 1), r.seconds, Double(r.peakResidentBytes ?? 0) / 1e6))
+            if r.keptInitialisation == true, let a = r.checkLossInitial, let b = r.checkLossFinal {
+                print(String(format: "  block %d kept its initialisation: TesseraQ ended at %.5g against %.5g on %d windows", r.block, b, a, o.guardSequences))
+            }
             fflush(stdout)
         })
         } catch let error as CalibrationError where blocks != nil && error.description.hasPrefix("stopped after") {

@@ -238,6 +238,28 @@ final class CalibrationTests: XCTestCase {
         for (j, i) in [5, 0, 3, 1, 4, 2].enumerated() { XCTAssertEqual(Array(back[j * n..<(j + 1) * n]), Array(x[i * n..<(i + 1) * n])) }
     }
 
+    /// A run driven to diverge (lr 1e3) ends worse than its initialisation: the guard keeps the
+    /// initialisation, so every block equals the AWQ baseline's. Without the guard it does not.
+    func testGuardKeepsTheInitialisationWhenTesseraQEndsWorse() throws {
+        var o = Self.options(.tesseraq)
+        o.learningRate = 1e3
+        o.scaleLearningRate = 1e3
+        let awq = try calibrate(Self.options(.awq), to: temporaryPath("awq.gguf"))
+        let guarded = try calibrate(o, to: temporaryPath("guarded.gguf"))
+        o.guardSequences = 0
+        let unguarded = try calibrate(o, to: temporaryPath("unguarded.gguf"))
+        for (g, a) in zip(guarded.reports, awq.reports) {
+            XCTAssertEqual(g.keptInitialisation, true)
+            XCTAssertGreaterThan(try XCTUnwrap(g.checkLossFinal), try XCTUnwrap(g.checkLossInitial))
+            XCTAssertEqual(g.lossFinal, a.lossFinal, accuracy: 1e-9 * a.lossFinal)
+        }
+        XCTAssertNil(unguarded.reports[0].keptInitialisation)
+        XCTAssertGreaterThan(unguarded.reports[0].lossFinal, awq.reports[0].lossFinal)
+        // The normal test settings improve every block, so the guard leaves them alone.
+        let normal = try calibrate(Self.options(.tesseraq), to: temporaryPath("normal.gguf"))
+        XCTAssertEqual(normal.reports.map { $0.keptInitialisation }, [false, false])
+    }
+
     func testMemoryBudgetDoesNotChangeTheResult() throws {
         let o = Self.options(.tesseraq)
         let free = temporaryPath("free.gguf"), bounded = temporaryPath("bounded.gguf")
