@@ -228,13 +228,11 @@ final class BlockCalibrator {
         var checkFinal: Double? = nil, keptInitialisation: Bool? = nil
         if let checkInitial {
             let final = loss(q, inputs: inputs, targets: targets, sequences: o.guardSequences)
+            let worse = final > checkInitial
             checkFinal = final
-            keptInitialisation = final > checkInitial
-            if final > checkInitial {
-                for layer in layers {
-                    layer.hardenToNearest()
-                    for i in layer.u.indices { layer.u[i] = 0 }
-                }
+            keptInitialisation = worse
+            if worse {
+                for layer in layers { layer.restoreInitialisation() }
                 packed = try pack()
                 lossFinal = loss(q, inputs: inputs, targets: targets)
             }

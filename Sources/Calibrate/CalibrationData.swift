@@ -71,7 +71,7 @@ public final class Trajectory {
         self.T = T
         self.C = C
         self.path = path
-        byteCount = max(samples * T * C * 2, 2)
+        byteCount = max(samples * Self.sequenceBytes(T: T, C: C), 2)
         let temp = path + ".tmp"
         residentSamples = samples
         let fd = open(temp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
@@ -91,11 +91,11 @@ public final class Trajectory {
         self.T = T
         self.C = C
         self.path = path
-        byteCount = max(samples * T * C * 2, 2)
+        byteCount = max(samples * Self.sequenceBytes(T: T, C: C), 2)
         residentSamples = samples
         let fd = open(path, O_RDWR | O_CLOEXEC)
         var info = stat()
-        guard fd >= 0, fstat(fd, &info) == 0, Int(info.st_size) == samples * T * C * 2 else {
+        guard fd >= 0, fstat(fd, &info) == 0, Int(info.st_size) == samples * Self.sequenceBytes(T: T, C: C) else {
             if fd >= 0 { close(fd) }
             throw CalibrationDataError(description: "checkpoint file \(path) is missing or has the wrong size; delete the checkpoint folder to start over")
         }
@@ -114,13 +114,19 @@ public final class Trajectory {
     private func spill(first: Int, count: Int, written: Bool) {
         let from = max(first, residentSamples), to = first + count
         guard from < to else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = from * T * C * 2 / page * page
-        let end = min((to * T * C * 2 + page - 1) / page * page, (byteCount + page - 1) / page * page)
+        let (start, length) = pages(first: from, count: to - from)
         let base = UnsafeMutableRawPointer(values) + start
-        if written { msync(base, end - start, MS_SYNC) }
-        madvise(base, end - start, MADV_DONTNEED)
-        posix_fadvise(fd, off_t(start), off_t(end - start), POSIX_FADV_DONTNEED)
+        if written { msync(base, length, MS_SYNC) }
+        madvise(base, length, MADV_DONTNEED)
+        posix_fadvise(fd, off_t(start), off_t(length), POSIX_FADV_DONTNEED)
+    }
+
+    /// The whole pages (byte offset, length) that hold sequences first..<first+count.
+    private func pages(first: Int, count: Int) -> (start: Int, length: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE))), bytes = Self.sequenceBytes(T: T, C: C)
+        let start = first * bytes / page * page
+        let end = ((first + count) * bytes + page - 1) / page * page
+        return (start, end - start)
     }
 
     private static func map(_ fd: Int32, _ bytes: Int, _ path: String) throws -> UnsafeMutablePointer<Float16> {
@@ -141,12 +147,10 @@ public final class Trajectory {
 
     /// The fraction of sequences first..<first+count's pages that are in RAM (mincore): tests.
     func residentFraction(first: Int, count: Int) -> Double {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = first * T * C * 2 / page * page, end = (first + count) * T * C * 2
-        let pages = (end - start + page - 1) / page
-        var flags = [UInt8](repeating: 0, count: pages)
-        guard mincore(UnsafeMutableRawPointer(values) + start, end - start, &flags) == 0 else { return .nan }
-        return Double(flags.filter { $0 & 1 != 0 }.count) / Double(pages)
+        let (start, length) = pages(first: first, count: count)
+        var flags = [UInt8](repeating: 0, count: length / Int(sysconf(Int32(_SC_PAGESIZE))))
+        guard mincore(UnsafeMutableRawPointer(values) + start, length, &flags) == 0 else { return .nan }
+        return Double(flags.filter { $0 & 1 != 0 }.count) / Double(flags.count)
     }
 
     /// Copies sequences `indices` into x [indices.count·T, C] as fp32.

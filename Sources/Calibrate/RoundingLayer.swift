@@ -61,6 +61,12 @@ public final class RoundingLayer {
         for i in v.indices { v[i] = nearestUp[i] ? Self.hardValue : -Self.hardValue }
     }
 
+    /// Back to the initialisation: nearest rounding, hard, and f = 1 (u = 0) in every group.
+    public func restoreInitialisation() {
+        hardenToNearest()
+        for i in u.indices { u[i] = 0 }
+    }
+
     /// The per-weight (base, v) and per-group (u, s, z) arrays as buffer pointers.
     private func withArrays(_ body: (UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>,
                                      UnsafeBufferPointer<Float>, UnsafeBufferPointer<Float>) -> Void) {

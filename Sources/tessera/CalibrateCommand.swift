@@ -138,7 +138,7 @@ struct CalibrateCommand: ParsableCommand {
             print(String(format: "block %2d: loss %.5g → %.5g (%+.1f%%)  %.1f s  peak RSS %.0f MB", r.block, r.lossInitial, r.lossFinal,
                          100 * (r.lossFinal / max(r.lossInitial, 1e-30) - 1), r.seconds, Double(r.peakResidentBytes ?? 0) / 1e6))
             if r.keptInitialisation == true, let a = r.checkLossInitial, let b = r.checkLossFinal {
-                print(String(format: "  block %d kept its initialisation: TesseraQ ended at %.5g against %.5g on %d windows", r.block, b, a, o.guardSequences))
+                print(String(format: "  block %d kept its initialisation: TesseraQ ended at %.5g against %.5g on %d windows", r.block, b, a, min(o.guardSequences, o.samples)))
             }
             fflush(stdout)
         })
