@@ -135,8 +135,11 @@ struct CalibrateCommand: ParsableCommand {
                                          progress: { bar.update($0) },
                                          blockDone: { r in
             bar.clear()
-            print(String(format: "block %2d: loss %.5g → %.5g (%+.1f%%)  %.1f s  peak RSS %.0f MB", r.block, r.lossInitial, r.lossFinal,
-                         100 * (r.lossFinal / max(r.lossInitial, 1e-30) - 1), r.seconds, Double(r.peakResidentBytes ?? 0) / 1e6))
+            // The logged loss uses the first few windows (as the reference); the guard's, when on, uses more.
+            func change(_ a: Double, _ b: Double) -> String { String(format: "%.5g → %.5g (%+.1f%%)", a, b, 100 * (b / max(a, 1e-30) - 1)) }
+            var losses = "loss \(change(r.lossInitial, r.lossFinal)) on \(min(o.lossSequences, o.samples)) windows"
+            if let a = r.checkLossInitial, let b = r.checkLossFinal { losses += ", \(change(a, b)) on \(min(o.guardSequences, o.samples))" }
+            print(String(format: "block %2d: %@  %.1f s  peak RSS %.0f MB", r.block, losses, r.seconds, Double(r.peakResidentBytes ?? 0) / 1e6))
             if r.keptInitialisation == true, let a = r.checkLossInitial, let b = r.checkLossFinal {
                 print(String(format: "  block %d kept its initialisation: TesseraQ ended at %.5g against %.5g on %d windows", r.block, b, a, min(o.guardSequences, o.samples)))
             }

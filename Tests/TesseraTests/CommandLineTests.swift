@@ -121,7 +121,9 @@ final class CommandLineTests: XCTestCase {
                                     "--stages", "exp:4:2", "--steps", "2", "-t", "2", "-o", out, "--max-memory", "64K",
                                     "--data", TestPaths.shared + "/data/wikitext2/wiki.valid.raw"], timeout: 600)
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stdout.contains("block 29: loss"), r.stdout)
+        // Each block line gives the logged loss and the guard's check loss, both on the 2 windows there are.
+        XCTAssertNotNil(r.stdout.range(of: #"block 29: loss [0-9.e+]+ → [0-9.e+]+ \([+-][0-9.]+%\) on 2 windows, [0-9.e+]+ → [0-9.e+]+ \([+-][0-9.]+%\) on 2 "#,
+                                        options: .regularExpression), r.stdout)
         XCTAssertTrue(r.stdout.contains("0 of 2 windows each kept in RAM"), r.stdout)  // every sequence read from disk
         for suffix in ["", ".log.json", ".svg"] { XCTAssertTrue(FileManager.default.fileExists(atPath: out + suffix), suffix) }
         XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".calib"), "the checkpoint is removed after success")
