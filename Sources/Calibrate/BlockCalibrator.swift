@@ -48,6 +48,8 @@ final class BlockCalibrator {
     // Scratch for `batch` sequences.
     private let tape: BlockTape
     private let x, y, target: FloatBuffer
+    /// How much each token counts in the loss, for the block being calibrated.
+    private var weighting = TokenWeighting.off
 
     init(shape: BlockShape, options: CalibrationOptions, pool: ThreadPool) {
         self.shape = shape
@@ -92,10 +94,23 @@ final class BlockCalibrator {
             inputs.gather(Array(first..<first + count), into: x.pointer)
             targets.gather(Array(first..<first + count), into: target.pointer)
             BlockForwardBackward.forward(p, shape: shape, x: x.pointer, B: count, T: T, tape: tape, into: y.pointer, pool: pool)
-            for i in 0..<count * T * C { let d = Double(y[i] - target[i]); total += d * d }
+            for t in 0..<count * T {
+                var sum = 0.0
+                for i in t * C..<(t + 1) * C { let d = Double(y[i] - target[i]); sum += d * d }
+                total += Double(weighting.weight(target.pointer + t * C, C)) * sum
+            }
             first += count
         }
         return total / Double(n * T)
+    }
+
+    /// `options.tokenNormCap` against the median token norm of the first `lossSequences` targets.
+    private func tokenWeighting(_ targets: Trajectory) -> TokenWeighting {
+        guard options.tokenNormCap > 0 else { return .off }
+        let n = min(options.lossSequences, targets.samples), T = targets.T, C = shape.C
+        let rows = FloatBuffer(count: n * T * C)
+        targets.gather(Array(0..<n), into: rows.pointer)
+        return TokenWeighting(cap: options.tokenNormCap, targets: rows.pointer, tokens: n * T, C: C)
     }
 
     /// The fp block's inputs to each linear on the first `awqSequences` sequences of `inputs`.
@@ -120,6 +135,7 @@ final class BlockCalibrator {
         let o = options, C = shape.C, HD = shape.H * shape.D, F = shape.F
         var status = CalibrationProgress(block: index, blocks: blocks, phase: "init", stage: 0, stages: 0, step: 0, steps: 0, loss: 0, hardFraction: 0)
         progress(status)
+        weighting = tokenWeighting(targets)
 
         // AWQ initialisation: scales folded into norms/linears, then clipping (not q, k).
         let p = BlockParameters(copying: fp, shape: shape)
@@ -191,10 +207,13 @@ final class BlockCalibrator {
                     targets.gather(batch, into: target.pointer)
                     materialize()
                     BlockForwardBackward.forward(q, shape: shape, x: x.pointer, B: B, T: T, tape: tape, into: y.pointer, pool: pool)
-                    // L = mean_tokens Σ_hidden (y − target)²; dL/dy = 2(y − target)/tokens (into y).
-                    let tokens = Float(B * T), n = B * T * C
+                    // L = mean_tokens w_t Σ_hidden (y − target)²; dL/dy = 2 w_t (y − target)/tokens (into y).
+                    let tokens = Float(B * T)
                     var total: Double = 0
-                    for i in 0..<n { let d = y[i] - target[i]; total += Double(d * d); y[i] = 2 * d / tokens }
+                    for t in 0..<B * T {
+                        let w = weighting.weight(target.pointer + t * C, C)
+                        for i in t * C..<(t + 1) * C { let d = y[i] - target[i]; total += Double(w * d * d); y[i] = 2 * w * d / tokens }
+                    }
                     let stepLoss = Float(total / Double(tokens))
                     stepLosses.append(stepLoss)
                     BlockForwardBackward.backward(q, shape: shape, B: B, T: T, tape: tape, dy: y.pointer, grads: grads, pool: pool)

@@ -77,6 +77,10 @@ public struct CalibrationOptions: Equatable, Sendable {
     public var lossSequences = 4
     /// Sequences the guard compares TesseraQ against the initialisation on (0: no guard).
     public var guardSequences = 32
+    /// Tokens whose fp target norm exceeds this many times the block's median token norm (the
+    /// massive-activation tokens) count in the loss with their error scaled down to that norm:
+    /// weight (cap·median / ‖y‖)². 0 counts every token fully, as the reference does.
+    public var tokenNormCap: Float = 0
     /// The calibration text's file name (recorded in the output).
     public var dataName = ""
 
@@ -112,5 +116,6 @@ public struct CalibrationOptions: Equatable, Sendable {
          ("batch", "\(batch)"), ("stages", schedule.argument), ("steps", "\(stepsPerStage)"),
          ("lr", "\(learningRate)"), ("scale_lr", "\(scaleLearningRate)"), ("scale_wd", "\(scaleWeightDecay)"),
          ("par", "\(adaptiveRounding)"), ("dst", "\(scaleTuning)"), ("seed", "\(seed)"), ("guard_seqs", "\(guardSequences)")]
+            + (tokenNormCap > 0 ? [("token_norm_cap", "\(tokenNormCap)")] : [])
     }
 }

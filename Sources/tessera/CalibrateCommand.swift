@@ -52,6 +52,7 @@ struct CalibrateCommand: ParsableCommand {
     @Flag(name: .customLong("no-par"), help: "Ablation: keep nearest rounding, tune only the dequantization scales.") var noPAR = false
     @Flag(name: .customLong("no-dst"), help: "Ablation: tune only the rounding, not the dequantization scales.") var noDST = false
     @Option(name: .customLong("guard-seqs"), help: "Windows on which a block's TesseraQ result is compared with its initialisation; a block that ended worse keeps the initialisation (0: no guard).") var guardSeqs: Int = 32
+    @Option(name: .customLong("token-norm-cap"), help: "Tokens whose fp output is longer than K × the block's median token (massive activations) count in the loss with their error scaled down to that length (0: all count fully, as the reference).") var tokenNormCap: Float = 0
     @Option(help: "Random seed (windows and mini-batches).") var seed: UInt64 = 42
     @Option(help: "Embedding table and tied head: f16, q8 or q4.") var embed: PackedFormat.Embedding = .f16
     @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = physical cores).") var threads: Int = 0
@@ -76,6 +77,7 @@ struct CalibrateCommand: ParsableCommand {
         if noPAR && noDST && method == .tesseraq { throw ValidationError("--no-par and --no-dst together leave nothing to train; use --method awq or rtn") }
         guard threads >= 0 else { throw ValidationError("--threads must be 0 or positive") }
         guard guardSeqs >= 0 else { throw ValidationError("--guard-seqs must be 0 or positive") }
+        guard tokenNormCap == 0 || tokenNormCap >= 1 else { throw ValidationError("--token-norm-cap must be 0 (off) or at least 1, got \(tokenNormCap)") }
     }
 
     func options() -> CalibrationOptions {
@@ -96,6 +98,7 @@ struct CalibrateCommand: ParsableCommand {
         o.scaleTuning = !noDST
         o.seed = seed
         o.guardSequences = guardSeqs
+        o.tokenNormCap = tokenNormCap
         o.dataName = URL(fileURLWithPath: data).lastPathComponent
         o.batch = min(o.batch, o.samples)
         o.awqSequences = min(o.awqSequences, o.samples)
@@ -121,7 +124,7 @@ struct CalibrateCommand: ParsableCommand {
             calibrator.stopAfterBlocks = blocks
         }
         print("calibrate: \(model) → \(output)")
-        print("  \(o.method.rawValue) W\(o.bits)g\(group) init \(o.initialisation.rawValue); \(o.samples) windows × \(o.sequenceLength) tokens from \(data) (\(tokens.count) tokens); batch \(o.batch), stages \(o.schedule.argument) × \(o.stepsPerStage) steps, lr \(o.learningRate), scale lr \(o.scaleLearningRate); PAR \(o.adaptiveRounding ? "on" : "off"), DST \(o.scaleTuning ? "on" : "off"); seed \(o.seed); \(pool.threads) threads")
+        print("  \(o.method.rawValue) W\(o.bits)g\(group) init \(o.initialisation.rawValue); \(o.samples) windows × \(o.sequenceLength) tokens from \(data) (\(tokens.count) tokens); batch \(o.batch), stages \(o.schedule.argument) × \(o.stepsPerStage) steps, lr \(o.learningRate), scale lr \(o.scaleLearningRate); PAR \(o.adaptiveRounding ? "on" : "off"), DST \(o.scaleTuning ? "on" : "off")\(o.tokenNormCap > 0 ? "; token-norm cap \(o.tokenNormCap)" : ""); seed \(o.seed); \(pool.threads) threads")
         let sequenceMB = Double(Trajectory.sequenceBytes(T: o.sequenceLength, C: c.hidden)) / 1e6
         print(String(format: "  trajectories: 4 × %.0f MB (fp16); %d of %d windows each kept in RAM%@", Double(o.samples) * sequenceMB,
                      calibrator.residentSamples, o.samples, calibrator.residentSamples < o.samples ? ", the rest paged from \(calibrator.checkpointDirectory)" : ""))

@@ -49,8 +49,9 @@ final class CalibrationTests: XCTestCase {
         return dir.appendingPathComponent(name).path
     }
 
-    func calibrate(_ o: CalibrationOptions, to path: String, stopAfter: Int? = nil, resume: Bool = false) throws -> Calibrator.Summary {
-        let calibrator = Calibrator(source: Self.tinySource(), options: o, outputPath: path, pool: ThreadPool(threads: 2))
+    func calibrate(_ o: CalibrationOptions, to path: String, stopAfter: Int? = nil, resume: Bool = false,
+                   source: InMemorySource = tinySource()) throws -> Calibrator.Summary {
+        let calibrator = Calibrator(source: source, options: o, outputPath: path, pool: ThreadPool(threads: 2))
         calibrator.stopAfterBlocks = stopAfter
         return try calibrator.run(tokens: Self.tokens(), tokenizer: nil, embedding: .f16, resume: resume)
     }
@@ -258,6 +259,55 @@ final class CalibrationTests: XCTestCase {
         // The normal test settings improve every block, so the guard leaves them alone.
         let normal = try calibrate(Self.options(.tesseraq), to: temporaryPath("normal.gguf"))
         XCTAssertEqual(normal.reports.map { $0.keptInitialisation }, [false, false])
+    }
+
+    // MARK: - Token weighting (--token-norm-cap)
+
+    /// The rule against a float64 reference: tokens up to cap × the median norm weigh 1, a
+    /// longer one (cap · median / ‖y‖)².
+    func testTokenWeightingScalesOnlyTokensPastTheCap() {
+        var rng = SplitMix64(seed: 11)
+        let C = 24, tokens = 101, massive = [0, 57]
+        var x = (0..<tokens * C).map { _ in Float.random(in: -1...1, using: &rng) }
+        for t in massive { x[t * C + 5] = t == 0 ? 300 : -90 }
+        let norms = (0..<tokens).map { t in (0..<C).reduce(0.0) { $0 + Double(x[t * C + $1]) * Double(x[t * C + $1]) }.squareRoot() }
+        let median = norms.sorted()[tokens / 2]
+        x.withUnsafeBufferPointer { p in
+            let weighting = TokenWeighting(cap: 4, targets: p.baseAddress!, tokens: tokens, C: C)
+            XCTAssertEqual(Double(weighting.limit), 4 * median, accuracy: 1e-5 * median)
+            var light: [Int] = []
+            for t in 0..<tokens {
+                let expected = norms[t] > 4 * median ? (4 * median / norms[t]) * (4 * median / norms[t]) : 1
+                let w = weighting.weight(p.baseAddress! + t * C, C)
+                XCTAssertEqual(Double(w), expected, accuracy: 1e-5 * expected, "token \(t)")
+                if w < 1 { light.append(t) }
+            }
+            XCTAssertEqual(light, massive)
+            XCTAssertEqual(TokenWeighting.off.weight(p.baseAddress!, C), 1)
+        }
+    }
+
+    /// A cap no token reaches leaves the run exactly as without one; with massive tokens
+    /// planted (one token id's embedding made huge in one channel) the cap lowers the block's
+    /// loss at the same (AWQ) weights, but only by what those few tokens carried.
+    func testTokenNormCapActsOnlyOnMassiveTokens() throws {
+        let plain = try calibrate(Self.options(.tesseraq), to: temporaryPath("plain.gguf")).reports
+        var o = Self.options(.tesseraq)
+        o.tokenNormCap = 1e6
+        let unreached = try calibrate(o, to: temporaryPath("unreached.gguf")).reports
+        XCTAssertEqual(plain.map { $0.stepLosses }, unreached.map { $0.stepLosses })
+        XCTAssertEqual(plain.map { $0.lossFinal }, unreached.map { $0.lossFinal })
+
+        let source = Self.tinySource()
+        var embedding = source.tensors[TensorName.tokenEmbedding]!
+        embedding.values[5 * 64 + 17] = 1000 * embedding.values.map(abs).max()!
+        source.tensors[TensorName.tokenEmbedding] = embedding
+        var awq = Self.options(.awq)
+        let full = try calibrate(awq, to: temporaryPath("full.gguf"), source: source).reports[0]
+        awq.tokenNormCap = 4
+        let capped = try calibrate(awq, to: temporaryPath("capped.gguf"), source: source).reports[0]
+        XCTAssertLessThan(capped.lossFinal, full.lossFinal)
+        XCTAssertGreaterThan(capped.lossFinal, 0.5 * full.lossFinal, "the ordinary tokens still count fully")
     }
 
     func testMemoryBudgetDoesNotChangeTheResult() throws {

@@ -104,6 +104,7 @@ final class CommandLineTests: XCTestCase {
         assertCleanFailure(try run("tessera", ["calibrate", "/nonexistent/model.gguf", "--bits", "5", "--group", "64", "-o", "/tmp/x.gguf"]), mentioning: "--bits")
         assertCleanFailure(try run("tessera", ["calibrate", "/nonexistent/model.gguf", "--bits", "2", "--group", "64", "--stages", "exp:x", "-o", "/tmp/x.gguf"]), mentioning: "--stages")
         assertCleanFailure(try run("tessera", ["calibrate", "/nonexistent/model.gguf", "--bits", "2", "--group", "64", "--no-par", "--no-dst", "-o", "/tmp/x.gguf"]), mentioning: "nothing to train")
+        assertCleanFailure(try run("tessera", ["calibrate", "/nonexistent/model.gguf", "--bits", "2", "--group", "64", "--token-norm-cap", "0.5", "-o", "/tmp/x.gguf"]), mentioning: "--token-norm-cap")
         let model = try TestPaths.requireDemoModel()
         assertCleanFailure(try run("tessera", ["calibrate", model, "--bits", "2", "--group", "128", "-o", "/tmp/x.gguf"]), mentioning: "does not divide the row width 576")
         assertCleanFailure(try run("tessera", ["calibrate", model, "--bits", "2", "--group", "64", "--data", "/nonexistent.txt", "-o", "/tmp/x.gguf"]), mentioning: "/nonexistent.txt")
