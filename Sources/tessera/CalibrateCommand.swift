@@ -52,7 +52,7 @@ struct CalibrateCommand: ParsableCommand {
     @Flag(name: .customLong("no-par"), help: "Ablation: keep nearest rounding, tune only the dequantization scales.") var noPAR = false
     @Flag(name: .customLong("no-dst"), help: "Ablation: tune only the rounding, not the dequantization scales.") var noDST = false
     @Option(name: .customLong("guard-seqs"), help: "Windows on which a block's TesseraQ result is compared with its initialisation; a block that ended worse keeps the initialisation (0: no guard).") var guardSeqs: Int = 32
-    @Option(name: .customLong("token-norm-cap"), help: "Tokens whose fp output is longer than K × the block's median token (massive activations) count in the loss with their error scaled down to that length (0: all count fully, as the reference).") var tokenNormCap: Float = 0
+    @Option(name: .customLong("token-norm-cap"), help: "Tokens whose fp output is longer than K × the block's median token (massive activations) count in the loss with their error scaled down to that length (0: all count fully, as the reference; default 16 with --preset fast, 0 with --preset paper).") var tokenNormCap: Float?
     @Option(help: "Random seed (windows and mini-batches).") var seed: UInt64 = 42
     @Option(help: "Embedding table and tied head: f16, q8 or q4.") var embed: PackedFormat.Embedding = .f16
     @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = physical cores).") var threads: Int = 0
@@ -77,7 +77,7 @@ struct CalibrateCommand: ParsableCommand {
         if noPAR && noDST && method == .tesseraq { throw ValidationError("--no-par and --no-dst together leave nothing to train; use --method awq or rtn") }
         guard threads >= 0 else { throw ValidationError("--threads must be 0 or positive") }
         guard guardSeqs >= 0 else { throw ValidationError("--guard-seqs must be 0 or positive") }
-        guard tokenNormCap == 0 || tokenNormCap >= 1 else { throw ValidationError("--token-norm-cap must be 0 (off) or at least 1, got \(tokenNormCap)") }
+        if let tokenNormCap, !(tokenNormCap == 0 || tokenNormCap >= 1) { throw ValidationError("--token-norm-cap must be 0 (off) or at least 1, got \(tokenNormCap)") }
     }
 
     func options() -> CalibrationOptions {
@@ -98,7 +98,7 @@ struct CalibrateCommand: ParsableCommand {
         o.scaleTuning = !noDST
         o.seed = seed
         o.guardSequences = guardSeqs
-        o.tokenNormCap = tokenNormCap
+        if let tokenNormCap { o.tokenNormCap = tokenNormCap }
         o.dataName = URL(fileURLWithPath: data).lastPathComponent
         o.batch = min(o.batch, o.samples)
         o.awqSequences = min(o.awqSequences, o.samples)

@@ -126,6 +126,7 @@ final class CommandLineTests: XCTestCase {
         XCTAssertNotNil(r.stdout.range(of: #"block 29: loss [0-9.e+]+ → [0-9.e+]+ \([+-][0-9.]+%\) on 2 windows, [0-9.e+]+ → [0-9.e+]+ \([+-][0-9.]+%\) on 2 "#,
                                         options: .regularExpression), r.stdout)
         XCTAssertTrue(r.stdout.contains("0 of 2 windows each kept in RAM"), r.stdout)  // every sequence read from disk
+        XCTAssertTrue(r.stdout.contains("; token-norm cap 16.0;"), r.stdout)  // the fast preset's default
         for suffix in ["", ".log.json", ".svg"] { XCTAssertTrue(FileManager.default.fileExists(atPath: out + suffix), suffix) }
         XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".calib"), "the checkpoint is removed after success")
         let chat = try run("chat", [out, "--prompt", "What is the capital of France?", "--temperature", "0", "--max-tokens", "12"])
