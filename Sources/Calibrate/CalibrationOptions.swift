@@ -104,7 +104,7 @@ public struct CalibrationOptions: Equatable, Sendable {
     /// Token-norm cap 16: the demo model's massive-activation tokens (up to 215× the median token
     /// from block 11 on, 0.2 % of the tokens, 74 % of block 11's loss) are weighed down, while no
     /// token of blocks 0–10 (at most 13.4× the median) is touched; it lowered the perplexity at
-    /// W4g64 and W3g64 (bench/RESULTS.md, "Massive-activation tokens").
+    /// W4g64, W3g64 and W2g64 (bench/RESULTS.md, "Massive-activation tokens").
     public static var fast: CalibrationOptions {
         var o = CalibrationOptions()
         o.samples = 128; o.sequenceLength = 512; o.batch = 1
