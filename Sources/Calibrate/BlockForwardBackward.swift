@@ -21,9 +21,10 @@ import Runtime
 //   g  = m·Wgᵀ   u = m·Wuᵀ   s = silu(g)⊙u
 //   y  = h1 + s·Wdᵀ
 //
-// The backward yields dL/dW of the seven linears only. The norms are frozen and dL/dx is not
-// wanted, so the chain stops at dq, dk, dv: no backward through the attention norm and no
-// dL/da products.
+// The backward yields dL/dW of the seven linears. The norms are frozen. Block-wise
+// calibration does not want dL/dx, so by default the chain stops at dq, dk, dv; end-to-end
+// tuning (EndToEnd.swift) asks for it and gets da = dq·Wq + dk·Wk + dv·Wv through the
+// attention norm, plus the residual.
 
 /// The dimensions of one block, from the model config.
 public struct BlockShape {
@@ -130,7 +131,7 @@ public final class BlockGradients {
 /// The activations one forward saves for its backward, plus the backward's own buffers.
 /// Sized for B sequences of T tokens; a later call may use any B', T' with B'·T' ≤ B·T and
 /// B'·T'² ≤ B·T². Reusable across steps; one tape serves one forward/backward at a time.
-/// Holds 4·N·(5C + 6·H·D + 4·KVH·D + 5F + 1) + 4·B·H·T² bytes (SmolLM2-135M, B 4, T 512: 159 MB).
+/// Holds 4·N·(5C + 6·H·D + 4·KVH·D + 5F + 2) + 4·B·H·T² bytes (SmolLM2-135M, B 4, T 512: 159 MB).
 public final class BlockTape {
     public let tokenCapacity: Int
     /// C, H, KVH, D, F of the shape the tape was made for.
@@ -144,6 +145,7 @@ public final class BlockTape {
     let probs: FloatBuffer           // [B, H, T, T] causal softmax (row t valid in 0...t)
     let o: FloatBuffer               // [N, Q]   attention output (input of Wo)
     let h1: FloatBuffer              // [N, C]   x + o·Woᵀ
+    let attentionRstd: FloatBuffer   // [N]      1/rms of x's rows
     let mlpRstd: FloatBuffer         // [N]      1/rms of h1's rows
     let m: FloatBuffer               // [N, C]   RMSNorm(h1; mlpNorm)
     let g, u, s: FloatBuffer         // [N, F]   gate, up, silu(g)⊙u
@@ -169,6 +171,7 @@ public final class BlockTape {
         probs = FloatBuffer(count: B * shape.H * T * T)
         o = FloatBuffer(count: N * Q)
         h1 = FloatBuffer(count: N * C)
+        attentionRstd = FloatBuffer(count: N)
         mlpRstd = FloatBuffer(count: N)
         m = FloatBuffer(count: N * C)
         g = FloatBuffer(count: N * F)
@@ -217,8 +220,8 @@ public enum BlockForwardBackward {
                                tape: BlockTape, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         tape.record(B: B, T: T, shape: shape)
         let N = B * T, C = shape.C
-        // a = RMSNorm(x; attnNorm)  (its 1/rms is not kept: the backward stops before it)
-        rmsNormForward(x, p.attentionNorm.pointer, out: tape.a.pointer, rstd: nil, N: N, C: C, eps: shape.eps, pool: pool)
+        // a = RMSNorm(x; attnNorm)
+        rmsNormForward(x, p.attentionNorm.pointer, out: tape.a.pointer, rstd: tape.attentionRstd.pointer, N: N, C: C, eps: shape.eps, pool: pool)
         // h1 = x + attention(a)·Woᵀ
         attentionForward(p, shape, a: tape.a.pointer, B: B, T: T, q: tape.q.pointer, k: tape.k.pointer,
                          v: tape.v.pointer, probs: tape.probs.pointer, o: tape.o.pointer, into: tape.h1.pointer, pool: pool)
@@ -233,8 +236,11 @@ public enum BlockForwardBackward {
     }
 
     /// Given dL/dy [N,C] for the tape's last forward, OVERWRITES grads.linears with dL/dW.
+    /// With `inputGradient` (the forward's x and a [N,C] buffer), also writes dL/dx there.
     public static func backward(_ p: BlockParameters, shape: BlockShape, B: Int, T: Int, tape: BlockTape,
-                                dy: UnsafePointer<Float>, grads: BlockGradients, pool: ThreadPool) {
+                                dy: UnsafePointer<Float>, grads: BlockGradients,
+                                inputGradient: (x: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>)? = nil,
+                                pool: ThreadPool) {
         precondition(tape.B == B && tape.T == T, "backward(B: \(B), T: \(T)) on a tape recorded with B \(tape.B), T \(tape.T)")
         let N = B * T, C = shape.C, F = shape.F, Q = shape.qWidth, KV = shape.kvWidth
         // y = h1 + s·Wdᵀ: dWd = dyᵀ·s, ds = dy·Wd (dy also flows to h1 unchanged, added below).
@@ -264,13 +270,19 @@ public enum BlockForwardBackward {
         // q, k were rotated: rotate their gradients back.
         ropeBackward(tape.dq.pointer, heads: shape.H, N: N, T: T, rope: shape.rope, pool: pool)
         ropeBackward(tape.dk.pointer, heads: shape.KVH, N: N, T: T, rope: shape.rope, pool: pool)
-        // q, k, v = a·Wᵀ: dW = dᵀ·a (dL/da is not needed).
-        linearBackward(tape.dq.pointer, x: tape.a.pointer, weight: nil, dW: grads.query.pointer, dx: nil,
+        // q, k, v = a·Wᵀ: dW = dᵀ·a; da = dq·Wq + dk·Wk + dv·Wv (into dm, free by now) only when dx is wanted.
+        let da: UnsafeMutablePointer<Float>? = inputGradient == nil ? nil : tape.dm.pointer
+        linearBackward(tape.dq.pointer, x: tape.a.pointer, weight: p.query.pointer, dW: grads.query.pointer, dx: da,
                        N: N, out: Q, in: C, pool: pool)
-        linearBackward(tape.dk.pointer, x: tape.a.pointer, weight: nil, dW: grads.key.pointer, dx: nil,
-                       N: N, out: KV, in: C, pool: pool)
-        linearBackward(tape.dv.pointer, x: tape.a.pointer, weight: nil, dW: grads.value.pointer, dx: nil,
-                       N: N, out: KV, in: C, pool: pool)
+        linearBackward(tape.dk.pointer, x: tape.a.pointer, weight: p.key.pointer, dW: grads.key.pointer, dx: da,
+                       accumulate: true, N: N, out: KV, in: C, pool: pool)
+        linearBackward(tape.dv.pointer, x: tape.a.pointer, weight: p.value.pointer, dW: grads.value.pointer, dx: da,
+                       accumulate: true, N: N, out: KV, in: C, pool: pool)
+        // a = RMSNorm(x): dx = dh1 (residual) + RMSNorm'(da).
+        if let (x, dx) = inputGradient {
+            rmsNormBackward(tape.dm.pointer, x: x, weight: p.attentionNorm.pointer, rstd: tape.attentionRstd.pointer,
+                            residual: tape.dh1.pointer, into: dx, N: N, C: C, pool: pool)
+        }
     }
 
     /// out[N,C] = attention(a)·Woᵀ for the normed input a (no residual). Allocates its scratch.

@@ -290,6 +290,42 @@ final class BlockGradientTests: XCTestCase {
         checkGradients(config: Self.config(C: 16, H: 4, KVH: 2, D: 4, F: 24), B: 2, T: 67, samples: 8, threads: 3, seed: 51)
     }
 
+    /// dL/dx (asked for by end-to-end tuning) against central differences of the float64
+    /// reference, every entry; the weight gradients are the same with and without it.
+    func testInputGradientMatchesFiniteDifferences() {
+        for (config, B, T, threads) in [(Self.config(C: 16, H: 4, KVH: 2, D: 4, F: 24), 2, 5, 2), (Self.config(), 1, 7, 1)] {
+            let shape = BlockShape(config: config), N = B * T, C = shape.C
+            let p = Self.randomParameters(shape, seed: 71)
+            let x = Self.random(N * C, seed: 72), target = Self.random(N * C, seed: 73)
+            let pool = ThreadPool(threads: threads)
+            let tape = BlockTape(shape: shape, batch: B, tokens: T), grads = BlockGradients(shape: shape)
+            let y = runForward(p, shape, x: x, B: B, T: T, tape: tape, pool: pool)
+            let dy = zip(y, target).map { 2 * ($0 - $1) / Float(N) }
+            var dx = [Float](repeating: .nan, count: N * C)
+            x.withUnsafeBufferPointer { xp in
+                dx.withUnsafeMutableBufferPointer { dxp in
+                    BlockForwardBackward.backward(p, shape: shape, B: B, T: T, tape: tape, dy: dy, grads: grads,
+                                                  inputGradient: (xp.baseAddress!, dxp.baseAddress!), pool: pool)
+                }
+            }
+            let withInput = grads.linears.map(\.array)
+            XCTAssertEqual(withInput, analyticGradients(p, shape, x: x, target: target, B: B, T: T, pool: pool))
+
+            let reference = ReferenceBlock(config: config, parameters: p)
+            let xd = x.map(Double.init), targetd = target.map(Double.init), h = 1e-4
+            let numeric = (0..<N * C).map { i -> Double in
+                var plus = xd, minus = xd
+                plus[i] += h
+                minus[i] -= h
+                return (reference.loss(plus, target: targetd, B: B, T: T) - reference.loss(minus, target: targetd, B: B, T: T)) / (2 * h)
+            }
+            let scale = numeric.map(abs).max()!
+            XCTAssertGreaterThan(scale, 1e-3)
+            let worst = zip(dx, numeric).map { abs(Double($0) - $1) / (abs($1) + 1e-3 * scale) }.max()!
+            XCTAssertLessThan(worst, 1e-3, "dL/dx, C \(C), B \(B), T \(T)")
+        }
+    }
+
     // MARK: - Sublayers
 
     /// forward(x) = h1 + mlp(RMSNorm(h1)) with h1 = x + attention(RMSNorm(x)).
