@@ -17,6 +17,19 @@ public struct Adam {
         v = [Float](repeating: 0, count: count)
     }
 
+    /// Restores a saved state (`moments`), for checkpoints.
+    public init(learningRate: Float, weightDecay: Float = 0, moments: (m: [Float], v: [Float], step: Int)) {
+        precondition(moments.m.count == moments.v.count)
+        self.learningRate = learningRate
+        self.weightDecay = weightDecay
+        m = moments.m
+        v = moments.v
+        step = moments.step
+    }
+
+    /// The running moments and the step count.
+    public var moments: (m: [Float], v: [Float], step: Int) { (m, v, step) }
+
     public mutating func update(_ parameters: inout [Float], gradient: UnsafePointer<Float>) {
         precondition(parameters.count == m.count)
         step += 1

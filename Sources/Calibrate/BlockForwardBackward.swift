@@ -369,7 +369,7 @@ public enum BlockForwardBackward {
     // MARK: - RMSNorm: out = x·r⊙w, r = 1/√(mean(x²) + eps), per row of width C
 
     /// Same arithmetic as Ops.rmsNorm; also saves r per row when asked.
-    private static func rmsNormForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+    static func rmsNormForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                                        rstd: UnsafeMutablePointer<Float>?, N: Int, C: Int, eps: Float, pool: ThreadPool) {
         pool.parallelFor(N, multiple: 8) { r in
             for n in r {
@@ -384,7 +384,7 @@ public enum BlockForwardBackward {
     }
 
     /// dx = residual + r·(dout⊙w − x·(r²/C)·Σᵢ doutᵢ·wᵢ·xᵢ)   (w fixed)
-    private static func rmsNormBackward(_ dout: UnsafePointer<Float>, x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
+    static func rmsNormBackward(_ dout: UnsafePointer<Float>, x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
                                         rstd: UnsafePointer<Float>, residual: UnsafePointer<Float>,
                                         into dx: UnsafeMutablePointer<Float>, N: Int, C: Int, pool: ThreadPool) {
         pool.parallelFor(N, multiple: 8) { r in

@@ -1,0 +1,105 @@
+import ArgumentParser
+import Calibrate
+import Foundation
+import Kernels
+import Runtime
+
+struct TuneCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tune",
+        abstract: "End-to-end tuning of a packed model's group scales and offsets, by distillation from the fp model (after calibrate).",
+        discussion: """
+        The integer codes stay as calibrate left them; every group's scale and offset train so \
+        that the whole quantized model's next-token distribution matches the fp model's (mean \
+        KL per token). The KL on held-out windows is measured before, every --eval-every steps \
+        and after; if it did not go down, OUT is the input unchanged. A checkpoint is written to \
+        OUT.e2e/ every 25 steps; re-run with --resume to continue. Writes OUT and OUT.log.json.
+        """)
+
+    @Argument(help: "Packed model to tune (the output of tessera calibrate).")
+    var packed: String
+
+    @Option(name: .customLong("from"), help: "The fp model the packed one was made from (GGUF file or Hugging Face folder): the teacher.")
+    var teacher: String
+
+    @Option(help: "Training text (.txt/.raw, or .jsonl with a \"text\" field).")
+    var data: String = "../shared/data/wikitext2/wiki.valid.raw"
+    @Option(help: "Training windows.") var samples: Int = 64
+    @Option(name: .customLong("seq-len"), help: "Tokens per window.") var seqLen: Int = 512
+    @Option(help: "Adam steps (one window each).") var steps: Int = 200
+    @Option(help: "Learning rate (the scale factor and the offset, in steps of the grid, are unitless).") var lr: Float = 5e-4
+    @Option(name: .customLong("eval-samples"), help: "Held-out windows for the KL check.") var evalSamples: Int = 8
+    @Option(name: .customLong("eval-every"), help: "Steps between held-out checks.") var evalEvery: Int = 50
+    @Option(help: "Random seed (windows).") var seed: UInt64 = 42
+    @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = physical cores).") var threads: Int = 0
+    @Option(name: .shortAndLong, help: "Output file.") var output: String
+    @Flag(help: "Continue the interrupted run whose checkpoint is in OUT.e2e/.") var resume = false
+
+    func validate() throws {
+        for (name, value) in [("--samples", samples), ("--steps", steps), ("--eval-samples", evalSamples), ("--eval-every", evalEvery)] {
+            guard value >= 1 else { throw ValidationError("\(name) must be positive, got \(value)") }
+        }
+        guard seqLen >= 2 else { throw ValidationError("--seq-len must be at least 2, got \(seqLen)") }
+        guard lr > 0 && lr.isFinite else { throw ValidationError("--lr must be positive, got \(lr)") }
+        guard threads >= 0 else { throw ValidationError("--threads must be 0 or positive") }
+    }
+
+    func run() throws {
+        guard let student = try ModelLoader.open(packed) as? PackedModelSource else {
+            throw ValidationError("\(packed) is not a packed Tessera model; run tessera calibrate first")
+        }
+        let source = try ModelLoader.open(teacher)
+        if source is PackedModelSource { throw ValidationError("--from \(teacher) is a packed model; give the fp model the packed one was made from") }
+        guard seqLen <= student.config.contextLength else {
+            throw ValidationError("--seq-len \(seqLen) exceeds the model's context (\(student.config.contextLength))")
+        }
+        var o = EndToEndOptions()
+        o.samples = samples
+        o.sequenceLength = seqLen
+        o.steps = steps
+        o.learningRate = lr
+        o.evalSamples = evalSamples
+        o.evalEvery = evalEvery
+        o.seed = seed
+        let tokenizer = try source.makeTokenizer()
+        let tokens = tokenizer.encode(try CalibrationData.text(path: data), addBOS: nil, parseSpecial: false)
+        let pool = ThreadPool(threads: threads)
+        let tuner = try EndToEndTuner(teacher: source, student: student, options: o, outputPath: output, pool: pool)
+        print("tune: \(packed) → \(output), teacher \(teacher)")
+        print("  W\(student.bits)g\(student.group); \(samples) windows × \(seqLen) tokens from \(data) (\(tokens.count) tokens); \(steps) steps, lr \(lr); held-out KL on \(evalSamples) windows; seed \(seed); \(pool.threads) threads")
+        if resume { print("resuming from the checkpoint in \(tuner.checkpointDirectory)") }
+        fflush(stdout)
+        let start = ContinuousClock.now
+        var firstTrainStep: (Int, ContinuousClock.Instant)?
+        var lastKL = 0.0
+        let report = try tuner.run(tokens: tokens, resume: resume) { p in
+            var line: String
+            switch p.phase {
+            case "teacher": line = "teacher: block \(p.step + 1)/\(p.steps)"
+            case "eval": line = "step \(p.step)/\(p.steps): held-out KL…"
+            default:
+                if firstTrainStep == nil { firstTrainStep = (p.step - 1, .now) }
+                let width = 24, filled = width * p.step / max(1, p.steps)
+                line = "step \(p.step)/\(p.steps) [" + String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+                line += String(format: "] KL %.4f", p.loss)
+                if let (s0, t0) = firstTrainStep, p.step - s0 >= 2 {
+                    let perStep = (ContinuousClock.now - t0).seconds / Double(p.step - s0)
+                    line += " ETA " + ProgressLine.clock(perStep * Double(p.steps - p.step))
+                }
+                lastKL = Double(p.loss)
+            }
+            FileHandle.standardError.write(Data(("\r" + line + "\u{1B}[K").utf8))
+        }
+        FileHandle.standardError.write(Data("\n".utf8))
+        _ = lastKL
+        for point in report.evalKL { print(String(format: "held-out KL after %4d steps: %.5f", Int(point[0]), point[1])) }
+        let before = report.evalKL.first![1], after = report.evalKL.last![1]
+        print(report.kept ? String(format: "kept: held-out KL %.5f → %.5f (%+.1f%%)", before, after, 100 * (after / before - 1))
+                          : String(format: "not kept: held-out KL %.5f → %.5f did not improve; wrote the input unchanged", before, after))
+        let log = try JSONEncoder().encode(report)
+        try log.write(to: URL(fileURLWithPath: output + ".log.json"), options: .atomic)
+        let rss = ProcessStats.peakResidentBytes()
+        print(String(format: "wrote %@ (+ .log.json) in %.1f s; peak RSS %.0f MB", output, (ContinuousClock.now - start).seconds, Double(rss ?? 0) / 1e6))
+        tuner.removeCheckpoint()
+    }
+}

@@ -1,0 +1,132 @@
+import Foundation
+import XCTest
+@testable import Calibrate
+@testable import Kernels
+@testable import Runtime
+
+/// End-to-end scale tuning (`tessera tune`) on the tiny calibration model: its forward against
+/// the packed model's inference, its gradients against finite differences, the held-out KL,
+/// resume, and the output file.
+final class EndToEndTests: XCTestCase {
+    func temporaryPath(_ name: String) -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-e2e-\(UUID().uuidString)")
+        try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        return dir.appendingPathComponent(name).path
+    }
+
+    /// The tiny model (teacher) and its W2g32 AWQ quantization (student, a packed file).
+    func models() throws -> (InMemorySource, PackedModelSource) {
+        let teacher = CalibrationTests.tinySource()
+        let path = temporaryPath("awq.gguf")
+        let calibrator = Calibrator(source: teacher, options: CalibrationTests.options(.awq), outputPath: path, pool: ThreadPool(threads: 2))
+        _ = try calibrator.run(tokens: CalibrationTests.tokens(), tokenizer: nil, embedding: .f16, resume: false)
+        return (teacher, try PackedModelSource(gguf: GGUFFile(path: path)))
+    }
+
+    static func options(steps: Int = 40) -> EndToEndOptions {
+        var o = EndToEndOptions()
+        o.samples = 24
+        o.sequenceLength = 16
+        o.steps = steps
+        o.learningRate = 3e-3
+        o.evalSamples = 3
+        o.evalEvery = 20
+        o.checkpointEvery = 10
+        return o
+    }
+
+    /// With α = β = 0 the tuner's logits are the packed model's (run by InferenceSession on its
+    /// fp32 dequantization).
+    func testForwardMatchesThePackedModel() throws {
+        let (teacher, student) = try models()
+        let pool = ThreadPool(threads: 2)
+        let tuner = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(), outputPath: temporaryPath("x.gguf"), pool: pool)
+        let window = Array(CalibrationTests.tokens()[100..<116])
+        tuner.forward(window)
+        let model = try LlamaModel(source: student, pool: pool)
+        let expected = try InferenceSession(model: model, contextLength: 32).forward(window, logitRows: 16)
+        let V = student.config.vocab
+        for t in 0..<16 {
+            for i in 0..<V { XCTAssertEqual(tuner.logits[t * V + i], expected[t][i], accuracy: 1e-4 * max(1, abs(expected[t][i])), "token \(t)") }
+        }
+    }
+
+    /// dKL/dα and dKL/dβ against central differences of the KL, on the groups with the largest gradients.
+    func testGradientsMatchFiniteDifferences() throws {
+        let (teacher, student) = try models()
+        let pool = ThreadPool(threads: 2)
+        let tuner = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(), outputPath: temporaryPath("x.gguf"), pool: pool)
+        let window = Array(CalibrationTests.tokens()[200..<216])
+        let state = try tuner.teacherStates([window], progress: { _ in })[0]
+        let dAlpha = FloatBuffer(count: tuner.alpha.count), dBeta = FloatBuffer(count: tuner.beta.count)
+        let kl = tuner.trainingStep(window, teacherState: state, dAlpha: dAlpha.pointer, dBeta: dBeta.pointer)
+        XCTAssertGreaterThan(kl, 1e-3, "the quantized model should differ from the teacher")
+        func klAt(_ set: (EndToEndTuner) -> Void) -> Double {
+            set(tuner)
+            tuner.materialize()
+            let teacherRstd = FloatBuffer(count: 16)
+            tuner.project(state, rstd: teacherRstd, into: tuner.teacherLogits)
+            tuner.forward(window)
+            return tuner.divergence(student: tuner.logits, teacher: tuner.teacherLogits, gradient: false)
+        }
+        let h: Float = 1e-2
+        for (name, grad, isAlpha) in [("α", dAlpha, true), ("β", dBeta, false)] {
+            let order = (0..<grad.count).sorted { abs(grad[$0]) > abs(grad[$1]) }
+            // The largest, and some from every layer type (first group of each layer of block 1).
+            let picks = Array(order.prefix(6)) + tuner.layers.suffix(7).map { $0.first }
+            let scale = Double(abs(grad[order[0]]))
+            for k in picks {
+                let plus = klAt { isAlpha ? ($0.alpha[k] = h) : ($0.beta[k] = h) }
+                let minus = klAt { isAlpha ? ($0.alpha[k] = -h) : ($0.beta[k] = -h) }
+                _ = klAt { isAlpha ? ($0.alpha[k] = 0) : ($0.beta[k] = 0) }
+                let numeric = (plus - minus) / Double(2 * h)
+                XCTAssertEqual(Double(grad[k]), numeric, accuracy: 3e-2 * (abs(numeric) + 1e-2 * scale), "d\(name)[\(k)]")
+            }
+        }
+    }
+
+    /// Training lowers the held-out KL, the output loads and runs with the tuned scales, and
+    /// only scales and offsets changed (the codes did not).
+    func testTuningLowersHeldOutKLAndWritesAPackedModel() throws {
+        let (teacher, student) = try models()
+        let path = temporaryPath("tuned.gguf")
+        let tuner = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(), outputPath: path, pool: ThreadPool(threads: 2))
+        let report = try tuner.run(tokens: CalibrationTests.tokens(), resume: false)
+        XCTAssertEqual(report.stepLosses.count, 40)
+        XCTAssertEqual(report.evalKL.map { $0[0] }, [0, 20, 40])
+        XCTAssertTrue(report.kept)
+        XCTAssertLessThan(report.evalKL.last![1], 0.9 * report.evalKL[0][1], "tuning should cut the held-out KL clearly")
+
+        let tuned = try PackedModelSource(gguf: GGUFFile(path: path))
+        XCTAssertEqual(tuned.gguf.string("tessera.e2e.kept"), "true")
+        XCTAssertEqual(tuned.gguf.string("tessera.calibration.method"), student.gguf.string("tessera.calibration.method"))
+        let name = TensorName.block(1, "ffn_down")
+        let a = try student.packedWeights(name), b = try tuned.packedWeights(name)
+        XCTAssertEqual(a.unpackedCodes(), b.unpackedCodes())
+        XCTAssertNotEqual(Array(UnsafeBufferPointer(start: a.scales, count: a.rows * a.groupsPerRow)),
+                          Array(UnsafeBufferPointer(start: b.scales, count: b.rows * b.groupsPerRow)))
+        let pool = ThreadPool(threads: 2)
+        let lowBit = try LlamaModel(source: tuned, pool: pool, linear: tuned.linearLoader())
+        let logits = try InferenceSession(model: lowBit, contextLength: 32).forward([1, 5, 9, 33], logitRows: 1)
+        XCTAssertTrue(logits[0].allSatisfy(\.isFinite))
+    }
+
+    /// Killed after a checkpoint and resumed: the same file as an uninterrupted run.
+    func testResumeEqualsAnUninterruptedRun() throws {
+        let (teacher, student) = try models()
+        let whole = temporaryPath("whole.gguf"), parts = temporaryPath("parts.gguf")
+        _ = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(steps: 25), outputPath: whole,
+                              pool: ThreadPool(threads: 2)).run(tokens: CalibrationTests.tokens(), resume: false)
+        let first = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(steps: 25), outputPath: parts, pool: ThreadPool(threads: 2))
+        first.stopAfterSteps = 10
+        XCTAssertThrowsError(try first.run(tokens: CalibrationTests.tokens(), resume: false))
+        let again = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(steps: 25), outputPath: parts, pool: ThreadPool(threads: 2))
+        XCTAssertThrowsError(try again.run(tokens: CalibrationTests.tokens(), resume: false)) {
+            XCTAssertTrue("\($0)".contains("--resume"), "\($0)")
+        }
+        let report = try again.run(tokens: CalibrationTests.tokens(), resume: true)
+        XCTAssertEqual(report.resumedAt, 10)
+        XCTAssertEqual(FileManager.default.contents(atPath: whole), FileManager.default.contents(atPath: parts))
+    }
+}
