@@ -30,11 +30,12 @@ public struct Adam {
     /// The running moments and the step count.
     public var moments: (m: [Float], v: [Float], step: Int) { (m, v, step) }
 
-    public mutating func update(_ parameters: inout [Float], gradient: UnsafePointer<Float>) {
+    /// One step; `rate` overrides the learning rate for this step (a schedule).
+    public mutating func update(_ parameters: inout [Float], gradient: UnsafePointer<Float>, rate: Float? = nil) {
         precondition(parameters.count == m.count)
         step += 1
         let c1 = 1 - powf(beta1, Float(step)), c2 = 1 - powf(beta2, Float(step))
-        let (b1, b2, lr, wd, eps) = (beta1, beta2, learningRate, weightDecay, epsilon)
+        let (b1, b2, lr, wd, eps) = (beta1, beta2, rate ?? learningRate, weightDecay, epsilon)
         let stepSize = lr / c1, rootC2 = c2.squareRoot()
         m.withUnsafeMutableBufferPointer { m in
             v.withUnsafeMutableBufferPointer { v in

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The run's JSON log and the SVG plot of block reconstruction losses.
+/// The run's JSON log and the SVG plots (block reconstruction losses; end-to-end tuning KL).
 public enum CalibrationReport {
     struct Log: Codable {
         var options: [String: String]
@@ -61,6 +61,49 @@ public enum CalibrationReport {
         s += line(\.lossInitial, "#d62728") + line(\.lossFinal, "#1f77b4")
         s += "<rect x=\"\(left + 10)\" y=\"\(top + 6)\" width=\"12\" height=\"3\" fill=\"#d62728\"/><text x=\"\(left + 28)\" y=\"\(top + 12)\">initial weights, nearest rounding</text>\n"
         s += "<rect x=\"\(left + 10)\" y=\"\(top + 24)\" width=\"12\" height=\"3\" fill=\"#1f77b4\"/><text x=\"\(left + 28)\" y=\"\(top + 30)\">after calibration</text>\n"
+        s += "</svg>\n"
+        return s
+    }
+
+    /// End-to-end tuning: the training KL per step (mean of the last 10 steps) and the
+    /// held-out KL at each check, against the step.
+    public static func svg(tuning r: EndToEndReport, title: String) -> String {
+        let width = 720.0, height = 380.0, left = 70.0, right = 20.0, top = 40.0, bottom = 50.0
+        let plotW = width - left - right, plotH = height - top - bottom
+        let smoothed = r.stepLosses.indices.map { i -> Double in
+            let window = r.stepLosses[max(0, i - 9)...i]
+            return Double(window.reduce(0, +)) / Double(window.count)
+        }
+        let held = r.evalKL.filter { $0.count == 2 }
+        let values = smoothed + held.map { $0[1] }
+        guard let hi0 = values.max(), hi0 > 0, !held.isEmpty else {
+            return "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"40\"><text x=\"10\" y=\"25\">no data</text></svg>\n"
+        }
+        let steps = Double(max(1, r.stepLosses.count, Int(held.last![0])))
+        let hi = hi0 * 1.1
+        func x(_ step: Double) -> Double { left + plotW * step / steps }
+        func y(_ v: Double) -> Double { top + plotH * (1 - v / hi) }
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"12\">\n"
+        s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        s += "<text x=\"\(width / 2)\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">\(escape(title))</text>\n"
+        for k in 0...5 {
+            let v = hi * Double(k) / 5, yy = y(v)
+            s += "<line x1=\"\(left)\" y1=\"\(yy)\" x2=\"\(width - right)\" y2=\"\(yy)\" stroke=\"#ddd\"/>\n"
+            s += "<text x=\"\(left - 6)\" y=\"\(yy + 4)\" text-anchor=\"end\">\(String(format: "%.3g", v))</text>\n"
+        }
+        for k in 0...4 {
+            let step = steps * Double(k) / 4
+            s += "<text x=\"\(x(step))\" y=\"\(height - bottom + 18)\" text-anchor=\"middle\">\(Int(step))</text>\n"
+        }
+        s += "<text x=\"\(left + plotW / 2)\" y=\"\(height - 12)\" text-anchor=\"middle\">step</text>\n"
+        s += "<text x=\"16\" y=\"\(top + plotH / 2)\" text-anchor=\"middle\" transform=\"rotate(-90 16 \(top + plotH / 2))\">KL(fp ‖ quantized) per token</text>\n"
+        let train = smoothed.enumerated().map { "\(x(Double($0.offset + 1))),\(y($0.element))" }.joined(separator: " ")
+        s += "<polyline fill=\"none\" stroke=\"#9ecae1\" stroke-width=\"1.5\" points=\"\(train)\"/>\n"
+        let points = held.map { "\(x($0[0])),\(y($0[1]))" }.joined(separator: " ")
+        s += "<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\" points=\"\(points)\"/>\n"
+        for p in held { s += "<circle cx=\"\(x(p[0]))\" cy=\"\(y(p[1]))\" r=\"3.5\" fill=\"#d62728\"/>\n" }
+        s += "<rect x=\"\(left + 10)\" y=\"\(top + 6)\" width=\"12\" height=\"3\" fill=\"#9ecae1\"/><text x=\"\(left + 28)\" y=\"\(top + 12)\">training window (mean of last 10 steps)</text>\n"
+        s += "<rect x=\"\(left + 10)\" y=\"\(top + 24)\" width=\"12\" height=\"3\" fill=\"#d62728\"/><text x=\"\(left + 28)\" y=\"\(top + 30)\">held-out windows</text>\n"
         s += "</svg>\n"
         return s
     }

@@ -30,6 +30,7 @@ public struct EndToEndOptions: Sendable {
     public var sequenceLength = 512
     /// Adam steps, one window each.
     public var steps = 200
+    /// Peak learning rate; it decays to 0 on a cosine over the steps.
     public var learningRate: Float = 5e-4
     /// Held-out windows (another seed) on which the KL is measured before, during and after.
     public var evalSamples = 8
@@ -394,8 +395,10 @@ public final class EndToEndTuner {
             var rng = SplitMix64(seed: o.seed &+ 0xE2E &* UInt64(step + 1))
             let n = Int.random(in: 0..<windows.count, using: &rng)
             let loss = trainingStep(windows[n], teacherState: trainStates[n], dAlpha: dAlpha.pointer, dBeta: dBeta.pointer)
-            adamAlpha.update(&alpha, gradient: dAlpha.pointer)
-            adamBeta.update(&beta, gradient: dBeta.pointer)
+            // Cosine decay from lr to 0 over the run: late steps, on single windows, must not undo the early ones.
+            let rate = o.learningRate * Float(0.5 * (1 + cos(Double.pi * Double(step) / Double(o.steps))))
+            adamAlpha.update(&alpha, gradient: dAlpha.pointer, rate: rate)
+            adamBeta.update(&beta, gradient: dBeta.pointer, rate: rate)
             materialize()
             report.stepLosses.append(Float(loss))
             progress(EndToEndProgress(step: step + 1, steps: o.steps, loss: Float(loss), phase: "train"))

@@ -61,6 +61,7 @@ struct CalibrateCommand: ParsableCommand {
     @Flag(help: "Continue the interrupted run whose checkpoint is in OUT.calib/.") var resume = false
     @Option(help: "Tuning: calibrate only the first N blocks, print their losses and stop (no model is written; the checkpoint stays).") var blocks: Int?
     @Flag(name: .customLong("keep-checkpoint"), help: "Keep OUT.calib/ after success.") var keepCheckpoint = false
+    @Option(name: .customLong("tune-steps"), help: "Then tune the group scales and offsets end to end for N steps on (up to 64 of) the calibration windows, as tessera tune does (not part of TesseraQ; 0: off).") var tuneSteps: Int = 0
 
     var groupSize: Int? { group == "row" ? 0 : Int(group) }
 
@@ -77,6 +78,7 @@ struct CalibrateCommand: ParsableCommand {
         if noPAR && noDST && method == .tesseraq { throw ValidationError("--no-par and --no-dst together leave nothing to train; use --method awq or rtn") }
         guard threads >= 0 else { throw ValidationError("--threads must be 0 or positive") }
         guard guardSeqs >= 0 else { throw ValidationError("--guard-seqs must be 0 or positive") }
+        guard tuneSteps >= 0 else { throw ValidationError("--tune-steps must be 0 or positive, got \(tuneSteps)") }
         if let tokenNormCap, !(tokenNormCap == 0 || tokenNormCap >= 1) { throw ValidationError("--token-norm-cap must be 0 (off) or at least 1, got \(tokenNormCap)") }
     }
 
@@ -163,6 +165,18 @@ struct CalibrateCommand: ParsableCommand {
         let flips = CalibrationReport.flippedByLayer(summary.reports).map { String(format: "%@ %.2f%%", $0.0, 100 * $0.1) }
         print("rounding flipped vs nearest: " + flips.joined(separator: ", "))
         print(String(format: "wrote %@ (+ .log.json, .svg) in %.1f s; peak RSS %.0f MB", output, summary.seconds, Double(rss ?? 0) / 1e6))
+        if tuneSteps > 0 {
+            // OUT is the block-wise model until the tuning replaces it; a killed tuning resumes
+            // with --resume (the calibration checkpoint stays until then).
+            var e2e = EndToEndOptions()
+            e2e.steps = tuneSteps
+            e2e.seed = seed
+            // The first (at most 64) of the calibration's windows: drawn again with the same seed.
+            e2e.samples = min(o.samples, e2e.samples)
+            e2e.sequenceLength = o.sequenceLength
+            let student = try PackedModelSource(gguf: GGUFFile(path: output))
+            try TuneCommand.tune(student, teacher: source, tokens: tokens, data: data, options: e2e, output: output, pool: pool, resume: resume)
+        }
         if !keepCheckpoint { calibrator.removeCheckpoint() }
     }
 }

@@ -13,7 +13,7 @@ struct TuneCommand: ParsableCommand {
         that the whole quantized model's next-token distribution matches the fp model's (mean \
         KL per token). The KL on held-out windows is measured before, every --eval-every steps \
         and after; if it did not go down, OUT is the input unchanged. A checkpoint is written to \
-        OUT.e2e/ every 25 steps; re-run with --resume to continue. Writes OUT and OUT.log.json.
+        OUT.e2e/ every 25 steps; re-run with --resume to continue. Writes OUT, OUT.tune.json (losses and held-out KL) and OUT.tune.svg (their plot).
         """)
 
     @Argument(help: "Packed model to tune (the output of tessera calibrate).")
@@ -27,7 +27,7 @@ struct TuneCommand: ParsableCommand {
     @Option(help: "Training windows.") var samples: Int = 64
     @Option(name: .customLong("seq-len"), help: "Tokens per window.") var seqLen: Int = 512
     @Option(help: "Adam steps (one window each).") var steps: Int = 200
-    @Option(help: "Learning rate (the scale factor and the offset, in steps of the grid, are unitless).") var lr: Float = 5e-4
+    @Option(help: "Peak learning rate, decayed to 0 on a cosine (the scale factor and the offset, in steps of the grid, are unitless).") var lr: Float = 5e-4
     @Option(name: .customLong("eval-samples"), help: "Held-out windows for the KL check.") var evalSamples: Int = 8
     @Option(name: .customLong("eval-every"), help: "Steps between held-out checks.") var evalEvery: Int = 50
     @Option(help: "Random seed (windows).") var seed: UInt64 = 42
@@ -63,43 +63,48 @@ struct TuneCommand: ParsableCommand {
         o.seed = seed
         let tokenizer = try source.makeTokenizer()
         let tokens = tokenizer.encode(try CalibrationData.text(path: data), addBOS: nil, parseSpecial: false)
-        let pool = ThreadPool(threads: threads)
-        let tuner = try EndToEndTuner(teacher: source, student: student, options: o, outputPath: output, pool: pool)
-        print("tune: \(packed) → \(output), teacher \(teacher)")
-        print("  W\(student.bits)g\(student.group); \(samples) windows × \(seqLen) tokens from \(data) (\(tokens.count) tokens); \(steps) steps, lr \(lr); held-out KL on \(evalSamples) windows; seed \(seed); \(pool.threads) threads")
-        if resume { print("resuming from the checkpoint in \(tuner.checkpointDirectory)") }
+        try Self.tune(student, teacher: source, tokens: tokens, data: data, options: o, output: output,
+                      pool: ThreadPool(threads: threads), resume: resume)
+    }
+
+    /// Runs a tuning with a progress line and prints its summary (also `calibrate --tune-steps`).
+    static func tune(_ student: PackedModelSource, teacher: ModelSource, tokens: [Int32], data: String, options o: EndToEndOptions,
+                     output: String, pool: ThreadPool, resume: Bool) throws {
+        let tuner = try EndToEndTuner(teacher: teacher, student: student, options: o, outputPath: output, pool: pool)
+        print("tune: \(student.path) → \(output), teacher \(teacher.path)")
+        print("  W\(student.bits)g\(student.group); \(o.samples) windows × \(o.sequenceLength) tokens from \(data) (\(tokens.count) tokens); \(o.steps) steps, lr \(o.learningRate) cosine to 0; held-out KL on \(o.evalSamples) windows; seed \(o.seed); \(pool.threads) threads")
+        if resume && FileManager.default.fileExists(atPath: tuner.checkpointDirectory) { print("resuming from the checkpoint in \(tuner.checkpointDirectory)") }
         fflush(stdout)
         let start = ContinuousClock.now
         var firstTrainStep: (Int, ContinuousClock.Instant)?
-        var lastKL = 0.0
         let report = try tuner.run(tokens: tokens, resume: resume) { p in
             var line: String
             switch p.phase {
-            case "teacher": line = "teacher: block \(p.step + 1)/\(p.steps)"
-            case "eval": line = "step \(p.step)/\(p.steps): held-out KL…"
+            case "teacher": line = "tune: teacher outputs, block \(p.step + 1)/\(p.steps)"
+            case "eval": line = "tune: step \(p.step)/\(p.steps), held-out KL…"
             default:
                 if firstTrainStep == nil { firstTrainStep = (p.step - 1, .now) }
                 let width = 24, filled = width * p.step / max(1, p.steps)
-                line = "step \(p.step)/\(p.steps) [" + String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+                line = "tune: step \(p.step)/\(p.steps) [" + String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
                 line += String(format: "] KL %.4f", p.loss)
                 if let (s0, t0) = firstTrainStep, p.step - s0 >= 2 {
                     let perStep = (ContinuousClock.now - t0).seconds / Double(p.step - s0)
                     line += " ETA " + ProgressLine.clock(perStep * Double(p.steps - p.step))
                 }
-                lastKL = Double(p.loss)
             }
             FileHandle.standardError.write(Data(("\r" + line + "\u{1B}[K").utf8))
         }
         FileHandle.standardError.write(Data("\n".utf8))
-        _ = lastKL
         for point in report.evalKL { print(String(format: "held-out KL after %4d steps: %.5f", Int(point[0]), point[1])) }
         let before = report.evalKL.first![1], after = report.evalKL.last![1]
         print(report.kept ? String(format: "kept: held-out KL %.5f → %.5f (%+.1f%%)", before, after, 100 * (after / before - 1))
                           : String(format: "not kept: held-out KL %.5f → %.5f did not improve; wrote the input unchanged", before, after))
         let log = try JSONEncoder().encode(report)
-        try log.write(to: URL(fileURLWithPath: output + ".log.json"), options: .atomic)
+        try log.write(to: URL(fileURLWithPath: output + ".tune.json"), options: .atomic)
+        let title = "tune W\(student.bits)g\(student.group): KL to the fp model"
+        try Data(CalibrationReport.svg(tuning: report, title: title).utf8).write(to: URL(fileURLWithPath: output + ".tune.svg"), options: .atomic)
         let rss = ProcessStats.peakResidentBytes()
-        print(String(format: "wrote %@ (+ .log.json) in %.1f s; peak RSS %.0f MB", output, (ContinuousClock.now - start).seconds, Double(rss ?? 0) / 1e6))
+        print(String(format: "wrote %@ (+ .tune.json, .tune.svg) in %.1f s; peak RSS %.0f MB", output, (ContinuousClock.now - start).seconds, Double(rss ?? 0) / 1e6))
         tuner.removeCheckpoint()
     }
 }

@@ -119,7 +119,7 @@ final class CommandLineTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let out = dir.appendingPathComponent("w4.gguf").path
         let r = try run("tessera", ["calibrate", model, "--bits", "4", "--group", "64", "--samples", "2", "--seq-len", "64",
-                                    "--stages", "exp:4:2", "--steps", "2", "-t", "2", "-o", out, "--max-memory", "64K",
+                                    "--stages", "exp:4:2", "--steps", "2", "-t", "2", "-o", out, "--max-memory", "64K", "--tune-steps", "2",
                                     "--data", TestPaths.shared + "/data/wikitext2/wiki.valid.raw"], timeout: 600)
         XCTAssertEqual(r.status, 0, r.stderr)
         // Each block line gives the logged loss and the guard's check loss, both on the 2 windows there are.
@@ -127,8 +127,36 @@ final class CommandLineTests: XCTestCase {
                                         options: .regularExpression), r.stdout)
         XCTAssertTrue(r.stdout.contains("0 of 2 windows each kept in RAM"), r.stdout)  // every sequence read from disk
         XCTAssertTrue(r.stdout.contains("; token-norm cap 16.0;"), r.stdout)  // the fast preset's default
-        for suffix in ["", ".log.json", ".svg"] { XCTAssertTrue(FileManager.default.fileExists(atPath: out + suffix), suffix) }
+        // Then the end-to-end tuning, on the same windows.
+        XCTAssertTrue(r.stdout.contains("2 windows × 64 tokens"), r.stdout)
+        XCTAssertNotNil(r.stdout.range(of: #"held-out KL after +2 steps: [0-9.]+"#, options: .regularExpression), r.stdout)
+        for suffix in ["", ".log.json", ".svg", ".tune.json", ".tune.svg"] { XCTAssertTrue(FileManager.default.fileExists(atPath: out + suffix), suffix) }
         XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".calib"), "the checkpoint is removed after success")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".e2e"), "the tuning's checkpoint is removed after success")
+        let chat = try run("chat", [out, "--prompt", "What is the capital of France?", "--temperature", "0", "--max-tokens", "12"])
+        XCTAssertEqual(chat.status, 0, chat.stderr)
+        XCTAssertFalse(chat.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+    }
+
+    /// `tessera tune`: bad input fails in one line; a short run on an RTN file writes a model that chats.
+    func testTuneBadInputAndAShortRun() throws {
+        let model = try TestPaths.requireDemoModel()
+        assertCleanFailure(try run("tessera", ["tune", "/nonexistent/x.gguf", "--from", model, "--steps", "0", "-o", "/tmp/x.gguf"]), mentioning: "--steps")
+        assertCleanFailure(try run("tessera", ["tune", model, "--from", model, "-o", "/tmp/x.gguf"]), mentioning: "not a packed Tessera model")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-tune-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let rtn = dir.appendingPathComponent("rtn.gguf").path, out = dir.appendingPathComponent("tuned.gguf").path
+        let q = try run("tessera", ["quantize", model, "--bits", "4", "--group", "64", "-o", rtn])
+        XCTAssertEqual(q.status, 0, q.stderr)
+        assertCleanFailure(try run("tessera", ["tune", rtn, "--from", rtn, "-o", out]), mentioning: "packed model")
+        let r = try run("tessera", ["tune", rtn, "--from", model, "--samples", "2", "--seq-len", "32", "--steps", "4",
+                                    "--eval-samples", "1", "--eval-every", "2", "-t", "2", "-o", out,
+                                    "--data", TestPaths.shared + "/data/wikitext2/wiki.valid.raw"], timeout: 600)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertNotNil(r.stdout.range(of: #"held-out KL after +4 steps: [0-9.]+"#, options: .regularExpression), r.stdout)
+        for suffix in ["", ".tune.json", ".tune.svg"] { XCTAssertTrue(FileManager.default.fileExists(atPath: out + suffix), suffix) }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".e2e"), "the checkpoint is removed after success")
         let chat = try run("chat", [out, "--prompt", "What is the capital of France?", "--temperature", "0", "--max-tokens", "12"])
         XCTAssertEqual(chat.status, 0, chat.stderr)
         XCTAssertFalse(chat.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
