@@ -171,6 +171,7 @@ struct CalibrateCommand: ParsableCommand {
             var e2e = EndToEndOptions()
             e2e.steps = tuneSteps
             e2e.seed = seed
+            e2e.learningRate = EndToEndOptions.learningRate(bits: o.bits)
             // The first (at most 64) of the calibration's windows: drawn again with the same seed.
             e2e.samples = min(o.samples, e2e.samples)
             e2e.sequenceLength = o.sequenceLength

@@ -27,7 +27,7 @@ struct TuneCommand: ParsableCommand {
     @Option(help: "Training windows.") var samples: Int = 64
     @Option(name: .customLong("seq-len"), help: "Tokens per window.") var seqLen: Int = 512
     @Option(help: "Adam steps (one window each).") var steps: Int = 200
-    @Option(help: "Peak learning rate, decayed to 0 on a cosine (the scale factor and the offset, in steps of the grid, are unitless).") var lr: Float = 5e-4
+    @Option(help: "Peak learning rate, decayed to 0 on a cosine (default 5e-4 at 2 bits, halved per extra bit; the scale factor and the offset, in steps of the grid, are unitless).") var lr: Float?
     @Option(name: .customLong("eval-samples"), help: "Held-out windows for the KL check.") var evalSamples: Int = 8
     @Option(name: .customLong("eval-every"), help: "Steps between held-out checks.") var evalEvery: Int = 50
     @Option(help: "Random seed (windows).") var seed: UInt64 = 42
@@ -40,7 +40,7 @@ struct TuneCommand: ParsableCommand {
             guard value >= 1 else { throw ValidationError("\(name) must be positive, got \(value)") }
         }
         guard seqLen >= 2 else { throw ValidationError("--seq-len must be at least 2, got \(seqLen)") }
-        guard lr > 0 && lr.isFinite else { throw ValidationError("--lr must be positive, got \(lr)") }
+        if let lr { guard lr > 0 && lr.isFinite else { throw ValidationError("--lr must be positive, got \(lr)") } }
         guard threads >= 0 else { throw ValidationError("--threads must be 0 or positive") }
     }
 
@@ -57,7 +57,7 @@ struct TuneCommand: ParsableCommand {
         o.samples = samples
         o.sequenceLength = seqLen
         o.steps = steps
-        o.learningRate = lr
+        o.learningRate = lr ?? EndToEndOptions.learningRate(bits: student.bits)
         o.evalSamples = evalSamples
         o.evalEvery = evalEvery
         o.seed = seed

@@ -155,6 +155,7 @@ final class CommandLineTests: XCTestCase {
                                     "--data", TestPaths.shared + "/data/wikitext2/wiki.valid.raw"], timeout: 600)
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertNotNil(r.stdout.range(of: #"held-out KL after +4 steps: [0-9.]+"#, options: .regularExpression), r.stdout)
+        XCTAssertTrue(r.stdout.contains("lr 0.000125 cosine to 0"), r.stdout)  // the default at 4 bits
         for suffix in ["", ".tune.json", ".tune.svg"] { XCTAssertTrue(FileManager.default.fileExists(atPath: out + suffix), suffix) }
         XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".e2e"), "the checkpoint is removed after success")
         let chat = try run("chat", [out, "--prompt", "What is the capital of France?", "--temperature", "0", "--max-tokens", "12"])
