@@ -383,17 +383,17 @@ public enum BlockForwardBackward {
         }
     }
 
-    /// dx = residual + r·(dout⊙w − x·(r²/C)·Σᵢ doutᵢ·wᵢ·xᵢ)   (w fixed)
+    /// dx = residual + r·(dout⊙w − x·(r²/C)·Σᵢ doutᵢ·wᵢ·xᵢ)   (w fixed; no residual: 0)
     static func rmsNormBackward(_ dout: UnsafePointer<Float>, x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
-                                        rstd: UnsafePointer<Float>, residual: UnsafePointer<Float>,
+                                        rstd: UnsafePointer<Float>, residual: UnsafePointer<Float>?,
                                         into dx: UnsafeMutablePointer<Float>, N: Int, C: Int, pool: ThreadPool) {
         pool.parallelFor(N, multiple: 8) { r in
             for n in r {
-                let xn = x + n * C, dn = dout + n * C, rn = residual + n * C, dxn = dx + n * C
+                let xn = x + n * C, dn = dout + n * C, rn = residual.map { $0 + n * C }, dxn = dx + n * C
                 var dot: Float = 0
                 for i in 0..<C { dot += dn[i] * w[i] * xn[i] }
                 let scale = rstd[n], c = scale * scale * dot / Float(C)
-                for i in 0..<C { dxn[i] = rn[i] + scale * (dn[i] * w[i] - xn[i] * c) }
+                for i in 0..<C { dxn[i] = (rn?[i] ?? 0) + scale * (dn[i] * w[i] - xn[i] * c) }
             }
         }
     }

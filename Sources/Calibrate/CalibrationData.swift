@@ -27,6 +27,11 @@ public enum CalibrationData {
         return texts.joined(separator: "\n\n")
     }
 
+    /// The embedding rows of a window's tokens, [tokens, C], into `out` (a block's input).
+    static func embed(_ window: [Int32], table: FloatBuffer, C: Int, into out: UnsafeMutablePointer<Float>) {
+        for (t, token) in window.enumerated() { (out + t * C).update(from: table.pointer + Int(token) * C, count: C) }
+    }
+
     /// `count` windows of `length` tokens from `tokens`.
     public static func windows(tokens: [Int32], count: Int, length: Int, seed: UInt64) throws -> [[Int32]] {
         guard tokens.count > length else {

@@ -40,9 +40,7 @@ public enum CalibrationReport {
         let lo = floor(log10(lo0)), hi = max(ceil(log10(hi0)), lo + 1)
         func x(_ i: Int) -> Double { left + (reports.count == 1 ? plotW / 2 : plotW * Double(i) / Double(reports.count - 1)) }
         func y(_ v: Double) -> Double { top + plotH * (1 - (log10(max(v, pow(10, lo))) - lo) / (hi - lo)) }
-        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"12\">\n"
-        s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-        s += "<text x=\"\(width / 2)\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">\(escape(title))</text>\n"
+        var s = header(width: width, height: height, title: title)
         for e in Int(lo)...Int(hi) {
             let yy = y(pow(10, Double(e)))
             s += "<line x1=\"\(left)\" y1=\"\(yy)\" x2=\"\(width - right)\" y2=\"\(yy)\" stroke=\"#ddd\"/>\n"
@@ -59,8 +57,7 @@ public enum CalibrationReport {
             return "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\" points=\"\(points)\"/>\n"
         }
         s += line(\.lossInitial, "#d62728") + line(\.lossFinal, "#1f77b4")
-        s += "<rect x=\"\(left + 10)\" y=\"\(top + 6)\" width=\"12\" height=\"3\" fill=\"#d62728\"/><text x=\"\(left + 28)\" y=\"\(top + 12)\">initial weights, nearest rounding</text>\n"
-        s += "<rect x=\"\(left + 10)\" y=\"\(top + 24)\" width=\"12\" height=\"3\" fill=\"#1f77b4\"/><text x=\"\(left + 28)\" y=\"\(top + 30)\">after calibration</text>\n"
+        s += legend([("#d62728", "initial weights, nearest rounding"), ("#1f77b4", "after calibration")], x: left + 10, y: top + 6)
         s += "</svg>\n"
         return s
     }
@@ -83,9 +80,7 @@ public enum CalibrationReport {
         let hi = hi0 * 1.1
         func x(_ step: Double) -> Double { left + plotW * step / steps }
         func y(_ v: Double) -> Double { top + plotH * (1 - v / hi) }
-        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"12\">\n"
-        s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-        s += "<text x=\"\(width / 2)\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">\(escape(title))</text>\n"
+        var s = header(width: width, height: height, title: title)
         for k in 0...5 {
             let v = hi * Double(k) / 5, yy = y(v)
             s += "<line x1=\"\(left)\" y1=\"\(yy)\" x2=\"\(width - right)\" y2=\"\(yy)\" stroke=\"#ddd\"/>\n"
@@ -102,10 +97,24 @@ public enum CalibrationReport {
         let points = held.map { "\(x($0[0])),\(y($0[1]))" }.joined(separator: " ")
         s += "<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\" points=\"\(points)\"/>\n"
         for p in held { s += "<circle cx=\"\(x(p[0]))\" cy=\"\(y(p[1]))\" r=\"3.5\" fill=\"#d62728\"/>\n" }
-        s += "<rect x=\"\(left + 10)\" y=\"\(top + 6)\" width=\"12\" height=\"3\" fill=\"#9ecae1\"/><text x=\"\(left + 28)\" y=\"\(top + 12)\">training window (mean of last 10 steps)</text>\n"
-        s += "<rect x=\"\(left + 10)\" y=\"\(top + 24)\" width=\"12\" height=\"3\" fill=\"#d62728\"/><text x=\"\(left + 28)\" y=\"\(top + 30)\">held-out windows</text>\n"
+        s += legend([("#9ecae1", "training window (mean of last 10 steps)"), ("#d62728", "held-out windows")], x: left + 10, y: top + 6)
         s += "</svg>\n"
         return s
+    }
+
+    /// The opening tag, a white background and the centred title.
+    static func header(width: Double, height: Double, title: String) -> String {
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"12\">\n"
+            + "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+            + "<text x=\"\(width / 2)\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">\(escape(title))</text>\n"
+    }
+
+    /// One line per (colour, label), a colour swatch and its label, from (x, y) down.
+    static func legend(_ entries: [(String, String)], x: Double, y: Double) -> String {
+        entries.enumerated().map { i, entry in
+            let top = y + 18 * Double(i)
+            return "<rect x=\"\(x)\" y=\"\(top)\" width=\"12\" height=\"3\" fill=\"\(entry.0)\"/><text x=\"\(x + 18)\" y=\"\(top + 6)\">\(escape(entry.1))</text>\n"
+        }.joined()
     }
 
     static func escape(_ text: String) -> String {

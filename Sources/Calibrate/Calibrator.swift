@@ -99,9 +99,7 @@ public final class Calibrator {
             let embedding = try source.floatTensor(TensorName.tokenEmbedding)
             let row = FloatBuffer(count: o.sequenceLength * shape.C)
             for (n, window) in windows.enumerated() {
-                for (t, token) in window.enumerated() {
-                    (row.pointer + t * shape.C).update(from: embedding.pointer + Int(token) * shape.C, count: shape.C)
-                }
+                CalibrationData.embed(window, table: embedding, C: shape.C, into: row.pointer)
                 inputs.store(row.pointer, first: n, count: 1)
             }
             targets = try trajectory("fp", 0)

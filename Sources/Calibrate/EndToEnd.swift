@@ -173,7 +173,7 @@ public final class EndToEndTuner {
     let activations: [FloatBuffer]   // [T, C] input of block b (b = L: the final hidden state)
     let normed: FloatBuffer, outputRstd: FloatBuffer
     let logits: FloatBuffer, teacherLogits: FloatBuffer   // [T, V]
-    let gradient: FloatBuffer, inputGradient: FloatBuffer, zeros: FloatBuffer  // [T, C]
+    let gradient: FloatBuffer, inputGradient: FloatBuffer  // [T, C]
     let grads: BlockGradients
 
     public init(teacher: ModelSource, student: PackedModelSource, options: EndToEndOptions, outputPath: String, pool: ThreadPool) throws {
@@ -192,12 +192,8 @@ public final class EndToEndTuner {
         var blocks: [BlockParameters] = [], layers: [TunableLinear] = []
         var first = 0
         for b in 0..<c.blockCount {
-            let p = BlockParameters(shape: shape)
-            for (norm, part) in [(p.attentionNorm, "attn_norm"), (p.mlpNorm, "ffn_norm")] {
-                let values = try student.floatTensor(TensorName.block(b, part))
-                guard values.count == C else { throw FormatError.shapeMismatch(tensor: TensorName.block(b, part), expected: [C], found: [values.count]) }
-                norm.pointer.update(from: values.pointer, count: C)
-            }
+            // Norms as stored; the linears dequantized (α = β = 0, what materialize() gives too).
+            let p = try BlockParameters(source: student, block: b, shape: shape)
             for name in BlockParameters.linearNames {
                 let full = TensorName.block(b, name)
                 guard student.isPacked(full) else { throw CalibrationError("\(full) in \(student.path) is not packed: nothing to tune") }
@@ -222,7 +218,6 @@ public final class EndToEndTuner {
         teacherLogits = FloatBuffer(count: T * V)
         gradient = FloatBuffer(count: T * C)
         inputGradient = FloatBuffer(count: T * C)
-        zeros = FloatBuffer(count: T * C)
         grads = BlockGradients(shape: shape)
         materialize()
     }
@@ -244,7 +239,7 @@ public final class EndToEndTuner {
         let teacherEmbedding = try teacher.floatTensor(TensorName.tokenEmbedding)
         let states = windows.map { window -> FloatBuffer in
             let x = FloatBuffer(count: T * C)
-            for (t, token) in window.enumerated() { (x.pointer + t * C).update(from: teacherEmbedding.pointer + Int(token) * C, count: C) }
+            CalibrationData.embed(window, table: teacherEmbedding, C: C, into: x.pointer)
             return x
         }
         let tape = BlockTape(shape: shape, batch: 1, tokens: T)
@@ -259,7 +254,7 @@ public final class EndToEndTuner {
     /// Student forward on one window: fills the tapes and activations, logits = head(norm(h)).
     func forward(_ window: [Int32]) {
         let x0 = activations[0]
-        for (t, token) in window.enumerated() { (x0.pointer + t * C).update(from: embedding.pointer + Int(token) * C, count: C) }
+        CalibrationData.embed(window, table: embedding, C: C, into: x0.pointer)
         for (b, p) in blocks.enumerated() {
             BlockForwardBackward.forward(p, shape: shape, x: activations[b].pointer, B: 1, T: T, tape: tapes[b],
                                          into: activations[b + 1].pointer, pool: pool)
@@ -267,9 +262,13 @@ public final class EndToEndTuner {
         project(activations[blocks.count], rstd: outputRstd, into: logits)
     }
 
-    /// logits[T, V] = RMSNorm(h; outputNorm)·headᵀ (normed kept in `normed`).
-    func project(_ h: FloatBuffer, rstd: FloatBuffer, into out: FloatBuffer) {
-        BlockForwardBackward.rmsNormForward(h.pointer, outputNorm.pointer, out: normed.pointer, rstd: rstd.pointer,
+    /// The teacher's logits of a window from its final hidden state (`teacherStates`), into
+    /// `teacherLogits`, through the same final norm and head as the student (neither is tuned).
+    func projectTeacher(_ state: FloatBuffer) { project(state, rstd: nil, into: teacherLogits) }
+
+    /// logits[T, V] = RMSNorm(h; outputNorm)·headᵀ (normed kept in `normed`, 1/rms in `rstd`).
+    func project(_ h: FloatBuffer, rstd: FloatBuffer?, into out: FloatBuffer) {
+        BlockForwardBackward.rmsNormForward(h.pointer, outputNorm.pointer, out: normed.pointer, rstd: rstd?.pointer,
                                             N: T, C: C, eps: shape.eps, pool: pool)
         let (C, V) = (self.C, self.V)
         pool.parallelFor(T, multiple: 8) { r in
@@ -308,8 +307,7 @@ public final class EndToEndTuner {
     /// One training step on `window`: returns the KL; dL/dα, dL/dβ into the given arrays.
     func trainingStep(_ window: [Int32], teacherState: FloatBuffer, dAlpha: UnsafeMutablePointer<Float>,
                       dBeta: UnsafeMutablePointer<Float>) -> Double {
-        let teacherRstd = FloatBuffer(count: T)
-        project(teacherState, rstd: teacherRstd, into: teacherLogits)
+        projectTeacher(teacherState)
         forward(window)  // last: `normed` holds the student's
         let loss = divergence(student: logits, teacher: teacherLogits, gradient: true)
         // d normed [T, C] = dlogits·head
@@ -321,7 +319,7 @@ public final class EndToEndTuner {
         // h → RMSNorm: dh (no residual).
         let h = activations[blocks.count]
         BlockForwardBackward.rmsNormBackward(gradient.pointer, x: h.pointer, weight: outputNorm.pointer, rstd: outputRstd.pointer,
-                                             residual: zeros.pointer, into: inputGradient.pointer, N: T, C: C, pool: pool)
+                                             residual: nil, into: inputGradient.pointer, N: T, C: C, pool: pool)
         var dy = inputGradient, dx = gradient
         for b in stride(from: blocks.count - 1, through: 0, by: -1) {
             BlockForwardBackward.backward(blocks[b], shape: shape, B: 1, T: T, tape: tapes[b], dy: dy.pointer, grads: grads,
@@ -337,10 +335,9 @@ public final class EndToEndTuner {
 
     /// Mean KL per token over `windows` with the current weights.
     func evaluate(_ windows: [[Int32]], states: [FloatBuffer]) -> Double {
-        let teacherRstd = FloatBuffer(count: T)
         var total = 0.0
         for (window, state) in zip(windows, states) {
-            project(state, rstd: teacherRstd, into: teacherLogits)
+            projectTeacher(state)
             forward(window)
             total += divergence(student: logits, teacher: teacherLogits, gradient: false)
         }

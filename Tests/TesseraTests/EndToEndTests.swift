@@ -65,8 +65,7 @@ final class EndToEndTests: XCTestCase {
         func klAt(_ set: (EndToEndTuner) -> Void) -> Double {
             set(tuner)
             tuner.materialize()
-            let teacherRstd = FloatBuffer(count: 16)
-            tuner.project(state, rstd: teacherRstd, into: tuner.teacherLogits)
+            tuner.projectTeacher(state)
             tuner.forward(window)
             return tuner.divergence(student: tuner.logits, teacher: tuner.teacherLogits, gradient: false)
         }
