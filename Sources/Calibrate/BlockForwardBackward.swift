@@ -116,13 +116,17 @@ public final class BlockParameters {
     public var linears: [FloatBuffer] { [query, key, value, attentionOutput, gate, up, down] }
 }
 
-/// Gradients of the seven linear weights (same shapes and order as `BlockParameters.linears`).
+/// Gradients of the seven linear weights (same shapes and order as `BlockParameters.linears`),
+/// and of the two norm weights (written only by a backward that also computes dL/dx).
 public final class BlockGradients {
     public let query, key, value, attentionOutput, gate, up, down: FloatBuffer
     public let linears: [FloatBuffer]
+    public let attentionNorm, mlpNorm: FloatBuffer  // [C]
 
     public init(shape: BlockShape) {
         linears = shape.linearShapes.map { FloatBuffer(count: $0.out * $0.inFeatures) }
+        attentionNorm = FloatBuffer(count: shape.C)
+        mlpNorm = FloatBuffer(count: shape.C)
         (query, key, value, attentionOutput, gate, up, down) =
             (linears[0], linears[1], linears[2], linears[3], linears[4], linears[5], linears[6])
     }
@@ -236,7 +240,8 @@ public enum BlockForwardBackward {
     }
 
     /// Given dL/dy [N,C] for the tape's last forward, OVERWRITES grads.linears with dL/dW.
-    /// With `inputGradient` (the forward's x and a [N,C] buffer), also writes dL/dx there.
+    /// With `inputGradient` (the forward's x and a [N,C] buffer), also writes dL/dx there and
+    /// the norm weights' gradients into grads.attentionNorm and grads.mlpNorm.
     public static func backward(_ p: BlockParameters, shape: BlockShape, B: Int, T: Int, tape: BlockTape,
                                 dy: UnsafePointer<Float>, grads: BlockGradients,
                                 inputGradient: (x: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>)? = nil,
@@ -253,7 +258,10 @@ public enum BlockForwardBackward {
                        dx: tape.dm.pointer, N: N, out: F, in: C, pool: pool)
         linearBackward(tape.dUp.pointer, x: tape.m.pointer, weight: p.up.pointer, dW: grads.up.pointer,
                        dx: tape.dm.pointer, accumulate: true, N: N, out: F, in: C, pool: pool)
-        // m = RMSNorm(h1): dh1 = dy (residual) + RMSNorm'(dm).
+        // m = RMSNorm(h1): dh1 = dy (residual) + RMSNorm'(dm); dmlpNorm = Σ_n dm⊙h1·r.
+        if inputGradient != nil {
+            rmsNormWeightGradient(tape.dm.pointer, x: tape.h1.pointer, rstd: tape.mlpRstd.pointer, into: grads.mlpNorm.pointer, N: N, C: C, pool: pool)
+        }
         rmsNormBackward(tape.dm.pointer, x: tape.h1.pointer, weight: p.mlpNorm.pointer, rstd: tape.mlpRstd.pointer,
                         residual: dy, into: tape.dh1.pointer, N: N, C: C, pool: pool)
         // h1 = x + o·Woᵀ: dWo = dh1ᵀ·o, do = dh1·Wo.
@@ -278,8 +286,9 @@ public enum BlockForwardBackward {
                        accumulate: true, N: N, out: KV, in: C, pool: pool)
         linearBackward(tape.dv.pointer, x: tape.a.pointer, weight: p.value.pointer, dW: grads.value.pointer, dx: da,
                        accumulate: true, N: N, out: KV, in: C, pool: pool)
-        // a = RMSNorm(x): dx = dh1 (residual) + RMSNorm'(da).
+        // a = RMSNorm(x): dx = dh1 (residual) + RMSNorm'(da); dattnNorm = Σ_n da⊙x·r.
         if let (x, dx) = inputGradient {
+            rmsNormWeightGradient(tape.dm.pointer, x: x, rstd: tape.attentionRstd.pointer, into: grads.attentionNorm.pointer, N: N, C: C, pool: pool)
             rmsNormBackward(tape.dm.pointer, x: x, weight: p.attentionNorm.pointer, rstd: tape.attentionRstd.pointer,
                             residual: tape.dh1.pointer, into: dx, N: N, C: C, pool: pool)
         }
@@ -394,6 +403,18 @@ public enum BlockForwardBackward {
                 for i in 0..<C { dot += dn[i] * w[i] * xn[i] }
                 let scale = rstd[n], c = scale * scale * dot / Float(C)
                 for i in 0..<C { dxn[i] = (rn?[i] ?? 0) + scale * (dn[i] * w[i] - xn[i] * c) }
+            }
+        }
+    }
+
+    /// dw[i] = Σ_n dout[n,i]·x[n,i]·r[n]   (the gradient of the norm's weight; columns split across the pool)
+    static func rmsNormWeightGradient(_ dout: UnsafePointer<Float>, x: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+                                      into dw: UnsafeMutablePointer<Float>, N: Int, C: Int, pool: ThreadPool) {
+        pool.parallelFor(C, multiple: 16) { columns in
+            for i in columns { dw[i] = 0 }
+            for n in 0..<N {
+                let d = dout + n * C, xn = x + n * C, r = rstd[n]
+                for i in columns { dw[i] += d[i] * xn[i] * r }
             }
         }
     }

@@ -34,14 +34,40 @@ public enum CalibrationData {
 
     /// `count` windows of `length` tokens from `tokens`.
     public static func windows(tokens: [Int32], count: Int, length: Int, seed: UInt64) throws -> [[Int32]] {
+        try starts(tokens: tokens.count, count: count, length: length, seed: seed).map { Array(tokens[$0..<$0 + length]) }
+    }
+
+    /// Where `windows` starts its windows.
+    static func starts(tokens: Int, count: Int, length: Int, seed: UInt64) throws -> [Int] {
+        guard tokens > length else {
+            throw CalibrationDataError(description: "the calibration text has \(tokens) tokens, too few for --seq-len \(length)")
+        }
+        var rng = SplitMix64(seed: seed)
+        return (0..<count).map { _ in Int.random(in: 0..<(tokens - length), using: &rng) }
+    }
+
+    /// `count` windows of `length` tokens that share no token with the windows starting at
+    /// `others` (held-out text for a check the training never saw): seeded draws, overlapping
+    /// ones skipped.
+    static func windows(tokens: [Int32], count: Int, length: Int, seed: UInt64, disjointFrom others: [Int]) throws -> [[Int32]] {
         guard tokens.count > length else {
             throw CalibrationDataError(description: "the calibration text has \(tokens.count) tokens, too few for --seq-len \(length)")
         }
+        let sorted = others.sorted()
         var rng = SplitMix64(seed: seed)
-        return (0..<count).map { _ in
+        var found: [[Int32]] = []
+        for _ in 0..<1000 * count where found.count < count {
             let start = Int.random(in: 0..<(tokens.count - length), using: &rng)
-            return Array(tokens[start..<start + length])
+            // Overlaps a window starting at o iff start − length < o < start + length.
+            var low = 0, high = sorted.count
+            while low < high { let mid = (low + high) / 2; if sorted[mid] <= start - length { low = mid + 1 } else { high = mid } }
+            if low < sorted.count && sorted[low] < start + length { continue }
+            found.append(Array(tokens[start..<start + length]))
         }
+        guard found.count == count else {
+            throw CalibrationDataError(description: "found only \(found.count) of \(count) held-out windows of \(length) tokens outside the \(others.count) training windows of a \(tokens.count)-token text: use fewer samples or a longer text")
+        }
+        return found
     }
 }
 

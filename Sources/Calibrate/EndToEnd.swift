@@ -19,7 +19,10 @@ import Runtime
 //   scale_k  = s_k · (1 + α_k)        offset_k = m_k + s_k · β_k        w = q · scale + offset
 // α and β are unitless (β in steps of the grid), start at 0 (the input model exactly) and train
 // with one Adam each. dL/dα_k = s_k · Σ_group dL/dw · q,  dL/dβ_k = s_k · Σ_group dL/dw.
-// The embedding, the head and the norms stay as they are.
+// With `trainNorms`, every RMSNorm weight (two per block and the output norm) trains too, the
+// same way: w_i = w0_i · (1 + γ_i), dL/dγ_i = w0_i · dL/dw_i. The norms are stored in fp32, so
+// this costs no bits; it lets the model rescale each channel that feeds a quantized linear.
+// The embedding and the head stay as they are (the teacher's output norm is the original).
 //
 // Shapes: one window of T tokens per step; C hidden, V vocabulary.
 
@@ -35,9 +38,13 @@ public struct EndToEndOptions: Sendable {
     /// The measured rates: 5e-4 at 2 bits, halved per extra bit (a finer grid leaves smaller
     /// errors to correct; W4g64 at 5e-4 ended with a higher held-out KL, at 1.25e-4 lower).
     public static func learningRate(bits: Int) -> Float { 5e-4 * powf(2, Float(2 - bits)) }
-    /// Held-out windows (another seed) on which the KL is measured before, during and after.
+    /// Held-out windows (another seed, sharing no token with the training windows) on which
+    /// the KL is measured before, during and after.
     public var evalSamples = 8
     public var evalEvery = 50
+    /// Train the RMSNorm weights too (γ above), at this fraction of the learning rate.
+    public var trainNorms = false
+    public var normRateFactor: Float = 1
     /// Steps between checkpoints.
     public var checkpointEvery = 25
     public var seed: UInt64 = 42
@@ -46,7 +53,7 @@ public struct EndToEndOptions: Sendable {
     /// What a checkpoint must agree on to be resumed.
     var fingerprint: [String] {
         ["samples=\(samples)", "seq_len=\(sequenceLength)", "steps=\(steps)", "lr=\(learningRate)",
-         "eval_samples=\(evalSamples)", "seed=\(seed)"]
+         "eval_samples=\(evalSamples)", "heldout=disjoint", "seed=\(seed)"] + (trainNorms ? ["norms=true", "norm_rate=\(normRateFactor)"] : [])
     }
 }
 
@@ -74,20 +81,24 @@ final class TunableLinear {
         self.first = first
     }
 
+    /// Runs `body(k, elements)` for every group k of the weight, rows split across the pool.
+    private func forEachGroup(pool: ThreadPool, _ body: (Int, Range<Int>) -> Void) {
+        let cols = self.cols, G = group, perRow = cols / G
+        pool.parallelFor(rows) { range in
+            for r in range {
+                for g in 0..<perRow { body(r * perRow + g, r * cols + g * G..<r * cols + (g + 1) * G) }
+            }
+        }
+    }
+
     /// w = q·s(1 + α) + m + s·β into `out` [rows, cols].
     func materialize(alpha: UnsafePointer<Float>, beta: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        let cols = self.cols, G = group, perRow = cols / G
         codes.withUnsafeBufferPointer { q in
             scale.withUnsafeBufferPointer { s in
                 offset.withUnsafeBufferPointer { m in
-                    pool.parallelFor(rows) { range in
-                        for r in range {
-                            for g in 0..<perRow {
-                                let k = r * perRow + g
-                                let step = s[k] * (1 + alpha[first + k]), shift = m[k] + s[k] * beta[first + k]
-                                for i in r * cols + g * G..<r * cols + (g + 1) * G { out[i] = Float(q[i]) * step + shift }
-                            }
-                        }
+                    forEachGroup(pool: pool) { k, elements in
+                        let step = s[k] * (1 + alpha[first + k]), shift = m[k] + s[k] * beta[first + k]
+                        for i in elements { out[i] = Float(q[i]) * step + shift }
                     }
                 }
             }
@@ -97,19 +108,13 @@ final class TunableLinear {
     /// dL/dα and dL/dβ of this layer's groups (written into the flat arrays) from dL/dw.
     func backward(weightGradient dW: UnsafePointer<Float>, alphaGradient dAlpha: UnsafeMutablePointer<Float>,
                   betaGradient dBeta: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        let cols = self.cols, G = group, perRow = cols / G
         codes.withUnsafeBufferPointer { q in
             scale.withUnsafeBufferPointer { s in
-                pool.parallelFor(rows) { range in
-                    for r in range {
-                        for g in 0..<perRow {
-                            let k = r * perRow + g
-                            var sumQ: Float = 0, sum: Float = 0
-                            for i in r * cols + g * G..<r * cols + (g + 1) * G { sumQ += dW[i] * Float(q[i]); sum += dW[i] }
-                            dAlpha[first + k] = s[k] * sumQ
-                            dBeta[first + k] = s[k] * sum
-                        }
-                    }
+                forEachGroup(pool: pool) { k, elements in
+                    var sumQ: Float = 0, sum: Float = 0
+                    for i in elements { sumQ += dW[i] * Float(q[i]); sum += dW[i] }
+                    dAlpha[first + k] = s[k] * sumQ
+                    dBeta[first + k] = s[k] * sum
                 }
             }
         }
@@ -166,8 +171,12 @@ public final class EndToEndTuner {
     let layers: [TunableLinear]      // block-major, BlockParameters.linearNames order
     let embedding: FloatBuffer       // [V, C] (also the head when tied)
     let head: FloatBuffer            // [V, C]
-    let outputNorm: FloatBuffer      // [C]
-    var alpha: [Float], beta: [Float]
+    let outputNorm: FloatBuffer      // [C] the student's (trains with trainNorms)
+    let teacherOutputNorm: FloatBuffer // [C] as in the file
+    /// The norm weights that train with `trainNorms` ([C] each: attention and MLP norm of every
+    /// block, then the output norm), their values in the file, and their names.
+    let norms: [FloatBuffer], normInitial: [[Float]], normNames: [String]
+    var alpha: [Float], beta: [Float], gamma: [Float]
     // Per-step buffers.
     let tapes: [BlockTape]
     let activations: [FloatBuffer]   // [T, C] input of block b (b = L: the final hidden state)
@@ -209,7 +218,13 @@ public final class EndToEndTuner {
         beta = [Float](repeating: 0, count: first)
         embedding = try student.floatTensor(TensorName.tokenEmbedding)
         head = c.tiedEmbeddings ? embedding : try student.floatTensor(TensorName.output)
-        outputNorm = try student.floatTensor(TensorName.outputNorm)
+        teacherOutputNorm = try student.floatTensor(TensorName.outputNorm)
+        outputNorm = FloatBuffer(count: c.hidden)
+        outputNorm.pointer.update(from: teacherOutputNorm.pointer, count: c.hidden)
+        norms = blocks.flatMap { [$0.attentionNorm, $0.mlpNorm] } + [outputNorm]
+        normInitial = norms.map(\.array)
+        normNames = (0..<c.blockCount).flatMap { [TensorName.block($0, "attn_norm"), TensorName.block($0, "ffn_norm")] } + [TensorName.outputNorm]
+        gamma = [Float](repeating: 0, count: norms.count * c.hidden)
         tapes = (0..<c.blockCount).map { _ in BlockTape(shape: shape, batch: 1, tokens: options.sequenceLength) }
         activations = (0...c.blockCount).map { _ in FloatBuffer(count: options.sequenceLength * c.hidden) }
         normed = FloatBuffer(count: T * C)
@@ -222,8 +237,11 @@ public final class EndToEndTuner {
         materialize()
     }
 
-    /// Every block linear from the current α, β.
+    /// Every block linear from the current α, β; every norm from γ.
     func materialize() {
+        for (j, norm) in norms.enumerated() {
+            for i in 0..<C { norm[i] = normInitial[j][i] * (1 + gamma[j * C + i]) }
+        }
         alpha.withUnsafeBufferPointer { a in
             beta.withUnsafeBufferPointer { b in
                 let perBlock = BlockParameters.linearNames.count
@@ -259,16 +277,16 @@ public final class EndToEndTuner {
             BlockForwardBackward.forward(p, shape: shape, x: activations[b].pointer, B: 1, T: T, tape: tapes[b],
                                          into: activations[b + 1].pointer, pool: pool)
         }
-        project(activations[blocks.count], rstd: outputRstd, into: logits)
+        project(activations[blocks.count], norm: outputNorm, rstd: outputRstd, into: logits)
     }
 
     /// The teacher's logits of a window from its final hidden state (`teacherStates`), into
     /// `teacherLogits`, through the same final norm and head as the student (neither is tuned).
-    func projectTeacher(_ state: FloatBuffer) { project(state, rstd: nil, into: teacherLogits) }
+    func projectTeacher(_ state: FloatBuffer) { project(state, norm: teacherOutputNorm, rstd: nil, into: teacherLogits) }
 
-    /// logits[T, V] = RMSNorm(h; outputNorm)·headᵀ (normed kept in `normed`, 1/rms in `rstd`).
-    func project(_ h: FloatBuffer, rstd: FloatBuffer?, into out: FloatBuffer) {
-        BlockForwardBackward.rmsNormForward(h.pointer, outputNorm.pointer, out: normed.pointer, rstd: rstd?.pointer,
+    /// logits[T, V] = RMSNorm(h; norm)·headᵀ (normed kept in `normed`, 1/rms in `rstd`).
+    func project(_ h: FloatBuffer, norm: FloatBuffer, rstd: FloatBuffer?, into out: FloatBuffer) {
+        BlockForwardBackward.rmsNormForward(h.pointer, norm.pointer, out: normed.pointer, rstd: rstd?.pointer,
                                             N: T, C: C, eps: shape.eps, pool: pool)
         let (C, V) = (self.C, self.V)
         pool.parallelFor(T, multiple: 8) { r in
@@ -304,9 +322,9 @@ public final class EndToEndTuner {
         return perToken.reduce(0, +) / Double(T)
     }
 
-    /// One training step on `window`: returns the KL; dL/dα, dL/dβ into the given arrays.
+    /// One training step on `window`: returns the KL; dL/dα, dL/dβ, dL/dγ into the given arrays.
     func trainingStep(_ window: [Int32], teacherState: FloatBuffer, dAlpha: UnsafeMutablePointer<Float>,
-                      dBeta: UnsafeMutablePointer<Float>) -> Double {
+                      dBeta: UnsafeMutablePointer<Float>, dGamma: UnsafeMutablePointer<Float>) -> Double {
         projectTeacher(teacherState)
         forward(window)  // last: `normed` holds the student's
         let loss = divergence(student: logits, teacher: teacherLogits, gradient: true)
@@ -316,8 +334,11 @@ public final class EndToEndTuner {
             Matmul.sgemm(transA: false, transB: false, M: r.count, N: C, K: V, A: logits.pointer + r.lowerBound * V, lda: V,
                          B: head.pointer, ldb: C, C: gradient.pointer + r.lowerBound * C, ldc: C)
         }
-        // h → RMSNorm: dh (no residual).
+        // h → RMSNorm: dh (no residual); d outputNorm.
         let h = activations[blocks.count]
+        let L = blocks.count
+        BlockForwardBackward.rmsNormWeightGradient(gradient.pointer, x: h.pointer, rstd: outputRstd.pointer, into: dGamma + 2 * L * C, N: T, C: C, pool: pool)
+        normGradient(dGamma, norm: 2 * L)
         BlockForwardBackward.rmsNormBackward(gradient.pointer, x: h.pointer, weight: outputNorm.pointer, rstd: outputRstd.pointer,
                                              residual: nil, into: inputGradient.pointer, N: T, C: C, pool: pool)
         var dy = inputGradient, dx = gradient
@@ -328,9 +349,18 @@ public final class EndToEndTuner {
             for l in 0..<perBlock {
                 layers[b * perBlock + l].backward(weightGradient: grads.linears[l].pointer, alphaGradient: dAlpha, betaGradient: dBeta, pool: pool)
             }
+            (dGamma + 2 * b * C).update(from: grads.attentionNorm.pointer, count: C)
+            (dGamma + (2 * b + 1) * C).update(from: grads.mlpNorm.pointer, count: C)
+            normGradient(dGamma, norm: 2 * b)
+            normGradient(dGamma, norm: 2 * b + 1)
             swap(&dy, &dx)
         }
         return loss
+    }
+
+    /// dL/dγ = w0 · dL/dw, in place, for norm j of `norms`.
+    private func normGradient(_ dGamma: UnsafeMutablePointer<Float>, norm j: Int) {
+        for i in 0..<C { dGamma[j * C + i] *= normInitial[j][i] }
     }
 
     /// Mean KL per token over `windows` with the current weights.
@@ -361,6 +391,7 @@ public final class EndToEndTuner {
         var report = EndToEndReport()
         var adamAlpha = Adam(count: alpha.count, learningRate: o.learningRate)
         var adamBeta = Adam(count: beta.count, learningRate: o.learningRate)
+        var adamGamma = Adam(count: gamma.count, learningRate: o.learningRate)
         var firstStep = 0
         if fm.fileExists(atPath: statePath) {
             guard resume else { throw CalibrationError("a checkpoint of an earlier run is in \(dir): pass --resume to continue it, or delete that folder to start over") }
@@ -368,10 +399,11 @@ public final class EndToEndTuner {
                 throw CalibrationError("cannot read \(statePath); delete \(dir) to start over")
             }
             guard saved.fingerprint == print else { throw CalibrationError("the checkpoint in \(dir) was made with other settings; use the same flags or delete it") }
-            let arrays = try Self.readArrays(dir + "/" + saved.parameters, count: alpha.count, arrays: 6)
-            alpha = arrays[0]; beta = arrays[1]
+            let arrays = try Self.readArrays(dir + "/" + saved.parameters, counts: [Int](repeating: alpha.count, count: 6) + [Int](repeating: gamma.count, count: 3))
+            alpha = arrays[0]; beta = arrays[1]; gamma = arrays[6]
             adamAlpha = Adam(learningRate: o.learningRate, moments: (arrays[2], arrays[3], saved.step))
             adamBeta = Adam(learningRate: o.learningRate, moments: (arrays[4], arrays[5], saved.step))
+            adamGamma = Adam(learningRate: o.learningRate, moments: (arrays[7], arrays[8], saved.step))
             report = saved.report
             report.resumedAt = saved.step
             firstStep = saved.step
@@ -380,8 +412,10 @@ public final class EndToEndTuner {
             try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
         }
 
-        let windows = try CalibrationData.windows(tokens: tokens, count: o.samples, length: T, seed: o.seed)
-        let held = try CalibrationData.windows(tokens: tokens, count: o.evalSamples, length: T, seed: o.seed &+ 0x5EED)
+        let starts = try CalibrationData.starts(tokens: tokens.count, count: o.samples, length: T, seed: o.seed)
+        let windows = starts.map { Array(tokens[$0..<$0 + T]) }
+        // Held out: text no training window touches, so the check measures generalisation.
+        let held = try CalibrationData.windows(tokens: tokens, count: o.evalSamples, length: T, seed: o.seed &+ 0x5EED, disjointFrom: starts)
         let states = try teacherStates(windows + held, progress: progress)
         let trainStates = Array(states[..<windows.count]), heldStates = Array(states[windows.count...])
         if report.evalKL.isEmpty {
@@ -389,16 +423,17 @@ public final class EndToEndTuner {
             report.evalKL.append([0, evaluate(held, states: heldStates)])
         }
 
-        let dAlpha = FloatBuffer(count: alpha.count), dBeta = FloatBuffer(count: beta.count)
+        let dAlpha = FloatBuffer(count: alpha.count), dBeta = FloatBuffer(count: beta.count), dGamma = FloatBuffer(count: gamma.count)
         for step in firstStep..<o.steps {
             // The window of step k depends only on the seed and k (resume draws the same ones).
             var rng = SplitMix64(seed: o.seed &+ 0xE2E &* UInt64(step + 1))
             let n = Int.random(in: 0..<windows.count, using: &rng)
-            let loss = trainingStep(windows[n], teacherState: trainStates[n], dAlpha: dAlpha.pointer, dBeta: dBeta.pointer)
+            let loss = trainingStep(windows[n], teacherState: trainStates[n], dAlpha: dAlpha.pointer, dBeta: dBeta.pointer, dGamma: dGamma.pointer)
             // Cosine decay from lr to 0 over the run: late steps, on single windows, must not undo the early ones.
             let rate = o.learningRate * Float(0.5 * (1 + cos(Double.pi * Double(step) / Double(o.steps))))
             adamAlpha.update(&alpha, gradient: dAlpha.pointer, rate: rate)
             adamBeta.update(&beta, gradient: dBeta.pointer, rate: rate)
+            if o.trainNorms { adamGamma.update(&gamma, gradient: dGamma.pointer, rate: rate * o.normRateFactor) }
             materialize()
             report.stepLosses.append(Float(loss))
             progress(EndToEndProgress(step: step + 1, steps: o.steps, loss: Float(loss), phase: "train"))
@@ -408,8 +443,8 @@ public final class EndToEndTuner {
             }
             if (step + 1) % o.checkpointEvery == 0 && step + 1 < o.steps {
                 let name = "parameters-\(step + 1).bin"
-                let (ma, va, _) = adamAlpha.moments, (mb, vb, _) = adamBeta.moments
-                try Self.writeArrays([alpha, beta, ma, va, mb, vb], to: dir + "/" + name)
+                let (ma, va, _) = adamAlpha.moments, (mb, vb, _) = adamBeta.moments, (mg, vg, _) = adamGamma.moments
+                try Self.writeArrays([alpha, beta, ma, va, mb, vb, gamma, mg, vg], to: dir + "/" + name)
                 let state = State(fingerprint: print, step: step + 1, report: report, parameters: name)
                 let previous = (try? JSONDecoder().decode(State.self, from: fm.contents(atPath: statePath) ?? Data()))?.parameters
                 try JSONEncoder().encode(state).write(to: URL(fileURLWithPath: statePath), options: .atomic)
@@ -423,6 +458,8 @@ public final class EndToEndTuner {
         report.kept = after < before
         if !report.kept {
             for i in alpha.indices { alpha[i] = 0; beta[i] = 0 }
+            for i in gamma.indices { gamma[i] = 0 }
+            materialize()
         }
         report.seconds = (ContinuousClock.now - start).seconds
         try write(report: report, before: before, after: after)
@@ -442,6 +479,7 @@ public final class EndToEndTuner {
                      ("tessera.e2e.kept", report.kept ? "true" : "false"),
                      ("tessera.version", TesseraVersion.string)]
         var tuned: [String: PackedWeights] = [:]
+        let tunedNorms = o.trainNorms ? Dictionary(uniqueKeysWithValues: zip(normNames, norms)) : [:]
         try alpha.withUnsafeBufferPointer { a in
             try beta.withUnsafeBufferPointer { b in
                 for layer in layers { tuned[layer.name] = try layer.tuned(alpha: a.baseAddress!, beta: b.baseAddress!) }
@@ -452,6 +490,7 @@ public final class EndToEndTuner {
         try PackedFormat.write(source: s, tokenizer: tokenizer, scheme: scheme,
                                method: s.gguf.string("tessera.method") ?? "tesseraq", metadata: metadata, to: outputPath) { name in
             if let p = tuned[name] { return .packed(p) }
+            if let norm = tunedNorms[name] { return .values(norm) }
             if s.isPacked(name) { return .packed(try s.packedWeights(name)) }
             return .standard
         }
@@ -466,13 +505,17 @@ public final class EndToEndTuner {
         try data.write(to: URL(fileURLWithPath: path), options: .atomic)
     }
 
-    static func readArrays(_ path: String, count: Int, arrays: Int) throws -> [[Float]] {
-        guard let data = FileManager.default.contents(atPath: path), data.count == count * arrays * 4 else {
+    static func readArrays(_ path: String, counts: [Int]) throws -> [[Float]] {
+        guard let data = FileManager.default.contents(atPath: path), data.count == counts.reduce(0, +) * 4 else {
             throw CalibrationError("\(path) is missing or truncated; delete the checkpoint folder to start over")
         }
         return data.withUnsafeBytes { raw in
             let f = raw.bindMemory(to: Float.self)
-            return (0..<arrays).map { Array(f[$0 * count..<($0 + 1) * count]) }
+            var start = 0
+            return counts.map { count in
+                defer { start += count }
+                return Array(f[start..<start + count])
+            }
         }
     }
 }

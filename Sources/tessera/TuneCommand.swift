@@ -33,6 +33,7 @@ struct TuneCommand: ParsableCommand {
     @Option(help: "Random seed (windows).") var seed: UInt64 = 42
     @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = physical cores).") var threads: Int = 0
     @Option(name: .shortAndLong, help: "Output file.") var output: String
+    @Flag(help: "Train the RMSNorm weights too (per channel, w·(1+γ); they are stored in fp32, so no extra bits).") var norms = false
     @Flag(help: "Continue the interrupted run whose checkpoint is in OUT.e2e/.") var resume = false
 
     func validate() throws {
@@ -61,6 +62,7 @@ struct TuneCommand: ParsableCommand {
         o.evalSamples = evalSamples
         o.evalEvery = evalEvery
         o.seed = seed
+        o.trainNorms = norms
         let tokenizer = try source.makeTokenizer()
         let tokens = tokenizer.encode(try CalibrationData.text(path: data), addBOS: nil, parseSpecial: false)
         try Self.tune(student, teacher: source, tokens: tokens, data: data, options: o, output: output,
@@ -72,7 +74,7 @@ struct TuneCommand: ParsableCommand {
                      output: String, pool: ThreadPool, resume: Bool) throws {
         let tuner = try EndToEndTuner(teacher: teacher, student: student, options: o, outputPath: output, pool: pool)
         print("tune: \(student.path) → \(output), teacher \(teacher.path)")
-        print("  W\(student.bits)g\(student.group); \(o.samples) windows × \(o.sequenceLength) tokens from \(data) (\(tokens.count) tokens); \(o.steps) steps, lr \(o.learningRate) cosine to 0; held-out KL on \(o.evalSamples) windows; seed \(o.seed); \(pool.threads) threads")
+        print("  W\(student.bits)g\(student.group); \(o.samples) windows × \(o.sequenceLength) tokens from \(data) (\(tokens.count) tokens); \(o.steps) steps, lr \(o.learningRate) cosine to 0; held-out KL on \(o.evalSamples) windows; \(o.trainNorms ? "scales, offsets and norms" : "scales and offsets"); seed \(o.seed); \(pool.threads) threads")
         if resume && FileManager.default.fileExists(atPath: tuner.checkpointDirectory) { print("resuming from the checkpoint in \(tuner.checkpointDirectory)") }
         fflush(stdout)
         let start = ContinuousClock.now

@@ -9,7 +9,7 @@ struct ReferenceBlock {
     let C, H, KVH, D, F: Int
     let eps: Double
     let frequencies: [Double]    // rotary θᵢ per pair (GGUF interleaved pairs)
-    let attentionNorm, mlpNorm: [Double]
+    var attentionNorm, mlpNorm: [Double]
     var linears: [[Double]]      // Wq, Wk, Wv, Wo, Wg, Wu, Wd as [out·in] row-major
 
     init(config c: LlamaConfig, parameters p: BlockParameters) {
@@ -290,8 +290,9 @@ final class BlockGradientTests: XCTestCase {
         checkGradients(config: Self.config(C: 16, H: 4, KVH: 2, D: 4, F: 24), B: 2, T: 67, samples: 8, threads: 3, seed: 51)
     }
 
-    /// dL/dx (asked for by end-to-end tuning) against central differences of the float64
-    /// reference, every entry; the weight gradients are the same with and without it.
+    /// dL/dx and the norm weights' gradients (asked for by end-to-end tuning) against central
+    /// differences of the float64 reference, every entry; the linears' gradients are the same
+    /// with and without them.
     func testInputGradientMatchesFiniteDifferences() {
         for (config, B, T, threads) in [(Self.config(C: 16, H: 4, KVH: 2, D: 4, F: 24), 2, 5, 2), (Self.config(), 1, 7, 1)] {
             let shape = BlockShape(config: config), N = B * T, C = shape.C
@@ -323,6 +324,20 @@ final class BlockGradientTests: XCTestCase {
             XCTAssertGreaterThan(scale, 1e-3)
             let worst = zip(dx, numeric).map { abs(Double($0) - $1) / (abs($1) + 1e-3 * scale) }.max()!
             XCTAssertLessThan(worst, 1e-3, "dL/dx, C \(C), B \(B), T \(T)")
+
+            // The norm weights' gradients, every channel.
+            for (name, analytic, path) in [("attention norm", grads.attentionNorm, \ReferenceBlock.attentionNorm), ("mlp norm", grads.mlpNorm, \ReferenceBlock.mlpNorm)] {
+                let numeric = (0..<C).map { i -> Double in
+                    var plus = reference, minus = reference
+                    plus[keyPath: path][i] += h
+                    minus[keyPath: path][i] -= h
+                    return (plus.loss(xd, target: targetd, B: B, T: T) - minus.loss(xd, target: targetd, B: B, T: T)) / (2 * h)
+                }
+                let scale = numeric.map(abs).max()!
+                XCTAssertGreaterThan(scale, 1e-3, name)
+                let worst = (0..<C).map { abs(Double(analytic[$0]) - numeric[$0]) / (abs(numeric[$0]) + 1e-3 * scale) }.max()!
+                XCTAssertLessThan(worst, 1e-3, "d \(name), C \(C), B \(B), T \(T)")
+            }
         }
     }
 

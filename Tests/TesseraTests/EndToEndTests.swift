@@ -24,8 +24,9 @@ final class EndToEndTests: XCTestCase {
         return (teacher, try PackedModelSource(gguf: GGUFFile(path: path)))
     }
 
-    static func options(steps: Int = 40) -> EndToEndOptions {
+    static func options(steps: Int = 40, norms: Bool = false) -> EndToEndOptions {
         var o = EndToEndOptions()
+        o.trainNorms = norms
         o.samples = 24
         o.sequenceLength = 16
         o.steps = steps
@@ -52,7 +53,8 @@ final class EndToEndTests: XCTestCase {
         }
     }
 
-    /// dKL/dα and dKL/dβ against central differences of the KL, on the groups with the largest gradients.
+    /// dKL/dα, dKL/dβ and dKL/dγ against central differences of the KL, on the groups (norm
+    /// channels) with the largest gradients and some of every kind.
     func testGradientsMatchFiniteDifferences() throws {
         let (teacher, student) = try models()
         let pool = ThreadPool(threads: 2)
@@ -60,7 +62,8 @@ final class EndToEndTests: XCTestCase {
         let window = Array(CalibrationTests.tokens()[200..<216])
         let state = try tuner.teacherStates([window], progress: { _ in })[0]
         let dAlpha = FloatBuffer(count: tuner.alpha.count), dBeta = FloatBuffer(count: tuner.beta.count)
-        let kl = tuner.trainingStep(window, teacherState: state, dAlpha: dAlpha.pointer, dBeta: dBeta.pointer)
+        let dGamma = FloatBuffer(count: tuner.gamma.count)
+        let kl = tuner.trainingStep(window, teacherState: state, dAlpha: dAlpha.pointer, dBeta: dBeta.pointer, dGamma: dGamma.pointer)
         XCTAssertGreaterThan(kl, 1e-3, "the quantized model should differ from the teacher")
         func klAt(_ set: (EndToEndTuner) -> Void) -> Double {
             set(tuner)
@@ -70,15 +73,23 @@ final class EndToEndTests: XCTestCase {
             return tuner.divergence(student: tuner.logits, teacher: tuner.teacherLogits, gradient: false)
         }
         let h: Float = 1e-2
-        for (name, grad, isAlpha) in [("α", dAlpha, true), ("β", dBeta, false)] {
+        let C = student.config.hidden, normCount = tuner.norms.count
+        XCTAssertEqual(normCount, 2 * student.config.blockCount + 1)
+        let parameters: [(String, FloatBuffer, ReferenceWritableKeyPath<EndToEndTuner, [Float]>, [Int])] = [
+            // First group of each layer of block 1; the first channel of each norm of block 1 and of the output norm.
+            ("α", dAlpha, \.alpha, tuner.layers.suffix(7).map { $0.first }),
+            ("β", dBeta, \.beta, tuner.layers.suffix(7).map { $0.first }),
+            ("γ", dGamma, \.gamma, [(normCount - 3) * C, (normCount - 2) * C + 1, (normCount - 1) * C + 2]),
+        ]
+        for (name, grad, path, some) in parameters {
             let order = (0..<grad.count).sorted { abs(grad[$0]) > abs(grad[$1]) }
-            // The largest, and some from every layer type (first group of each layer of block 1).
-            let picks = Array(order.prefix(6)) + tuner.layers.suffix(7).map { $0.first }
+            let picks = Array(order.prefix(6)) + some
             let scale = Double(abs(grad[order[0]]))
+            XCTAssertGreaterThan(scale, 1e-5, "d\(name) is ~0")
             for k in picks {
-                let plus = klAt { isAlpha ? ($0.alpha[k] = h) : ($0.beta[k] = h) }
-                let minus = klAt { isAlpha ? ($0.alpha[k] = -h) : ($0.beta[k] = -h) }
-                _ = klAt { isAlpha ? ($0.alpha[k] = 0) : ($0.beta[k] = 0) }
+                let plus = klAt { $0[keyPath: path][k] = h }
+                let minus = klAt { $0[keyPath: path][k] = -h }
+                _ = klAt { $0[keyPath: path][k] = 0 }
                 let numeric = (plus - minus) / Double(2 * h)
                 XCTAssertEqual(Double(grad[k]), numeric, accuracy: 3e-2 * (abs(numeric) + 1e-2 * scale), "d\(name)[\(k)]")
             }
@@ -111,16 +122,54 @@ final class EndToEndTests: XCTestCase {
         XCTAssertTrue(logits[0].allSatisfy(\.isFinite))
     }
 
-    /// Killed after a checkpoint and resumed: the same file as an uninterrupted run.
+    /// With the norms training too: the held-out KL falls, and the file holds the tuned norms
+    /// (fp32, exactly the tuner's).
+    func testTrainingTheNormsToo() throws {
+        let (teacher, student) = try models()
+        let path = temporaryPath("norms.gguf")
+        let tuner = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(norms: true), outputPath: path, pool: ThreadPool(threads: 2))
+        let report = try tuner.run(tokens: CalibrationTests.tokens(), resume: false)
+        XCTAssertTrue(report.kept)
+        XCTAssertLessThan(report.evalKL.last![1], 0.9 * report.evalKL[0][1])
+        let tuned = try PackedModelSource(gguf: GGUFFile(path: path))
+        XCTAssertEqual(tuned.gguf.string("tessera.e2e.settings")?.contains("norms=true"), true)
+        for (name, norm) in zip(tuner.normNames, tuner.norms) {
+            XCTAssertEqual(try tuned.floatTensor(name).array, norm.array, name)
+        }
+        let name = TensorName.block(1, "ffn_norm")
+        XCTAssertNotEqual(try tuned.floatTensor(name).array, try student.floatTensor(name).array, "the norms should have moved")
+    }
+
+    /// Held-out windows share no token with the training windows; a text too short for that is a clear error.
+    func testHeldOutWindowsAreDisjointFromTheTrainingWindows() throws {
+        let tokens = (0..<5000).map { Int32($0) }   // token = its position
+        let starts = try CalibrationData.starts(tokens: tokens.count, count: 40, length: 50, seed: 7)
+        let held = try CalibrationData.windows(tokens: tokens, count: 12, length: 50, seed: 8, disjointFrom: starts)
+        XCTAssertEqual(held.count, 12)
+        let training = Set(starts.flatMap { $0..<$0 + 50 })
+        for window in held {
+            XCTAssertEqual(window.count, 50)
+            XCTAssertTrue(window.allSatisfy { !training.contains(Int($0)) }, "held-out window at \(window[0]) overlaps a training window")
+        }
+        // Without the rule the same draws would overlap: the check is not vacuous.
+        let plain = try CalibrationData.windows(tokens: tokens, count: 12, length: 50, seed: 8)
+        XCTAssertTrue(plain.contains { $0.contains { training.contains(Int($0)) } })
+        let dense = try CalibrationData.starts(tokens: 600, count: 60, length: 50, seed: 7)
+        XCTAssertThrowsError(try CalibrationData.windows(tokens: Array(tokens[..<600]), count: 4, length: 50, seed: 8, disjointFrom: dense)) {
+            XCTAssertTrue("\($0)".contains("fewer samples"), "\($0)")
+        }
+    }
+
+    /// Killed after a checkpoint and resumed (norms training too): the same file as an uninterrupted run.
     func testResumeEqualsAnUninterruptedRun() throws {
         let (teacher, student) = try models()
         let whole = temporaryPath("whole.gguf"), parts = temporaryPath("parts.gguf")
-        _ = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(steps: 25), outputPath: whole,
+        _ = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(steps: 25, norms: true), outputPath: whole,
                               pool: ThreadPool(threads: 2)).run(tokens: CalibrationTests.tokens(), resume: false)
-        let first = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(steps: 25), outputPath: parts, pool: ThreadPool(threads: 2))
+        let first = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(steps: 25, norms: true), outputPath: parts, pool: ThreadPool(threads: 2))
         first.stopAfterSteps = 10
         XCTAssertThrowsError(try first.run(tokens: CalibrationTests.tokens(), resume: false))
-        let again = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(steps: 25), outputPath: parts, pool: ThreadPool(threads: 2))
+        let again = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(steps: 25, norms: true), outputPath: parts, pool: ThreadPool(threads: 2))
         XCTAssertThrowsError(try again.run(tokens: CalibrationTests.tokens(), resume: false)) {
             XCTAssertTrue("\($0)".contains("--resume"), "\($0)")
         }
