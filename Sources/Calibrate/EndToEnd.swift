@@ -29,10 +29,10 @@ import Runtime
 /// The hyper-parameters of a tuning run.
 public struct EndToEndOptions: Sendable {
     /// Training windows drawn from the calibration text, and their length.
-    public var samples = 64
+    public var samples = 256
     public var sequenceLength = 512
     /// Adam steps, one window each.
-    public var steps = 200
+    public var steps = 480
     /// Peak learning rate; it decays to 0 on a cosine over the steps.
     public var learningRate: Float = 5e-4
     /// The measured rates: 5e-4 at 2 bits, halved per extra bit (a finer grid leaves smaller
@@ -41,7 +41,7 @@ public struct EndToEndOptions: Sendable {
     /// Held-out windows (another seed, sharing no token with the training windows) on which
     /// the KL is measured before, during and after.
     public var evalSamples = 8
-    public var evalEvery = 50
+    public var evalEvery = 80
     /// Train the RMSNorm weights too (γ above), at this fraction of the learning rate.
     public var trainNorms = false
     public var normRateFactor: Float = 1
@@ -383,6 +383,15 @@ public final class EndToEndTuner {
         var parameters: String   // file name of the arrays, in the checkpoint folder
     }
 
+    /// The training windows and the held-out ones: text no training window touches, so the
+    /// check measures generalisation. Throws when the text is too short for both.
+    public static func split(tokens: [Int32], options o: EndToEndOptions) throws -> (training: [[Int32]], heldOut: [[Int32]]) {
+        let starts = try CalibrationData.starts(tokens: tokens.count, count: o.samples, length: o.sequenceLength, seed: o.seed)
+        let held = try CalibrationData.windows(tokens: tokens, count: o.evalSamples, length: o.sequenceLength,
+                                               seed: o.seed &+ 0x5EED, disjointFrom: starts)
+        return (starts.map { Array(tokens[$0..<$0 + o.sequenceLength]) }, held)
+    }
+
     /// Trains, then writes the tuned packed model to `outputPath` (atomically).
     public func run(tokens: [Int32], resume: Bool, progress: (EndToEndProgress) -> Void = { _ in }) throws -> EndToEndReport {
         let start = ContinuousClock.now
@@ -412,10 +421,7 @@ public final class EndToEndTuner {
             try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
         }
 
-        let starts = try CalibrationData.starts(tokens: tokens.count, count: o.samples, length: T, seed: o.seed)
-        let windows = starts.map { Array(tokens[$0..<$0 + T]) }
-        // Held out: text no training window touches, so the check measures generalisation.
-        let held = try CalibrationData.windows(tokens: tokens, count: o.evalSamples, length: T, seed: o.seed &+ 0x5EED, disjointFrom: starts)
+        let (windows, held) = try Self.split(tokens: tokens, options: o)
         let states = try teacherStates(windows + held, progress: progress)
         let trainStates = Array(states[..<windows.count]), heldStates = Array(states[windows.count...])
         if report.evalKL.isEmpty {

@@ -61,7 +61,7 @@ struct CalibrateCommand: ParsableCommand {
     @Flag(help: "Continue the interrupted run whose checkpoint is in OUT.calib/.") var resume = false
     @Option(help: "Tuning: calibrate only the first N blocks, print their losses and stop (no model is written; the checkpoint stays).") var blocks: Int?
     @Flag(name: .customLong("keep-checkpoint"), help: "Keep OUT.calib/ after success.") var keepCheckpoint = false
-    @Option(name: .customLong("tune-steps"), help: "Then tune the group scales and offsets end to end for N steps on (up to 64 of) the calibration windows, as tessera tune does (not part of TesseraQ; 0: off).") var tuneSteps: Int = 0
+    @Option(name: .customLong("tune-steps"), help: "Then tune the group scales and offsets end to end for N steps on (up to 256 of) the calibration windows, as tessera tune does (not part of TesseraQ; 0: off).") var tuneSteps: Int = 0
 
     var groupSize: Int? { group == "row" ? 0 : Int(group) }
 
@@ -118,6 +118,15 @@ struct CalibrateCommand: ParsableCommand {
         let tokenizer = try source.makeTokenizer()
         let text = try CalibrationData.text(path: data)
         let tokens = tokenizer.encode(text, addBOS: nil, parseSpecial: false)
+        // The tuning's options, checked now: a text too short for its held-out windows fails before the calibration, not after.
+        var e2e = EndToEndOptions()
+        e2e.steps = tuneSteps
+        e2e.seed = seed
+        e2e.learningRate = EndToEndOptions.learningRate(bits: o.bits)
+        // The first (at most 256) of the calibration's windows: drawn again with the same seed.
+        e2e.samples = min(o.samples, e2e.samples)
+        e2e.sequenceLength = o.sequenceLength
+        if tuneSteps > 0 { _ = try EndToEndTuner.split(tokens: tokens, options: e2e) }
         let pool = ThreadPool(threads: threads)
         let calibrator = Calibrator(source: source, options: o, outputPath: output, pool: pool)
         calibrator.trajectoryBudget = maxMemory?.bytes
@@ -168,13 +177,6 @@ struct CalibrateCommand: ParsableCommand {
         if tuneSteps > 0 {
             // OUT is the block-wise model until the tuning replaces it; a killed tuning resumes
             // with --resume (the calibration checkpoint stays until then).
-            var e2e = EndToEndOptions()
-            e2e.steps = tuneSteps
-            e2e.seed = seed
-            e2e.learningRate = EndToEndOptions.learningRate(bits: o.bits)
-            // The first (at most 64) of the calibration's windows: drawn again with the same seed.
-            e2e.samples = min(o.samples, e2e.samples)
-            e2e.sequenceLength = o.sequenceLength
             let student = try PackedModelSource(gguf: GGUFFile(path: output))
             try TuneCommand.tune(student, teacher: source, tokens: tokens, data: data, options: e2e, output: output, pool: pool, resume: resume)
         }

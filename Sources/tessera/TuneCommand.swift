@@ -24,12 +24,12 @@ struct TuneCommand: ParsableCommand {
 
     @Option(help: "Training text (.txt/.raw, or .jsonl with a \"text\" field).")
     var data: String = "../shared/data/wikitext2/wiki.valid.raw"
-    @Option(help: "Training windows.") var samples: Int = 64
+    @Option(help: "Training windows (256 × 512 tokens is half of wiki.valid.raw; 64 overfit more, see bench/RESULTS.md).") var samples: Int = 256
     @Option(name: .customLong("seq-len"), help: "Tokens per window.") var seqLen: Int = 512
-    @Option(help: "Adam steps (one window each).") var steps: Int = 200
+    @Option(help: "Adam steps (one window each; ~5.5 s per step for the demo model on 2 cores).") var steps: Int = 480
     @Option(help: "Peak learning rate, decayed to 0 on a cosine (default 5e-4 at 2 bits, halved per extra bit; the scale factor and the offset, in steps of the grid, are unitless).") var lr: Float?
     @Option(name: .customLong("eval-samples"), help: "Held-out windows for the KL check.") var evalSamples: Int = 8
-    @Option(name: .customLong("eval-every"), help: "Steps between held-out checks.") var evalEvery: Int = 50
+    @Option(name: .customLong("eval-every"), help: "Steps between held-out checks.") var evalEvery: Int = 80
     @Option(help: "Random seed (windows).") var seed: UInt64 = 42
     @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = physical cores).") var threads: Int = 0
     @Option(name: .shortAndLong, help: "Output file.") var output: String
