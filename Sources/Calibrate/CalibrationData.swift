@@ -37,11 +37,15 @@ public enum CalibrationData {
         try starts(tokens: tokens.count, count: count, length: length, seed: seed).map { Array(tokens[$0..<$0 + length]) }
     }
 
-    /// Where `windows` starts its windows.
-    static func starts(tokens: Int, count: Int, length: Int, seed: UInt64) throws -> [Int] {
+    private static func checkLength(tokens: Int, length: Int) throws {
         guard tokens > length else {
             throw CalibrationDataError(description: "the calibration text has \(tokens) tokens, too few for --seq-len \(length)")
         }
+    }
+
+    /// Where `windows` starts its windows.
+    static func starts(tokens: Int, count: Int, length: Int, seed: UInt64) throws -> [Int] {
+        try checkLength(tokens: tokens, length: length)
         var rng = SplitMix64(seed: seed)
         return (0..<count).map { _ in Int.random(in: 0..<(tokens - length), using: &rng) }
     }
@@ -50,9 +54,7 @@ public enum CalibrationData {
     /// `others` (held-out text for a check the training never saw): seeded draws, overlapping
     /// ones skipped.
     static func windows(tokens: [Int32], count: Int, length: Int, seed: UInt64, disjointFrom others: [Int]) throws -> [[Int32]] {
-        guard tokens.count > length else {
-            throw CalibrationDataError(description: "the calibration text has \(tokens.count) tokens, too few for --seq-len \(length)")
-        }
+        try checkLength(tokens: tokens.count, length: length)
         let sorted = others.sorted()
         var rng = SplitMix64(seed: seed)
         var found: [[Int32]] = []

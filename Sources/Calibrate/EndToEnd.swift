@@ -42,9 +42,8 @@ public struct EndToEndOptions: Sendable {
     /// the KL is measured before, during and after.
     public var evalSamples = 8
     public var evalEvery = 80
-    /// Train the RMSNorm weights too (γ above), at this fraction of the learning rate.
+    /// Train the RMSNorm weights too (γ above).
     public var trainNorms = false
-    public var normRateFactor: Float = 1
     /// Steps between checkpoints.
     public var checkpointEvery = 25
     public var seed: UInt64 = 42
@@ -53,7 +52,7 @@ public struct EndToEndOptions: Sendable {
     /// What a checkpoint must agree on to be resumed.
     var fingerprint: [String] {
         ["samples=\(samples)", "seq_len=\(sequenceLength)", "steps=\(steps)", "lr=\(learningRate)",
-         "eval_samples=\(evalSamples)", "heldout=disjoint", "seed=\(seed)"] + (trainNorms ? ["norms=true", "norm_rate=\(normRateFactor)"] : [])
+         "eval_samples=\(evalSamples)", "heldout=disjoint", "seed=\(seed)"] + (trainNorms ? ["norms=true"] : [])
     }
 }
 
@@ -281,7 +280,7 @@ public final class EndToEndTuner {
     }
 
     /// The teacher's logits of a window from its final hidden state (`teacherStates`), into
-    /// `teacherLogits`, through the same final norm and head as the student (neither is tuned).
+    /// `teacherLogits`, through the file's output norm (the student's may train) and the shared head.
     func projectTeacher(_ state: FloatBuffer) { project(state, norm: teacherOutputNorm, rstd: nil, into: teacherLogits) }
 
     /// logits[T, V] = RMSNorm(h; norm)·headᵀ (normed kept in `normed`, 1/rms in `rstd`).
@@ -335,8 +334,7 @@ public final class EndToEndTuner {
                          B: head.pointer, ldb: C, C: gradient.pointer + r.lowerBound * C, ldc: C)
         }
         // h → RMSNorm: dh (no residual); d outputNorm.
-        let h = activations[blocks.count]
-        let L = blocks.count
+        let h = activations[blocks.count], L = blocks.count
         BlockForwardBackward.rmsNormWeightGradient(gradient.pointer, x: h.pointer, rstd: outputRstd.pointer, into: dGamma + 2 * L * C, N: T, C: C, pool: pool)
         normGradient(dGamma, norm: 2 * L)
         BlockForwardBackward.rmsNormBackward(gradient.pointer, x: h.pointer, weight: outputNorm.pointer, rstd: outputRstd.pointer,
@@ -439,7 +437,7 @@ public final class EndToEndTuner {
             let rate = o.learningRate * Float(0.5 * (1 + cos(Double.pi * Double(step) / Double(o.steps))))
             adamAlpha.update(&alpha, gradient: dAlpha.pointer, rate: rate)
             adamBeta.update(&beta, gradient: dBeta.pointer, rate: rate)
-            if o.trainNorms { adamGamma.update(&gamma, gradient: dGamma.pointer, rate: rate * o.normRateFactor) }
+            if o.trainNorms { adamGamma.update(&gamma, gradient: dGamma.pointer, rate: rate) }
             materialize()
             report.stepLosses.append(Float(loss))
             progress(EndToEndProgress(step: step + 1, steps: o.steps, loss: Float(loss), phase: "train"))
