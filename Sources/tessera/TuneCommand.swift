@@ -26,7 +26,7 @@ struct TuneCommand: ParsableCommand {
     var data: String = "../shared/data/wikitext2/wiki.valid.raw"
     @Option(help: "Training windows (256 × 512 tokens is half of wiki.valid.raw; 64 overfit more, see bench/RESULTS.md).") var samples: Int = 256
     @Option(name: .customLong("seq-len"), help: "Tokens per window.") var seqLen: Int = 512
-    @Option(help: "Adam steps (one window each; ~5.5 s per step for the demo model on 2 cores).") var steps: Int = 480
+    @Option(help: "Adam steps (one window each; ~3.3 s per step for the demo model on 2 cores, after a teacher pass of about 4 min).") var steps: Int = 480
     @Option(help: "Peak learning rate, decayed to 0 on a cosine (default 5e-4 at 2 bits, halved per extra bit; the scale factor and the offset, in steps of the grid, are unitless).") var lr: Float?
     @Option(name: .customLong("eval-samples"), help: "Held-out windows for the KL check.") var evalSamples: Int = 8
     @Option(name: .customLong("eval-every"), help: "Steps between held-out checks.") var evalEvery: Int = 80
