@@ -10,7 +10,7 @@ struct Tessera: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tessera",
         abstract: "Tessera: ultra-low-bit LLMs on CPUs — inspect, quantize, calibrate, perplexity, zero-shot eval, synthetic models.",
-        subcommands: [Perplexity.self, Eval.self, Inspect.self, Quantize.self, CalibrateCommand.self, TuneCommand.self, Synthesize.self])
+        subcommands: [Perplexity.self, Eval.self, Inspect.self, Quantize.self, CalibrateCommand.self, TuneCommand.self, AverageCommand.self, Synthesize.self])
 }
 
 /// Options every model-running command shares.

@@ -161,6 +161,16 @@ final class CommandLineTests: XCTestCase {
         let chat = try run("chat", [out, "--prompt", "What is the capital of France?", "--temperature", "0", "--max-tokens", "12"])
         XCTAssertEqual(chat.status, 0, chat.stderr)
         XCTAssertFalse(chat.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+
+        // `tessera average`: bad flags and inputs fail in one line; the tune and its input share codes.
+        let mean = dir.appendingPathComponent("mean.gguf").path
+        assertCleanFailure(try run("tessera", ["average", out, "-o", mean]), mentioning: "at least two")
+        assertCleanFailure(try run("tessera", ["average", out, rtn, "--weights", "1,x", "-o", mean]), mentioning: "--weights")
+        assertCleanFailure(try run("tessera", ["average", out, model, "-o", mean]), mentioning: "not a packed Tessera model")
+        let a = try run("tessera", ["average", out, rtn, "--weights", "3,1", "-o", mean])
+        XCTAssertEqual(a.status, 0, a.stderr)
+        let meanChat = try run("chat", [mean, "--prompt", "What is the capital of France?", "--temperature", "0", "--max-tokens", "4"])
+        XCTAssertEqual(meanChat.status, 0, meanChat.stderr)
     }
 
     func testEvalBadTasksAndData() throws {

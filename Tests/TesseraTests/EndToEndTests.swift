@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import KernelsC
 @testable import Calibrate
 @testable import Kernels
 @testable import Runtime
@@ -176,5 +177,58 @@ final class EndToEndTests: XCTestCase {
         let report = try again.run(tokens: CalibrationTests.tokens(), resume: true)
         XCTAssertEqual(report.resumedAt, 10)
         XCTAssertEqual(FileManager.default.contents(atPath: whole), FileManager.default.contents(atPath: parts))
+    }
+
+    /// `tessera average`: two tunes of one file (other seeds, norms trained) average group by
+    /// group into a file with the same codes that runs; a file with other codes is refused.
+    func testAveragingTwoTunesOfOneFile() throws {
+        let (teacher, student) = try models()
+        var paths: [String] = []
+        for seed: UInt64 in [1, 2] {
+            var o = Self.options(steps: 10, norms: true)
+            o.seed = seed
+            let path = temporaryPath("tuned-\(seed).gguf")
+            _ = try EndToEndTuner(teacher: teacher, student: student, options: o, outputPath: path, pool: ThreadPool(threads: 2))
+                .run(tokens: CalibrationTests.tokens(), resume: false)
+            paths.append(path)
+        }
+        let tunes = try paths.map { try PackedModelSource(gguf: GGUFFile(path: $0)) }
+        let out = temporaryPath("mean.gguf")
+        try ModelAverage.write(tunes, weights: [1, 3], to: out)
+        let mean = try PackedModelSource(gguf: GGUFFile(path: out))
+        XCTAssertEqual(mean.gguf.string("tessera.average.weights"), "0.25,0.75")
+        for name in [TensorName.block(0, "attn_q"), TensorName.block(1, "ffn_down")] {
+            let a = try tunes[0].packedWeights(name), b = try tunes[1].packedWeights(name), m = try mean.packedWeights(name)
+            XCTAssertEqual(m.unpackedCodes(), a.unpackedCodes(), name)
+            let n = a.rows * a.groupsPerRow
+            var moved = 0
+            for k in 0..<n {
+                let sa = Double(tsr_f16_to_f32(a.scales[k])), sb = Double(tsr_f16_to_f32(b.scales[k]))
+                let oa = Double(tsr_f16_to_f32(a.offsets[k])), ob = Double(tsr_f16_to_f32(b.offsets[k]))
+                // fp16 rounding of the mean: half an ulp (2⁻¹¹ relative).
+                XCTAssertEqual(Double(tsr_f16_to_f32(m.scales[k])), 0.25 * sa + 0.75 * sb, accuracy: 1e-3 * abs(0.25 * sa + 0.75 * sb) + 1e-7, "\(name) group \(k)")
+                XCTAssertEqual(Double(tsr_f16_to_f32(m.offsets[k])), 0.25 * oa + 0.75 * ob, accuracy: 1e-3 * abs(0.25 * oa + 0.75 * ob) + 1e-7, "\(name) group \(k)")
+                if a.scales[k] != b.scales[k] { moved += 1 }
+            }
+            XCTAssertGreaterThan(moved, n / 2, "the two tunes should differ, or the check is vacuous")
+        }
+        let norm = TensorName.block(1, "ffn_norm")
+        let na = try tunes[0].floatTensor(norm).array, nb = try tunes[1].floatTensor(norm).array, nm = try mean.floatTensor(norm).array
+        XCTAssertNotEqual(na, nb)
+        for i in na.indices { XCTAssertEqual(Double(nm[i]), 0.25 * Double(na[i]) + 0.75 * Double(nb[i]), accuracy: 1e-6) }
+        let logits = try InferenceSession(model: LlamaModel(source: mean, pool: ThreadPool(threads: 2), linear: mean.linearLoader()),
+                                          contextLength: 32).forward([1, 5, 9, 33], logitRows: 1)
+        XCTAssertTrue(logits[0].allSatisfy(\.isFinite))
+
+        // Another calibration of the same model (RTN init: other codes) cannot be averaged in.
+        let rtnPath = temporaryPath("rtn.gguf")
+        _ = try Calibrator(source: teacher, options: CalibrationTests.options(.rtn), outputPath: rtnPath, pool: ThreadPool(threads: 2))
+            .run(tokens: CalibrationTests.tokens(), tokenizer: nil, embedding: .f16, resume: false)
+        let rtn = try PackedModelSource(gguf: GGUFFile(path: rtnPath))
+        XCTAssertThrowsError(try ModelAverage.write([tunes[0], rtn], to: temporaryPath("bad.gguf"))) {
+            XCTAssertTrue("\($0)".contains("other integer codes"), "\($0)")
+        }
+        XCTAssertThrowsError(try ModelAverage.write([tunes[0]], to: temporaryPath("one.gguf")))
+        XCTAssertThrowsError(try ModelAverage.write(tunes, weights: [1, -1], to: temporaryPath("neg.gguf")))
     }
 }
