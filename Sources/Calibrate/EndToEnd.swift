@@ -35,6 +35,10 @@ public struct EndToEndOptions: Sendable {
     public var steps = 480
     /// Peak learning rate; it decays to 0 on a cosine over the steps.
     public var learningRate: Float = 5e-4
+    /// Steps over which the rate first ramps up linearly to the cosine (0: none, the cosine from
+    /// step 0). Adam's first steps move every parameter by about the full rate whatever its
+    /// gradient's size; a ramp keeps those early steps small.
+    public var warmupSteps = 0
     /// The measured rates: 5e-4 at 2 bits, halved per extra bit (a finer grid leaves smaller
     /// errors to correct; W4g64 at 5e-4 ended with a higher held-out KL, at 1.25e-4 lower).
     public static func learningRate(bits: Int) -> Float { 5e-4 * powf(2, Float(2 - bits)) }
@@ -53,6 +57,15 @@ public struct EndToEndOptions: Sendable {
     var fingerprint: [String] {
         ["samples=\(samples)", "seq_len=\(sequenceLength)", "steps=\(steps)", "lr=\(learningRate)",
          "eval_samples=\(evalSamples)", "heldout=disjoint", "seed=\(seed)"] + (trainNorms ? ["norms=true"] : [])
+            + (warmupSteps > 0 ? ["warmup=\(warmupSteps)"] : [])
+    }
+
+    /// The rate of (0-based) step `step`: the cosine from `learningRate` to 0 over the run, times a
+    /// linear ramp (step + 1)/warmup over the first `warmupSteps` steps.
+    public func rate(atStep step: Int) -> Float {
+        let cosine = 0.5 * (1 + cos(Double.pi * Double(step) / Double(steps)))
+        let ramp = warmupSteps > 0 ? min(1, Double(step + 1) / Double(warmupSteps)) : 1
+        return learningRate * Float(cosine * ramp)
     }
 }
 
@@ -433,8 +446,9 @@ public final class EndToEndTuner {
             var rng = SplitMix64(seed: o.seed &+ 0xE2E &* UInt64(step + 1))
             let n = Int.random(in: 0..<windows.count, using: &rng)
             let loss = trainingStep(windows[n], teacherState: trainStates[n], dAlpha: dAlpha.pointer, dBeta: dBeta.pointer, dGamma: dGamma.pointer)
-            // Cosine decay from lr to 0 over the run: late steps, on single windows, must not undo the early ones.
-            let rate = o.learningRate * Float(0.5 * (1 + cos(Double.pi * Double(step) / Double(o.steps))))
+            // Cosine decay from lr to 0 over the run (late steps, on single windows, must not undo the
+            // early ones), after the optional linear warm-up.
+            let rate = o.rate(atStep: step)
             adamAlpha.update(&alpha, gradient: dAlpha.pointer, rate: rate)
             adamBeta.update(&beta, gradient: dBeta.pointer, rate: rate)
             if o.trainNorms { adamGamma.update(&gamma, gradient: dGamma.pointer, rate: rate) }

@@ -28,6 +28,7 @@ struct TuneCommand: ParsableCommand {
     @Option(name: .customLong("seq-len"), help: "Tokens per window.") var seqLen: Int = 512
     @Option(help: "Adam steps (one window each; ~3.3 s per step for the demo model on 2 cores, after a teacher pass of about 4 min).") var steps: Int = 480
     @Option(help: "Peak learning rate, decayed to 0 on a cosine (default 5e-4 at 2 bits, halved per extra bit; the scale factor and the offset, in steps of the grid, are unitless).") var lr: Float?
+    @Option(help: "Steps over which the rate ramps up linearly before the cosine (0: none).") var warmup: Int = 0
     @Option(name: .customLong("eval-samples"), help: "Held-out windows for the KL check.") var evalSamples: Int = 8
     @Option(name: .customLong("eval-every"), help: "Steps between held-out checks.") var evalEvery: Int = 80
     @Option(help: "Random seed (windows).") var seed: UInt64 = 42
@@ -40,6 +41,7 @@ struct TuneCommand: ParsableCommand {
         for (name, value) in [("--samples", samples), ("--steps", steps), ("--eval-samples", evalSamples), ("--eval-every", evalEvery)] {
             guard value >= 1 else { throw ValidationError("\(name) must be positive, got \(value)") }
         }
+        guard warmup >= 0 && warmup <= steps else { throw ValidationError("--warmup must be between 0 and --steps (\(steps)), got \(warmup)") }
         guard seqLen >= 2 else { throw ValidationError("--seq-len must be at least 2, got \(seqLen)") }
         if let lr { guard lr > 0 && lr.isFinite else { throw ValidationError("--lr must be positive, got \(lr)") } }
         guard threads >= 0 else { throw ValidationError("--threads must be 0 or positive") }
@@ -58,6 +60,7 @@ struct TuneCommand: ParsableCommand {
         o.samples = samples
         o.sequenceLength = seqLen
         o.steps = steps
+        o.warmupSteps = warmup
         o.learningRate = lr ?? EndToEndOptions.learningRate(bits: student.bits)
         o.evalSamples = evalSamples
         o.evalEvery = evalEvery
@@ -74,7 +77,7 @@ struct TuneCommand: ParsableCommand {
                      output: String, pool: ThreadPool, resume: Bool) throws {
         let tuner = try EndToEndTuner(teacher: teacher, student: student, options: o, outputPath: output, pool: pool)
         print("tune: \(student.path) → \(output), teacher \(teacher.path)")
-        print("  W\(student.bits)g\(student.group); \(o.samples) windows × \(o.sequenceLength) tokens from \(data) (\(tokens.count) tokens); \(o.steps) steps, lr \(o.learningRate) cosine to 0; held-out KL on \(o.evalSamples) windows; \(o.trainNorms ? "scales, offsets and norms" : "scales and offsets"); seed \(o.seed); \(pool.threads) threads")
+        print("  W\(student.bits)g\(student.group); \(o.samples) windows × \(o.sequenceLength) tokens from \(data) (\(tokens.count) tokens); \(o.steps) steps, lr \(o.learningRate) cosine to 0\(o.warmupSteps > 0 ? " after \(o.warmupSteps) warm-up steps" : ""); held-out KL on \(o.evalSamples) windows; \(o.trainNorms ? "scales, offsets and norms" : "scales and offsets"); seed \(o.seed); \(pool.threads) threads")
         if resume && FileManager.default.fileExists(atPath: tuner.checkpointDirectory) { print("resuming from the checkpoint in \(tuner.checkpointDirectory)") }
         fflush(stdout)
         let start = ContinuousClock.now

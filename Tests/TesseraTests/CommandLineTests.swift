@@ -143,6 +143,8 @@ final class CommandLineTests: XCTestCase {
         let model = try TestPaths.requireDemoModel()
         assertCleanFailure(try run("tessera", ["tune", "/nonexistent/x.gguf", "--from", model, "--steps", "0", "-o", "/tmp/x.gguf"]), mentioning: "--steps")
         assertCleanFailure(try run("tessera", ["tune", model, "--from", model, "-o", "/tmp/x.gguf"]), mentioning: "not a packed Tessera model")
+        assertCleanFailure(try run("tessera", ["tune", model, "--from", model, "--steps", "10", "--warmup", "11", "-o", "/tmp/x.gguf"]), mentioning: "--warmup")
+        assertCleanFailure(try run("tessera", ["tune", model, "--from", model, "--warmup", "-1", "-o", "/tmp/x.gguf"]), mentioning: "--warmup")
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-tune-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -161,6 +161,26 @@ final class EndToEndTests: XCTestCase {
         }
     }
 
+    /// The rate schedule against a float64 evaluation: without warm-up the cosine exactly as before
+    /// (and the same checkpoint fingerprint, so earlier checkpoints still resume); with it a linear ramp.
+    func testLearningRateScheduleWithAndWithoutWarmup() {
+        var o = EndToEndOptions()
+        o.steps = 37; o.learningRate = 1e-3
+        let cosine = { (k: Int) -> Double in 1e-3 * 0.5 * (1 + cos(Double.pi * Double(k) / 37)) }
+        let plainFingerprint = o.fingerprint
+        for k in 0..<37 { XCTAssertEqual(Double(o.rate(atStep: k)), cosine(k), accuracy: 1e-9, "step \(k)") }
+        XCTAssertEqual(Double(o.rate(atStep: 0)), 1e-3, accuracy: 1e-9)
+        o.warmupSteps = 5
+        XCTAssertNotEqual(o.fingerprint, plainFingerprint)
+        for k in 0..<37 {
+            let expected = cosine(k) * min(1, Double(k + 1) / 5)
+            XCTAssertEqual(Double(o.rate(atStep: k)), expected, accuracy: 1e-9, "step \(k)")
+        }
+        XCTAssertEqual(Double(o.rate(atStep: 0)), 0.2 * cosine(0), accuracy: 1e-9)   // a fifth of the peak
+        XCTAssertLessThan(o.rate(atStep: 3), o.rate(atStep: 4))                       // still rising
+        XCTAssertGreaterThan(o.rate(atStep: 4), o.rate(atStep: 5))                    // then the cosine
+    }
+
     /// Killed after a checkpoint and resumed (norms training too): the same file as an uninterrupted run.
     func testResumeEqualsAnUninterruptedRun() throws {
         let (teacher, student) = try models()
