@@ -161,8 +161,8 @@ final class EndToEndTests: XCTestCase {
         }
     }
 
-    /// The rate schedule against a float64 evaluation: without warm-up the cosine exactly as before
-    /// (and the same checkpoint fingerprint, so earlier checkpoints still resume); with it a linear ramp.
+    /// The rate schedule against a float64 evaluation: without warm-up the cosine exactly as before;
+    /// with it a linear ramp, and a checkpoint fingerprint that differs from the plain run's.
     func testLearningRateScheduleWithAndWithoutWarmup() {
         var o = EndToEndOptions()
         o.steps = 37; o.learningRate = 1e-3
