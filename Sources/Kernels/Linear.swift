@@ -120,6 +120,14 @@ public enum Matmul {
     /// OpenBLAS's thread count is process-wide; it is set to 1 once, before the first call.
     private static let singleThreadedBLAS: Void = openblas_set_num_threads(1)
 
+    /// The kernel family OpenBLAS picked for this CPU at load time (e.g. "Zen", "Haswell",
+    /// "Cooperlake"); `OPENBLAS_CORETYPE` overrides it. Different families sum in different
+    /// orders, so calibration runs repeat bit for bit only under the same one.
+    public static var blasCore: String {
+        guard let name = openblas_get_corename() else { return "unknown" }
+        return String(cString: name)
+    }
+
     /// y[r] = W[r,:]·x for all rows, rows split across the pool's workers.
     public static func gemv(_ W: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                             rows: Int, cols: Int, pool: ThreadPool) {

@@ -135,7 +135,7 @@ struct CalibrateCommand: ParsableCommand {
             calibrator.stopAfterBlocks = blocks
         }
         print("calibrate: \(model) → \(output)")
-        print("  \(o.method.rawValue) W\(o.bits)g\(group) init \(o.initialisation.rawValue); \(o.samples) windows × \(o.sequenceLength) tokens from \(data) (\(tokens.count) tokens); batch \(o.batch), stages \(o.schedule.argument) × \(o.stepsPerStage) steps, lr \(o.learningRate), scale lr \(o.scaleLearningRate); PAR \(o.adaptiveRounding ? "on" : "off"), DST \(o.scaleTuning ? "on" : "off")\(o.tokenNormCap > 0 ? "; token-norm cap \(o.tokenNormCap)" : ""); seed \(o.seed); \(pool.threads) threads")
+        print("  \(o.method.rawValue) W\(o.bits)g\(group) init \(o.initialisation.rawValue); \(o.samples) windows × \(o.sequenceLength) tokens from \(data) (\(tokens.count) tokens); batch \(o.batch), stages \(o.schedule.argument) × \(o.stepsPerStage) steps, lr \(o.learningRate), scale lr \(o.scaleLearningRate); PAR \(o.adaptiveRounding ? "on" : "off"), DST \(o.scaleTuning ? "on" : "off")\(o.tokenNormCap > 0 ? "; token-norm cap \(o.tokenNormCap)" : ""); seed \(o.seed); \(pool.threads) threads; OpenBLAS core \(Matmul.blasCore)")
         let sequenceMB = Double(Trajectory.sequenceBytes(T: o.sequenceLength, C: c.hidden)) / 1e6
         print(String(format: "  trajectories: 4 × %.0f MB (fp16); %d of %d windows each kept in RAM%@", Double(o.samples) * sequenceMB,
                      calibrator.residentSamples, o.samples, calibrator.residentSamples < o.samples ? ", the rest paged from \(calibrator.checkpointDirectory)" : ""))

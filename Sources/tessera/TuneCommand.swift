@@ -77,7 +77,7 @@ struct TuneCommand: ParsableCommand {
                      output: String, pool: ThreadPool, resume: Bool) throws {
         let tuner = try EndToEndTuner(teacher: teacher, student: student, options: o, outputPath: output, pool: pool)
         print("tune: \(student.path) → \(output), teacher \(teacher.path)")
-        print("  W\(student.bits)g\(student.group); \(o.samples) windows × \(o.sequenceLength) tokens from \(data) (\(tokens.count) tokens); \(o.steps) steps, lr \(o.learningRate) cosine to 0\(o.warmupSteps > 0 ? " after \(o.warmupSteps) warm-up steps" : ""); held-out KL on \(o.evalSamples) windows; \(o.trainNorms ? "scales, offsets and norms" : "scales and offsets"); seed \(o.seed); \(pool.threads) threads")
+        print("  W\(student.bits)g\(student.group); \(o.samples) windows × \(o.sequenceLength) tokens from \(data) (\(tokens.count) tokens); \(o.steps) steps, lr \(o.learningRate) cosine to 0\(o.warmupSteps > 0 ? " after \(o.warmupSteps) warm-up steps" : ""); held-out KL on \(o.evalSamples) windows; \(o.trainNorms ? "scales, offsets and norms" : "scales and offsets"); seed \(o.seed); \(pool.threads) threads; OpenBLAS core \(Matmul.blasCore)")
         if resume && FileManager.default.fileExists(atPath: tuner.checkpointDirectory) { print("resuming from the checkpoint in \(tuner.checkpointDirectory)") }
         fflush(stdout)
         let start = ContinuousClock.now
