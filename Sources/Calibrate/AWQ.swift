@@ -39,18 +39,19 @@ public enum AWQ {
                                     bits: Int, group: Int, pool: ThreadPool) -> Report {
         let C = shape.C, F = shape.F, HD = shape.H * shape.D, N = inputs.N, B = inputs.B, T = inputs.T
         var report = Report()
+        let scratch = BlockForwardBackward.SublayerScratch(shape: shape, B: B, T: T)
 
         // 1. q, k, v ← attention norm; loss on the attention sub-layer output.
         do {
             let reference = FloatBuffer(count: N * C)
-            BlockForwardBackward.attentionSublayer(p, shape: shape, normed: inputs.attention.pointer, B: B, T: T, into: reference.pointer, pool: pool)
+            BlockForwardBackward.attentionSublayer(p, shape: shape, normed: inputs.attention.pointer, B: B, T: T, into: reference.pointer, scratch: scratch, pool: pool)
             let q = BlockParameters(copying: p, shape: shape)
             let best = search(x: inputs.attention, width: C, layers: [p.query, p.key, p.value], rowsOf: [shape.H * shape.D, shape.KVH * shape.D, shape.KVH * shape.D],
                               bits: bits, group: group, reference: reference, pool: pool) { trial, scaledX, out in
                 q.query.pointer.update(from: trial[0].pointer, count: trial[0].count)
                 q.key.pointer.update(from: trial[1].pointer, count: trial[1].count)
                 q.value.pointer.update(from: trial[2].pointer, count: trial[2].count)
-                BlockForwardBackward.attentionSublayer(q, shape: shape, normed: scaledX.pointer, B: B, T: T, into: out.pointer, pool: pool)
+                BlockForwardBackward.attentionSublayer(q, shape: shape, normed: scaledX.pointer, B: B, T: T, into: out.pointer, scratch: scratch, pool: pool)
             }
             report.alphas.append(best.alpha)
             divide(p.attentionNorm.pointer, by: best.scales, count: C)
@@ -66,13 +67,13 @@ public enum AWQ {
         // 3. gate, up ← MLP norm; loss on the MLP sub-layer output.
         do {
             let reference = FloatBuffer(count: N * C)
-            BlockForwardBackward.mlpSublayer(p, shape: shape, normed: inputs.mlp.pointer, B: B, T: T, into: reference.pointer, pool: pool)
+            BlockForwardBackward.mlpSublayer(p, shape: shape, normed: inputs.mlp.pointer, B: B, T: T, into: reference.pointer, scratch: scratch, pool: pool)
             let q = BlockParameters(copying: p, shape: shape)
             let best = search(x: inputs.mlp, width: C, layers: [p.gate, p.up], rowsOf: [F, F], bits: bits, group: group,
                               reference: reference, pool: pool) { trial, scaledX, out in
                 q.gate.pointer.update(from: trial[0].pointer, count: trial[0].count)
                 q.up.pointer.update(from: trial[1].pointer, count: trial[1].count)
-                BlockForwardBackward.mlpSublayer(q, shape: shape, normed: scaledX.pointer, B: B, T: T, into: out.pointer, pool: pool)
+                BlockForwardBackward.mlpSublayer(q, shape: shape, normed: scaledX.pointer, B: B, T: T, into: out.pointer, scratch: scratch, pool: pool)
             }
             report.alphas.append(best.alpha)
             divide(p.mlpNorm.pointer, by: best.scales, count: C)

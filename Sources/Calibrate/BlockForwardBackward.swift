@@ -294,23 +294,45 @@ public enum BlockForwardBackward {
         }
     }
 
-    /// out[N,C] = attention(a)·Woᵀ for the normed input a (no residual). Allocates its scratch.
-    public static func attentionSublayer(_ p: BlockParameters, shape: BlockShape, normed a: UnsafePointer<Float>,
-                                         B: Int, T: Int, into out: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        let N = B * T
-        let q = FloatBuffer(count: N * shape.qWidth), k = FloatBuffer(count: N * shape.kvWidth)
-        let v = FloatBuffer(count: N * shape.kvWidth), o = FloatBuffer(count: N * shape.qWidth)
-        let probs = FloatBuffer(count: B * shape.H * T * T)
-        attentionForward(p, shape, a: a, B: B, T: T, q: q.pointer, k: k.pointer, v: v.pointer, probs: probs.pointer,
-                         o: o.pointer, into: out, pool: pool)
+    /// The buffers of `attentionSublayer` and `mlpSublayer`, kept between calls of one shape.
+    /// A search that runs a sub-layer many times (AWQ: 20 grid points) passes one, so the
+    /// [B, H, T, T] probabilities (1.2 GB for 8 windows of 2048 tokens) are not allocated and
+    /// faulted in afresh on every call.
+    public final class SublayerScratch {
+        public let shape: BlockShape
+        public let B: Int, T: Int
+        let q, k, v, o, probs: FloatBuffer   // attention: [N, Q], [N, KV], [N, KV], [N, Q], [B, H, T, T]
+        let g, u, s: FloatBuffer             // MLP: [N, F] each
+
+        public init(shape: BlockShape, B: Int, T: Int) {
+            let N = B * T
+            self.shape = shape; self.B = B; self.T = T
+            q = FloatBuffer(count: N * shape.qWidth); k = FloatBuffer(count: N * shape.kvWidth)
+            v = FloatBuffer(count: N * shape.kvWidth); o = FloatBuffer(count: N * shape.qWidth)
+            probs = FloatBuffer(count: B * shape.H * T * T)
+            g = FloatBuffer(count: N * shape.F); u = FloatBuffer(count: N * shape.F); s = FloatBuffer(count: N * shape.F)
+        }
     }
 
-    /// out[N,C] = (silu(a·Wgᵀ)⊙(a·Wuᵀ))·Wdᵀ for the normed input a (no residual). Allocates its scratch.
+    /// out[N,C] = attention(a)·Woᵀ for the normed input a (no residual), in `scratch` (allocated
+    /// here when nil).
+    public static func attentionSublayer(_ p: BlockParameters, shape: BlockShape, normed a: UnsafePointer<Float>,
+                                         B: Int, T: Int, into out: UnsafeMutablePointer<Float>,
+                                         scratch: SublayerScratch? = nil, pool: ThreadPool) {
+        let w = scratch ?? SublayerScratch(shape: shape, B: B, T: T)
+        precondition(w.B == B && w.T == T, "sub-layer scratch is for \(w.B) × \(w.T) tokens, not \(B) × \(T)")
+        attentionForward(p, shape, a: a, B: B, T: T, q: w.q.pointer, k: w.k.pointer, v: w.v.pointer, probs: w.probs.pointer,
+                         o: w.o.pointer, into: out, pool: pool)
+    }
+
+    /// out[N,C] = (silu(a·Wgᵀ)⊙(a·Wuᵀ))·Wdᵀ for the normed input a (no residual), in `scratch`
+    /// (allocated here when nil).
     public static func mlpSublayer(_ p: BlockParameters, shape: BlockShape, normed a: UnsafePointer<Float>,
-                                   B: Int, T: Int, into out: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        let N = B * T
-        let g = FloatBuffer(count: N * shape.F), u = FloatBuffer(count: N * shape.F), s = FloatBuffer(count: N * shape.F)
-        mlpForward(p, shape, m: a, N: N, g: g.pointer, u: u.pointer, s: s.pointer, into: out, pool: pool)
+                                   B: Int, T: Int, into out: UnsafeMutablePointer<Float>,
+                                   scratch: SublayerScratch? = nil, pool: ThreadPool) {
+        let w = scratch ?? SublayerScratch(shape: shape, B: B, T: T)
+        precondition(w.B == B && w.T == T, "sub-layer scratch is for \(w.B) × \(w.T) tokens, not \(B) × \(T)")
+        mlpForward(p, shape, m: a, N: B * T, g: w.g.pointer, u: w.u.pointer, s: w.s.pointer, into: out, pool: pool)
     }
 
     // MARK: - Sublayers

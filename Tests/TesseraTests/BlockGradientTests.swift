@@ -380,4 +380,24 @@ final class BlockGradientTests: XCTestCase {
         }
         XCTAssertEqual(inPlace, y)
     }
+
+    /// A scratch reused across calls (as AWQ's grid search does) gives exactly what a fresh one
+    /// gives, call after call: nothing of one call's buffers leaks into the next.
+    func testSublayerScratchReuseMatchesFreshBuffers() {
+        let shape = BlockShape(config: Self.config()), B = 2, T = 9, N = B * T, C = shape.C
+        let pool = ThreadPool(threads: 2)
+        let scratch = BlockForwardBackward.SublayerScratch(shape: shape, B: B, T: T)
+        for call in 0..<3 {
+            let p = Self.randomParameters(shape, seed: 70 + UInt64(call))
+            let a = Self.random(N * C, seed: 80 + UInt64(call))
+            var fresh = [Float](repeating: .nan, count: N * C), reused = fresh
+            BlockForwardBackward.attentionSublayer(p, shape: shape, normed: a, B: B, T: T, into: &fresh, pool: pool)
+            BlockForwardBackward.attentionSublayer(p, shape: shape, normed: a, B: B, T: T, into: &reused, scratch: scratch, pool: pool)
+            XCTAssertEqual(reused, fresh, "attention, call \(call)")
+            BlockForwardBackward.mlpSublayer(p, shape: shape, normed: a, B: B, T: T, into: &fresh, pool: pool)
+            BlockForwardBackward.mlpSublayer(p, shape: shape, normed: a, B: B, T: T, into: &reused, scratch: scratch, pool: pool)
+            XCTAssertEqual(reused, fresh, "MLP, call \(call)")
+            XCTAssertFalse(fresh.contains { !$0.isFinite }, "call \(call)")
+        }
+    }
 }
