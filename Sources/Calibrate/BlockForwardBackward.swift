@@ -42,6 +42,9 @@ public struct BlockShape {
         rope = RotaryEmbedding(headDim: config.headDim, base: config.ropeBase, frequencyFactors: config.ropeFrequencyFactors)
     }
 
+    /// The sizes buffers are made from (C, H, KVH, D, F), to check a buffer set against a shape.
+    var dimensions: [Int] { [C, H, KVH, D, F] }
+
     /// Width of q and o (H·D), and of k and v (KVH·D).
     public var qWidth: Int { H * D }
     public var kvWidth: Int { KVH * D }
@@ -167,7 +170,7 @@ public final class BlockTape {
         precondition(B >= 1 && T >= 1, "a tape needs at least one token")
         let N = B * T, C = shape.C, Q = shape.qWidth, KV = shape.kvWidth, F = shape.F
         tokenCapacity = N
-        dimensions = [shape.C, shape.H, shape.KVH, shape.D, shape.F]
+        dimensions = shape.dimensions
         a = FloatBuffer(count: N * C)
         q = FloatBuffer(count: N * Q)
         k = FloatBuffer(count: N * KV)
@@ -205,7 +208,7 @@ public final class BlockTape {
 
     /// Checks that B sequences of T tokens fit and remembers them for the backward.
     fileprivate func record(B: Int, T: Int, shape: BlockShape) {
-        precondition(dimensions == [shape.C, shape.H, shape.KVH, shape.D, shape.F], "the tape was made for another block shape")
+        precondition(dimensions == shape.dimensions, "the tape was made for another block shape")
         precondition(B >= 1 && T >= 1 && B * T <= tokenCapacity && B * shape.H * T * T <= probs.count,
                      "\(B) sequences of \(T) tokens do not fit a tape of \(tokenCapacity) tokens")
         self.B = B
@@ -299,18 +302,24 @@ public enum BlockForwardBackward {
     /// [B, H, T, T] probabilities (1.2 GB for 8 windows of 2048 tokens) are not allocated and
     /// faulted in afresh on every call.
     public final class SublayerScratch {
-        public let shape: BlockShape
-        public let B: Int, T: Int
+        private let dimensions: [Int], B: Int, T: Int
         let q, k, v, o, probs: FloatBuffer   // attention: [N, Q], [N, KV], [N, KV], [N, Q], [B, H, T, T]
         let g, u, s: FloatBuffer             // MLP: [N, F] each
 
         public init(shape: BlockShape, B: Int, T: Int) {
             let N = B * T
-            self.shape = shape; self.B = B; self.T = T
+            dimensions = shape.dimensions; self.B = B; self.T = T
             q = FloatBuffer(count: N * shape.qWidth); k = FloatBuffer(count: N * shape.kvWidth)
             v = FloatBuffer(count: N * shape.kvWidth); o = FloatBuffer(count: N * shape.qWidth)
             probs = FloatBuffer(count: B * shape.H * T * T)
             g = FloatBuffer(count: N * shape.F); u = FloatBuffer(count: N * shape.F); s = FloatBuffer(count: N * shape.F)
+        }
+
+        /// This scratch, checked to fit B sequences of T tokens of a block of `shape`.
+        fileprivate func checked(for shape: BlockShape, B: Int, T: Int) -> SublayerScratch {
+            precondition(dimensions == shape.dimensions, "the sub-layer scratch was made for another block shape")
+            precondition(self.B == B && self.T == T, "sub-layer scratch is for \(self.B) × \(self.T) tokens, not \(B) × \(T)")
+            return self
         }
     }
 
@@ -319,8 +328,7 @@ public enum BlockForwardBackward {
     public static func attentionSublayer(_ p: BlockParameters, shape: BlockShape, normed a: UnsafePointer<Float>,
                                          B: Int, T: Int, into out: UnsafeMutablePointer<Float>,
                                          scratch: SublayerScratch? = nil, pool: ThreadPool) {
-        let w = scratch ?? SublayerScratch(shape: shape, B: B, T: T)
-        precondition(w.B == B && w.T == T, "sub-layer scratch is for \(w.B) × \(w.T) tokens, not \(B) × \(T)")
+        let w = (scratch ?? SublayerScratch(shape: shape, B: B, T: T)).checked(for: shape, B: B, T: T)
         attentionForward(p, shape, a: a, B: B, T: T, q: w.q.pointer, k: w.k.pointer, v: w.v.pointer, probs: w.probs.pointer,
                          o: w.o.pointer, into: out, pool: pool)
     }
@@ -330,8 +338,7 @@ public enum BlockForwardBackward {
     public static func mlpSublayer(_ p: BlockParameters, shape: BlockShape, normed a: UnsafePointer<Float>,
                                    B: Int, T: Int, into out: UnsafeMutablePointer<Float>,
                                    scratch: SublayerScratch? = nil, pool: ThreadPool) {
-        let w = scratch ?? SublayerScratch(shape: shape, B: B, T: T)
-        precondition(w.B == B && w.T == T, "sub-layer scratch is for \(w.B) × \(w.T) tokens, not \(B) × \(T)")
+        let w = (scratch ?? SublayerScratch(shape: shape, B: B, T: T)).checked(for: shape, B: B, T: T)
         mlpForward(p, shape, m: a, N: B * T, g: w.g.pointer, u: w.u.pointer, s: w.s.pointer, into: out, pool: pool)
     }
 
