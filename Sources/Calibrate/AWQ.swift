@@ -1,5 +1,5 @@
+import Engine
 import Foundation
-import Kernels
 
 /// The inputs each linear of a block saw, captured from the fp block on calibration tokens.
 /// Shapes: N = B·T tokens; attention [N, C] (q, k, v), attentionOutput [N, H·D] (o),

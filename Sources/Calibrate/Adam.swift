@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 
 /// torch.optim.Adam for one parameter array: β = (0.9, 0.999), ε = 1e-8, bias correction,

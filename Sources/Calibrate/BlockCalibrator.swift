@@ -1,6 +1,5 @@
 import Foundation
-import Kernels
-import Runtime
+import Engine
 
 /// What happened to one block (the JSON log and the plots are made of these).
 public struct BlockReport: Codable, Sendable, Equatable {
@@ -64,7 +63,7 @@ final class BlockCalibrator {
 
     struct Output {
         /// In BlockParameters.linears order.
-        var linears: [PackedWeights]
+        var linears: [QuantizedTensor]
         /// The block exactly as the packed file runs it (norms + dequantized linears).
         var quantized: BlockParameters
         var report: BlockReport
@@ -230,7 +229,7 @@ final class BlockCalibrator {
         for layer in layers { if o.method == .tesseraq { layer.hardenAll() } else { layer.hardenToNearest() } }
 
         // Final integer codes; the block exactly as the packed file will run it.
-        func pack() throws -> [PackedWeights] {
+        func pack() throws -> [QuantizedTensor] {
             let packed = try layers.map { try $0.packed() }
             for (w, pw) in zip(q.linears, packed) {
                 let d = pw.dequantize()

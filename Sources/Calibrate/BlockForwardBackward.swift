@@ -1,6 +1,5 @@
 import Foundation
-import Kernels
-import Runtime
+import Engine
 
 // The fp32 forward and backward pass of ONE Llama decoder block, for block-wise calibration
 // (TesseraQ). Written in llm.c's manner: every op has its forward and its backward side by

@@ -1,6 +1,5 @@
 import Foundation
-import Kernels
-import Runtime
+import Engine
 
 public struct CalibrationDataError: Error, CustomStringConvertible {
     public let description: String

@@ -1,5 +1,5 @@
+import Engine
 import Foundation
-import Kernels
 
 /// PAR's soft-rate schedule: the fraction of rounding variables left soft after each stage.
 public enum HardeningSchedule: Equatable, Sendable {

@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 
 /// The run's JSON log and the SVG plots (block reconstruction losses; end-to-end tuning KL).

@@ -1,6 +1,5 @@
 import Foundation
-import Kernels
-import Runtime
+import Engine
 
 public struct CalibrationError: Error, CustomStringConvertible {
     public let description: String
@@ -184,14 +183,14 @@ public final class Calibrator {
         metadata.append(("tessera.calibration.final_losses", reports.map { String(format: "%.6g", $0.lossFinal) }.joined(separator: ",")))
         metadata.append(("tessera.calibration.initial_losses", reports.map { String(format: "%.6g", $0.lossInitial) }.joined(separator: ",")))
         metadata.append(("tessera.version", TesseraVersion.string))
-        let shapes = Dictionary(uniqueKeysWithValues: c.requiredTensorShapes.map { ($0.0, $0.1) })
         try PackedFormat.write(source: source, tokenizer: tokenizer, scheme: scheme, method: o.method.rawValue,
-                               metadata: metadata, to: outputPath) { name in
-            guard name.hasPrefix("blk."), let b = Int(name.split(separator: ".")[1]) else { return .standard }
+                               metadata: metadata, to: outputPath) { name, shape in
+            guard name.hasPrefix("blk."), let b = Int(name.split(separator: ".")[1]) else {
+                return try RoundToNearest.content(source, scheme: scheme, name: name, shape: shape)
+            }
             let file = try blockFile(b)
-            if name.hasSuffix("_norm.weight") { return .values(try file.floatData(name)) }
-            let shape = shapes[name]!
-            return .packed(try PackedFormat.readPacked(file, name: name, rows: shape[0], cols: shape[1]))
+            if name.hasSuffix("_norm.weight") { return .f32(try file.floatData(name)) }
+            return .quantized(try PackedFormat.readQuantized(file, name: name, rows: shape[0], cols: shape[1]))
         }
     }
 

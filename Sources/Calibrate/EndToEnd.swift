@@ -1,7 +1,5 @@
 import Foundation
-import Kernels
-import KernelsC
-import Runtime
+import Engine
 
 // End-to-end tuning of a packed model's per-group scales and offsets, after block-wise
 // calibration (not part of TesseraQ; the idea is EfficientQAT's "E2E-QP": the integer codes
@@ -72,7 +70,7 @@ public struct EndToEndOptions: Sendable {
 /// One packed linear whose group scales and offsets train (its codes do not).
 final class TunableLinear {
     let name: String
-    let packed: PackedWeights
+    let packed: QuantizedTensor
     let rows: Int, cols: Int, group: Int
     /// One code per weight [rows, cols].
     let codes: [UInt8]
@@ -82,14 +80,14 @@ final class TunableLinear {
     let first: Int
     var groups: Int { scale.count }
 
-    init(name: String, packed: PackedWeights, first: Int) {
+    init(name: String, packed: QuantizedTensor, first: Int) {
         self.name = name
         self.packed = packed
         (rows, cols, group) = (packed.rows, packed.cols, packed.group)
         codes = packed.unpackedCodes()
         let n = packed.rows * packed.groupsPerRow
-        scale = (0..<n).map { tsr_f16_to_f32(packed.scales[$0]) }
-        offset = (0..<n).map { tsr_f16_to_f32(packed.offsets[$0]) }
+        scale = (0..<n).map { Half.toFloat(packed.scales[$0]) }
+        offset = (0..<n).map { Half.toFloat(packed.offsets[$0]) }
         self.first = first
     }
 
@@ -133,9 +131,8 @@ final class TunableLinear {
     }
 
     /// The same codes with the tuned scales and offsets (fp16).
-    func tuned(alpha: UnsafePointer<Float>, beta: UnsafePointer<Float>) throws -> PackedWeights {
-        let p = try PackedWeights(bits: packed.bits, group: packed.group, rows: rows, cols: cols, name: name)
-        p.codes.update(from: packed.codes, count: packed.codeBytes)
+    func tuned(alpha: UnsafePointer<Float>, beta: UnsafePointer<Float>) throws -> QuantizedTensor {
+        var p = packed
         for k in 0..<groups {
             let step = Float16(scale[k] * (1 + alpha[first + k])), shift = Float16(offset[k] + scale[k] * beta[first + k])
             guard step.isFinite && shift.isFinite else { throw QuantizationError("\(name) group \(k): scale or offset out of fp16 range") }
@@ -218,7 +215,7 @@ public final class EndToEndTuner {
             for name in BlockParameters.linearNames {
                 let full = TensorName.block(b, name)
                 guard student.isPacked(full) else { throw CalibrationError("\(full) in \(student.path) is not packed: nothing to tune") }
-                let layer = TunableLinear(name: full, packed: try student.packedWeights(full), first: first)
+                let layer = TunableLinear(name: full, packed: try student.quantizedTensor(full), first: first)
                 first += layer.groups
                 layers.append(layer)
             }
@@ -496,7 +493,7 @@ public final class EndToEndTuner {
                      ("tessera.e2e.heldout_kl", String(format: "%.6g,%.6g", before, after)),
                      ("tessera.e2e.kept", report.kept ? "true" : "false"),
                      ("tessera.version", TesseraVersion.string)]
-        var tuned: [String: PackedWeights] = [:]
+        var tuned: [String: QuantizedTensor] = [:]
         let tunedNorms = o.trainNorms ? Dictionary(uniqueKeysWithValues: zip(normNames, norms)) : [:]
         try alpha.withUnsafeBufferPointer { a in
             try beta.withUnsafeBufferPointer { b in
@@ -506,11 +503,11 @@ public final class EndToEndTuner {
         // (A file without a tokenizer, as the tests' synthetic models, stays without one.)
         let tokenizer = s.gguf.string("tokenizer.ggml.model") == nil ? nil : try s.makeTokenizer()
         try PackedFormat.write(source: s, tokenizer: tokenizer, scheme: scheme,
-                               method: s.gguf.string("tessera.method") ?? "tesseraq", metadata: metadata, to: outputPath) { name in
-            if let p = tuned[name] { return .packed(p) }
-            if let norm = tunedNorms[name] { return .values(norm) }
-            if s.isPacked(name) { return .packed(try s.packedWeights(name)) }
-            return .standard
+                               method: s.gguf.string("tessera.method") ?? "tesseraq", metadata: metadata, to: outputPath) { name, shape in
+            if let p = tuned[name] { return .quantized(p) }
+            if let norm = tunedNorms[name] { return .f32(norm) }
+            if s.isPacked(name) { return .quantized(try s.quantizedTensor(name)) }
+            return try RoundToNearest.content(s, scheme: scheme, name: name, shape: shape)
         }
     }
 

@@ -1,7 +1,5 @@
 import Foundation
-import Kernels
-import KernelsC
-import Runtime
+import Engine
 
 // Averaging tunes of one calibrated file (`tessera average`).
 //
@@ -34,7 +32,7 @@ public enum ModelAverage {
         var contents: [String: PackedFormat.TensorContent] = [:]
         for (name, shape) in first.config.requiredTensorShapes {
             if first.isPacked(name) {
-                contents[name] = .packed(try averagePacked(name, inputs, lambdas, names))
+                contents[name] = .quantized(try averagePacked(name, inputs, lambdas, names))
             } else {
                 let values = try inputs.map { s -> FloatBuffer in
                     guard !s.isPacked(name) else { throw CalibrationError("\(name) is packed in \(names(s)) but not in \(names(first)); only tunes of one calibrated file can be averaged") }
@@ -47,7 +45,7 @@ public enum ModelAverage {
                 // RMSNorm weights (tune --norms): their mean, in fp32.
                 let mean = FloatBuffer(count: values[0].count)
                 for i in 0..<mean.count { mean[i] = Float(zip(lambdas, values).reduce(0.0) { $0 + $1.0 * Double($1.1[i]) }) }
-                contents[name] = .values(mean)
+                contents[name] = .f32(mean)
             }
         }
         let g = first.gguf
@@ -62,10 +60,10 @@ public enum ModelAverage {
                      ("tessera.version", TesseraVersion.string)]
         let tokenizer = g.string("tokenizer.ggml.model") == nil ? nil : try first.makeTokenizer()
         try PackedFormat.write(source: first, tokenizer: tokenizer, scheme: scheme, method: g.string("tessera.method") ?? "tesseraq",
-                               metadata: metadata, to: path) { name in
+                               metadata: metadata, to: path) { name, shape in
             if let c = contents[name] { return c }
-            if first.isPacked(name) { return .packed(try first.packedWeights(name)) }
-            return .standard
+            if first.isPacked(name) { return .quantized(try first.quantizedTensor(name)) }
+            return try RoundToNearest.content(first, scheme: scheme, name: name, shape: shape)
         }
     }
 
@@ -80,22 +78,23 @@ public enum ModelAverage {
 
     /// The first input's codes with every group's scale and offset the λ-weighted mean of the inputs' (fp16).
     static func averagePacked(_ name: String, _ inputs: [PackedModelSource], _ lambdas: [Double],
-                              _ names: (PackedModelSource) -> String) throws -> PackedWeights {
-        let all = try inputs.map { s -> PackedWeights in
+                              _ names: (PackedModelSource) -> String) throws -> QuantizedTensor {
+        let all = try inputs.map { s -> QuantizedTensor in
             guard s.isPacked(name) else { throw CalibrationError("\(name) is packed in \(names(inputs[0])) but not in \(names(s)); only tunes of one calibrated file can be averaged") }
-            return try s.packedWeights(name)
+            return try s.quantizedTensor(name)
         }
-        let p = all[0], n = p.rows * p.groupsPerRow
+        var p = all[0]
+        let n = p.rows * p.groupsPerRow
         for (q, s) in zip(all, inputs).dropFirst() {
-            guard q.bits == p.bits, q.group == p.group, memcmp(q.codes, p.codes, p.codeBytes) == 0 else {
+            guard q.bits == p.bits, q.group == p.group, q.codes == p.codes else {
                 throw CalibrationError("\(name) has other integer codes in \(names(s)) than in \(names(inputs[0])); only tunes of one calibrated file can be averaged")
             }
         }
         for k in 0..<n {
             var scale = 0.0, offset = 0.0
             for (q, lambda) in zip(all, lambdas) {
-                scale += lambda * Double(tsr_f16_to_f32(q.scales[k]))
-                offset += lambda * Double(tsr_f16_to_f32(q.offsets[k]))
+                scale += lambda * Double(Half.toFloat(q.scales[k]))
+                offset += lambda * Double(Half.toFloat(q.offsets[k]))
             }
             p.scales[k] = Float16(Float(scale)).bitPattern
             p.offsets[k] = Float16(Float(offset)).bitPattern

@@ -1,6 +1,5 @@
+import Engine
 import Foundation
-import Kernels
-import KernelsC
 
 /// One linear layer under TesseraQ: a fixed grid (s, z per group), a rounding variable v per
 /// weight (Progressive Adaptive Rounding) and a dequantization-scale variable u per group
@@ -178,23 +177,22 @@ public final class RoundingLayer {
 
     /// The final integer codes and fp16 scale s·f and offset −z·s·f, in Tessera's packed
     /// layout (w = q·scale + offset). Call after `hardenAll()`.
-    public func packed() throws -> PackedWeights {
-        let p = try PackedWeights(bits: grid.bits, group: grid.group, rows: rows, cols: cols, name: name)
+    public func packed() throws -> QuantizedTensor {
         let G = grid.group, groups = grid.groupsPerRow, qmax = grid.qmax
         var codes = [UInt8](repeating: 0, count: rows * cols)
+        var scales = [UInt16](repeating: 0, count: rows * groups), offsets = scales
         for r in 0..<rows {
             for g in 0..<groups {
                 let k = r * groups + g
                 let step = Float16(grid.scale[k] * 2 * RectifiedSigmoid.value(u[k]))
                 guard step.isFinite else { throw QuantizationError("\(name) row \(r) group \(g): scale out of fp16 range") }
-                p.scales[k] = step.bitPattern
-                p.offsets[k] = Float16(-grid.zero[k] * Float(step)).bitPattern
+                scales[k] = step.bitPattern
+                offsets[k] = Float16(-grid.zero[k] * Float(step)).bitPattern
                 for i in r * cols + g * G..<r * cols + (g + 1) * G {
                     codes[i] = UInt8(min(max(base[i] + (v[i] > 0 ? 1 : 0), 0), qmax))
                 }
             }
         }
-        tsr_q_pack(codes, Int32(grid.bits), Int32(rows), Int32(cols), p.codes)
-        return p
+        return try QuantizedTensor(bits: grid.bits, group: G, rows: rows, cols: cols, unpacked: codes, scales: scales, offsets: offsets, name: name)
     }
 }

@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 
 /// How much each token counts in the block reconstruction loss (`--token-norm-cap`).

@@ -1,3 +1,4 @@
+import Core
 import KernelsC
 
 /// Main-memory read bandwidth, measured by streaming a buffer far larger than the caches:

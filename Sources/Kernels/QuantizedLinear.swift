@@ -1,24 +1,5 @@
+import Core
 import KernelsC
-
-/// How activations meet the quantized weights.
-public enum ActivationMode: Sendable, CaseIterable {
-    /// fp32 activations.
-    case a16
-    /// Dynamic symmetric INT8, one scale per block of 32 activations (dx = max|x|/127 over
-    /// the block, like ggml's q8_1), integer dot products per block.
-    case a8
-    /// Dynamic symmetric INT4, one scale per block of 32 (dx = max|x|/7), codes stored as int8.
-    case a4
-
-    /// Largest code magnitude (0 for fp32).
-    public var levels: Int32 {
-        switch self {
-        case .a16: return 0
-        case .a8: return 127
-        case .a4: return 7
-        }
-    }
-}
 
 /// A linear layer over group-quantized weights. Decode (T = 1) runs the GEMV, prefill (T > 1)
 /// the GEMM; weight rows are split across the pool. Scratch lives in the pool's workspace, so

@@ -1,3 +1,4 @@
+import Core
 import KernelsC
 
 /// A persistent pool of worker threads (spin briefly, then sleep). The calling thread is

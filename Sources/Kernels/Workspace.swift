@@ -1,3 +1,4 @@
+import Core
 /// Scratch memory shared by every layer that runs on one thread pool. Layers run one at a
 /// time on a pool, so one set of buffers, grown to the largest need seen, serves them all:
 /// scratch kept per layer (quantized activations, dequantized panels) made a 90 MB model's

@@ -3,6 +3,7 @@
 // formulas in KernelsQuant.h literally.
 #include "quant_internal.h"
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 int tsr_q_block_bytes(int bits) {
@@ -52,6 +53,37 @@ void tsr_q_pack(const uint8_t *q, int bits, int rows, int cols, uint8_t *dst) {
 
 void tsr_q_unpack_row(const uint8_t *row, int bits, int cols, uint8_t *q) {
     for (int k = 0; k < cols; k++) q[k] = (uint8_t)code_at(row, bits, k);
+}
+
+static inline int canonical_code(const uint8_t *row, int bits, int k) {
+    size_t bit = (size_t)k * bits;
+    int v = row[bit >> 3] >> (bit & 7);
+    if ((bit & 7) + bits > 8) v |= row[(bit >> 3) + 1] << (8 - (bit & 7));
+    return v & ((1 << bits) - 1);
+}
+
+void tsr_q_from_canonical(const uint8_t *src, int bits, int rows, int cols, uint8_t *dst) {
+    size_t crb = (size_t)cols * bits / 8, rb = tsr_q_row_bytes(bits, cols);
+    uint8_t *q = malloc((size_t)cols);
+    for (int r = 0; r < rows; r++) {
+        for (int k = 0; k < cols; k++) q[k] = (uint8_t)canonical_code(src + (size_t)r * crb, bits, k);
+        tsr_q_pack(q, bits, 1, cols, dst + (size_t)r * rb);
+    }
+    free(q);
+}
+
+void tsr_q_to_canonical(const uint8_t *src, int bits, int rows, int cols, uint8_t *dst) {
+    size_t crb = (size_t)cols * bits / 8, rb = tsr_q_row_bytes(bits, cols);
+    memset(dst, 0, (size_t)rows * crb);
+    for (int r = 0; r < rows; r++) {
+        uint8_t *out = dst + (size_t)r * crb;
+        for (int k = 0; k < cols; k++) {
+            size_t bit = (size_t)k * bits;
+            int v = code_at(src + (size_t)r * rb, bits, k);
+            out[bit >> 3] |= (uint8_t)(v << (bit & 7));
+            if ((bit & 7) + bits > 8) out[(bit >> 3) + 1] |= (uint8_t)(v >> (8 - (bit & 7)));
+        }
+    }
 }
 
 static inline const uint8_t *row_codes(const tsr_qweights *w, int r) {

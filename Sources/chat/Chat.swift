@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import CLISupport
-import Runtime
+import Engine
 
 @main
 struct Chat: ParsableCommand {

@@ -1,7 +1,8 @@
+import Eval
 import ArgumentParser
 import Calibrate
 import Foundation
-import Runtime
+import Engine
 
 struct AverageCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,8 +1,9 @@
+import Eval
 import ArgumentParser
 import Calibrate
 import Foundation
 import Kernels
-import Runtime
+import Engine
 
 struct CalibrateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,7 +1,8 @@
+import Eval
 import ArgumentParser
 import CLISupport
 import Foundation
-import Runtime
+import Engine
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(

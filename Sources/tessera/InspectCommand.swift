@@ -1,6 +1,7 @@
+import Eval
 import ArgumentParser
 import Foundation
-import Runtime
+import Engine
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -86,7 +87,7 @@ struct Inspect: ParsableCommand {
             let count = shape.reduce(1, *)
             let scheme: String, bytes: Int
             if p.isPacked(name) {
-                let w = try p.packedWeights(name)
+                let w = try p.quantizedTensor(name)
                 scheme = "W\(w.bits) g\(w.group == w.cols ? "row" : "\(w.group)")"
                 bytes = w.byteCount
                 if name.hasPrefix("blk.") { linearBytes += bytes; linearWeights += count }

@@ -1,6 +1,7 @@
+import Eval
 import ArgumentParser
 import Foundation
-import Runtime
+import Engine
 
 struct Perplexity: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,8 @@
+import Calibrate
+import Eval
 import ArgumentParser
 import Foundation
-import Runtime
+import Engine
 
 struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -47,7 +49,7 @@ struct Quantize: ParsableCommand {
         let scheme = PackedFormat.Scheme(bits: bits, group: group, activation: activation!,
                                          zeroPoint: zeroPoint == "int" ? .integer : .float, embedding: embed)
         let start = ContinuousClock.now
-        try PackedFormat.writeRTN(source: source, tokenizer: tokenizer, scheme: scheme, to: output) { name, index, count in
+        try RoundToNearest.write(source: source, tokenizer: tokenizer, scheme: scheme, to: output) { name, index, count in
             let width = 30, done = width * (index + 1) / count
             let bar = String(repeating: "█", count: done) + String(repeating: "·", count: width - done)
             FileHandle.standardError.write("\r[\(bar)] \(index + 1)/\(count) \(name)\u{1B}[K".data(using: .utf8)!)

@@ -1,7 +1,8 @@
+import Eval
 import ArgumentParser
 import Foundation
 import CLISupport
-import Runtime
+import Engine
 
 @main
 struct Tessera: ParsableCommand {

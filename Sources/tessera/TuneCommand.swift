@@ -1,8 +1,9 @@
+import Eval
 import ArgumentParser
 import Calibrate
 import Foundation
 import Kernels
-import Runtime
+import Engine
 
 struct TuneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

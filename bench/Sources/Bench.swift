@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import CLISupport
-import Runtime
+import Engine
 
 /// Throughput benchmark with llama-bench's tests and columns: pp<P> (prompt processing, one
 /// batch of P tokens into an empty cache) and tg<N> (N tokens decoded one at a time from an
@@ -129,7 +129,7 @@ struct Bench: ParsableCommand {
                 if let path {
                     m = try LoadedModel.load(path: path, threads: n).model
                 } else {
-                    m = try LlamaModel(source: SyntheticModelSource(shape: synthetic!), pool: ThreadPool(threads: n))
+                    m = try WeightBinder(source: SyntheticModelSource(shape: synthetic!)).model(pool: ThreadPool(threads: n))
                 }
                 let name = path.map { ($0 as NSString).lastPathComponent } ?? "synthetic \(synthetic!.rawValue)"
                 var tests: [(String, () throws -> Double)] = []

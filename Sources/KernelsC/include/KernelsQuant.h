@@ -58,6 +58,12 @@ size_t tsr_q_row_bytes(int bits, int cols);
 void tsr_q_pack(const uint8_t *q, int bits, int rows, int cols, uint8_t *dst);
 /// Unpacks one packed row back to one code per byte.
 void tsr_q_unpack_row(const uint8_t *row, int bits, int cols, uint8_t *q);
+/// The load-time repack: rows×cols codes in the canonical file layout (each row cols·bits/8
+/// bytes, a little-endian bit stream: code k at bits k·bits ..< (k+1)·bits; Core's
+/// QuantizedTensor) into the layout above, and back. Files never hold the kernels' layout, so
+/// it can change without a file-format change.
+void tsr_q_from_canonical(const uint8_t *src, int bits, int rows, int cols, uint8_t *dst);
+void tsr_q_to_canonical(const uint8_t *src, int bits, int rows, int cols, uint8_t *dst);
 
 /// dst[(r − rowBegin)·cols + k] = q·s + m (fp32) for rows [rowBegin, rowEnd).
 void tsr_q_dequantize(const tsr_qweights *w, float *dst, int rowBegin, int rowEnd);

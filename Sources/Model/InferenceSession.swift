@@ -1,0 +1,265 @@
+import Core
+import Foundation
+import Kernels
+
+public enum InferenceError: Error, CustomStringConvertible, Equatable {
+    case contextFull(position: Int, adding: Int, capacity: Int)
+    case badToken(id: Int32, vocab: Int)
+    case packedBatchTooLarge(tokens: Int, maxBatch: Int)
+    case badParent(sequence: Int, parent: Int)
+
+    public var description: String {
+        switch self {
+        case let .contextFull(position, adding, capacity):
+            return "context is full: \(position) tokens in the cache + \(adding) new exceed the context of \(capacity) (use a larger --ctx-size, or /reset)"
+        case let .badToken(id, vocab): return "token id \(id) is outside the vocabulary (0..<\(vocab))"
+        case let .packedBatchTooLarge(tokens, maxBatch):
+            return "a packed batch of \(tokens) tokens exceeds the batch size of \(maxBatch)"
+        case let .badParent(sequence, parent):
+            return "packed sequence \(sequence) names sequence \(parent) as its parent; a parent must come earlier in the batch"
+        }
+    }
+}
+
+/// One conversation's state: KV cache, position, and scratch buffers. Feed it tokens with
+/// `forward`; it returns the logits of the tokens asked for.
+public final class InferenceSession {
+    public let model: LlamaModel
+    public let cache: KVCache
+    /// Tokens currently in the cache.
+    public private(set) var position = 0
+    /// Largest number of tokens pushed through the blocks at once (longer inputs are split).
+    public let maxBatch: Int
+    /// When set, every forward pass charges its time to the steps of this profile.
+    public var profile: StepProfile?
+
+    // Scratch, sized for maxBatch tokens: x [T,C], normed [T,C], q [T,H·D], k/v [T,KVH·D],
+    // attention out [T,H·D], gate/up [T,F], scores [threads, capacity], logits [T,V].
+    private let x, normed, q, k, v, attention, gateBuffer, upBuffer, scores: FloatBuffer
+    private var logitsBuffer: FloatBuffer
+    /// Attention scores of a prefill batch, [T, cached positions], grown on demand.
+    private var batchScores = FloatBuffer(count: 0)
+
+    public init(model: LlamaModel, contextLength: Int, maxBatch: Int = 512) {
+        let c = model.config
+        self.model = model
+        self.maxBatch = max(1, maxBatch)
+        cache = KVCache(blockCount: c.blockCount, capacity: contextLength, width: c.kvHeads * c.headDim)
+        let T = self.maxBatch
+        x = FloatBuffer(count: T * c.hidden)
+        normed = FloatBuffer(count: T * max(c.hidden, c.heads * c.headDim))
+        q = FloatBuffer(count: T * c.heads * c.headDim)
+        k = FloatBuffer(count: T * c.kvHeads * c.headDim)
+        v = FloatBuffer(count: T * c.kvHeads * c.headDim)
+        attention = FloatBuffer(count: T * c.heads * c.headDim)
+        gateBuffer = FloatBuffer(count: T * c.ffn)
+        upBuffer = FloatBuffer(count: T * c.ffn)
+        scores = FloatBuffer(count: model.pool.threads * contextLength)
+        logitsBuffer = FloatBuffer(count: c.vocab)
+    }
+
+    public var capacity: Int { cache.capacity }
+
+    /// Forgets everything (a new conversation).
+    public func reset() { position = 0 }
+
+    /// Drops cached positions from `newPosition` on (e.g. to re-generate a reply).
+    public func rewind(to newPosition: Int) { position = max(0, min(position, newPosition)) }
+
+    /// Runs `tokens` at the current position and advances it. Returns the logits of the last
+    /// `logitRows` tokens as rows of V values (row r is for token tokens.count − logitRows + r).
+    @discardableResult
+    public func forward(_ tokens: [Int32], logitRows: Int = 1) throws -> [[Float]] {
+        var rows: [[Float]] = []
+        try forward(tokens, logitRows: logitRows) { _, row in rows.append(Array(row)) }
+        return rows
+    }
+
+    /// Runs `tokens` and hands the logits of each of the last `logitRows` tokens to `body`
+    /// (index into `tokens`, V values valid only during the call) without keeping them.
+    public func forward(_ tokens: [Int32], logitRows: Int, _ body: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws {
+        guard position + tokens.count <= capacity else {
+            throw InferenceError.contextFull(position: position, adding: tokens.count, capacity: capacity)
+        }
+        try checkTokens(tokens)
+        let firstWanted = tokens.count - min(max(logitRows, 0), tokens.count)
+        var start = 0
+        while start < tokens.count {
+            let end = min(tokens.count, start + maxBatch)
+            let wanted = Array(max(start, firstWanted)..<max(max(start, firstWanted), end)).map { $0 - start }
+            try runBatch(Array(tokens[start..<end]), layout: .causal, logitRows: wanted) { index, row in
+                try body(start + index, row)
+            }
+            start = end
+        }
+    }
+
+    /// Throws `badToken` for an id outside the vocabulary.
+    public func checkTokens(_ tokens: [Int32]) throws {
+        let V = model.config.vocab
+        for t in tokens where t < 0 || Int(t) >= V { throw InferenceError.badToken(id: t, vocab: V) }
+    }
+
+    /// The forward pass for T ≤ maxBatch tokens at cache slots position..<position+T. Hands the
+    /// logits of the batch rows `logitRows` (ascending) to `body`, in chunks to bound memory.
+    public func runBatch(_ tokens: [Int32], layout: BatchLayout, logitRows: [Int],
+                          _ body: (Int, UnsafeBufferPointer<Float>) throws -> Void) rethrows {
+        let m = model, c = m.config, pool = m.pool
+        let T = tokens.count, C = c.hidden, F = c.ffn, D = c.headDim, H = c.heads, KVH = c.kvHeads, V = c.vocab
+        let qWidth = H * D, kvWidth = KVH * D
+        let x = self.x.pointer, normed = self.normed.pointer, q = self.q.pointer, k = self.k.pointer, v = self.v.pointer
+        let attention = self.attention.pointer, gate = gateBuffer.pointer, up = upBuffer.pointer
+        let p0 = position
+        func ropePosition(_ t: Int) -> Int { layout.positions?[t] ?? p0 + t }
+
+        let profile = self.profile
+        profile?.start()
+        // Token embeddings: x[t] = E[token t].
+        for t in 0..<T { m.tokenEmbedding.lookup(Int(tokens[t]), into: x + t * C) }
+        profile?.lap(.embedding)
+
+        for (b, block) in m.blocks.enumerated() {
+            // Attention: normed = RMSNorm(x); q, k, v = normed·Wq,k,vᵀ.
+            rmsNormRows(x, block.attentionNorm.pointer, normed, T: T)
+            profile?.lap(.attentionNorm)
+            block.query.forward(normed, tokens: T, into: q, pool: pool)
+            block.key.forward(normed, tokens: T, into: k, pool: pool)
+            block.value.forward(normed, tokens: T, into: v, pool: pool)
+            profile?.lap(.qkv)
+            // Rotate q and k by their positions; append k and v to the cache.
+            for t in 0..<T {
+                m.rope.apply(q + t * qWidth, heads: H, position: ropePosition(t))
+                m.rope.apply(k + t * kvWidth, heads: KVH, position: ropePosition(t))
+                cache.key(b, p0 + t).update(from: k + t * kvWidth, count: kvWidth)
+                cache.value(b, p0 + t).update(from: v + t * kvWidth, count: kvWidth)
+            }
+            profile?.lap(.rope)
+            // Grouped-query attention for every (token, head) over the slots it may see.
+            attend(block: b, q: q, out: attention, T: T, p0: p0, layout: layout)
+            profile?.lap(.attention)
+            // x += attention·Woᵀ (normed is free again: use it for the projection).
+            block.attentionOutput.forward(attention, tokens: T, into: normed, pool: pool)
+            addRows(x, normed, count: T * C)
+            profile?.lap(.attentionOutput)
+            // MLP: x += (silu(normed·Wgᵀ) ⊙ normed·Wuᵀ)·Wdᵀ with normed = RMSNorm(x).
+            rmsNormRows(x, block.mlpNorm.pointer, normed, T: T)
+            profile?.lap(.mlpNorm)
+            block.gate.forward(normed, tokens: T, into: gate, pool: pool)
+            block.up.forward(normed, tokens: T, into: up, pool: pool)
+            profile?.lap(.gateUp)
+            pool.parallelFor(T * F, multiple: 256) { r in
+                Ops.swiglu(gate + r.lowerBound, up + r.lowerBound, r.count)
+            }
+            profile?.lap(.swiglu)
+            block.down.forward(gate, tokens: T, into: normed, pool: pool)
+            addRows(x, normed, count: T * C)
+            profile?.lap(.down)
+        }
+        position += T
+
+        // Final norm and output head for the rows asked for, a chunk of rows at a time.
+        var done = 0
+        while done < logitRows.count {
+            let rows = Array(logitRows[done..<min(logitRows.count, done + Self.headChunk)])
+            if logitsBuffer.count < rows.count * V { logitsBuffer = FloatBuffer(count: rows.count * V) }
+            for (i, t) in rows.enumerated() { (normed + i * C).update(from: x + t * C, count: C) }
+            rmsNormRows(normed, m.outputNorm.pointer, normed, T: rows.count)
+            m.output.forward(normed, tokens: rows.count, into: logitsBuffer.pointer, pool: pool)
+            profile?.lap(.head)
+            for (i, t) in rows.enumerated() {
+                try body(t, UnsafeBufferPointer(start: logitsBuffer.pointer + i * V, count: V))
+            }
+            profile?.lap(.caller)
+            done += rows.count
+        }
+    }
+
+    /// Rows of logits computed at once by the head (bounds the logits buffer to chunk × V).
+    static let headChunk = 128
+
+    private func rmsNormRows(_ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, T: Int) {
+        let C = model.config.hidden, eps = model.config.rmsEps
+        if T == 1 { Ops.rmsNorm(x, weight, out, C: C, eps: eps); return }
+        model.pool.parallelFor(T) { r in
+            for t in r { Ops.rmsNorm(x + t * C, weight, out + t * C, C: C, eps: eps) }
+        }
+    }
+
+    private func addRows(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, count: Int) {
+        model.pool.parallelFor(count, multiple: 256) { r in
+            Ops.axpy(1, y + r.lowerBound, x + r.lowerBound, r.count)
+        }
+    }
+
+    /// out[t, h] = softmax(q[t,h]·K[visible slots]ᵀ/√D)·V, KV head = h / (H/KVH).
+    private func attend(block b: Int, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, T: Int, p0: Int,
+                        layout: BatchLayout) {
+        if T == 1 && layout.visible == nil {
+            attendOneToken(block: b, q: q, out: out, p0: p0)
+        } else {
+            attendBatch(block: b, q: q, out: out, T: T, p0: p0, layout: layout)
+        }
+    }
+
+    /// Decode: one query row, heads split across workers.
+    private func attendOneToken(block b: Int, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, p0: Int) {
+        let c = model.config, D = c.headDim, H = c.heads, group = c.heads / c.kvHeads
+        let scale = 1 / Float(D).squareRoot(), capacity = self.capacity, length = p0 + 1
+        let scoresBase = scores.pointer
+        model.pool.run { worker, workers in
+            let scores = scoresBase + worker * capacity
+            for h in ThreadPool.chunk(H, index: worker, count: workers) {
+                let kvHead = h / group, query = q + h * D
+                for j in 0..<length { scores[j] = Ops.dot(query, cache.key(b, j) + kvHead * D, D) * scale }
+                Ops.softmax(scores, length)
+                let o = out + h * D
+                o.update(repeating: 0, count: D)
+                for j in 0..<length { Ops.axpy(scores[j], cache.value(b, j) + kvHead * D, o, D) }
+            }
+        }
+    }
+
+    /// Prefill: per head, S = Q·Kᵀ/√D over the cached positions (sgemm), mask (causal, or the
+    /// packed layout's visible slots) and softmax per row, then out = S·V (sgemm). K and V are read in place from the cache;
+    /// heads are split across workers, each with its own score matrix.
+    private func attendBatch(block b: Int, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, T: Int, p0: Int,
+                             layout: BatchLayout) {
+        let c = model.config, D = c.headDim, H = c.heads, group = c.heads / c.kvHeads
+        let kvWidth = c.kvHeads * D, L = p0 + T, workers = model.pool.threads
+        if batchScores.count < workers * T * L { batchScores = FloatBuffer(count: workers * T * L) }
+        let scoresBase = batchScores.pointer
+        model.pool.run { worker, count in
+            let S = scoresBase + worker * T * L
+            for h in ThreadPool.chunk(H, index: worker, count: count) {
+                let kvHead = h / group
+                Matmul.sgemm(transA: false, transB: true, M: T, N: L, K: D, alpha: 1 / Float(D).squareRoot(),
+                             A: q + h * D, lda: H * D, B: cache.key(b, 0) + kvHead * D, ldb: kvWidth, C: S, ldc: L)
+                for t in 0..<T {
+                    let row = S + t * L
+                    if let visible = layout.visible?[t] {
+                        Ops.softmax(row, L, over: visible)
+                    } else {
+                        let visible = p0 + t + 1   // causal: every slot up to its own
+                        Ops.softmax(row, visible)
+                        (row + visible).update(repeating: 0, count: L - visible)
+                    }
+                }
+                Matmul.sgemm(transA: false, transB: false, M: T, N: D, K: L, A: S, lda: L,
+                             B: cache.value(b, 0) + kvHead * D, ldb: kvWidth, C: out + h * D, ldc: H * D)
+            }
+        }
+    }
+}
+
+/// Where each token of a batch sits: its RoPE position and the cache slots its query sees.
+/// nil means the plain causal layout (token t at position p0 + t sees slots 0...p0 + t).
+public struct BatchLayout {
+    public var positions: [Int]?
+    /// Ascending, disjoint slot ranges per token.
+    public var visible: [[Range<Int>]]?
+
+    public static let causal = BatchLayout(positions: nil, visible: nil)
+    public static func packed(positions: [Int], visible: [[Range<Int>]]) -> BatchLayout {
+        BatchLayout(positions: positions, visible: visible)
+    }
+}

@@ -1,0 +1,80 @@
+import Kernels
+import Architecture
+import Core
+import Foundation
+
+/// The weights of one decoder block.
+public final class LlamaBlock {
+    public let attentionNorm: FloatBuffer   // [C]
+    public let query: LinearWeights         // [H·D, C]
+    public let key: LinearWeights           // [KVH·D, C]
+    public let value: LinearWeights         // [KVH·D, C]
+    public let attentionOutput: LinearWeights // [C, H·D]
+    public let mlpNorm: FloatBuffer         // [C]
+    public let gate: LinearWeights          // [F, C]
+    public let up: LinearWeights            // [F, C]
+    public let down: LinearWeights          // [C, F]
+
+    public init(attentionNorm: FloatBuffer, query: LinearWeights, key: LinearWeights, value: LinearWeights,
+                attentionOutput: LinearWeights, mlpNorm: FloatBuffer, gate: LinearWeights, up: LinearWeights,
+                down: LinearWeights) {
+        self.attentionNorm = attentionNorm
+        self.query = query
+        self.key = key
+        self.value = value
+        self.attentionOutput = attentionOutput
+        self.mlpNorm = mlpNorm
+        self.gate = gate
+        self.up = up
+        self.down = down
+    }
+
+    public var linears: [LinearWeights] { [query, key, value, attentionOutput, gate, up, down] }
+}
+
+/// A Llama-architecture decoder: embeddings, blocks, final norm, output head.
+public final class LlamaModel {
+    public let config: LlamaConfig
+    public let tokenEmbedding: EmbeddingTable  // [V, C], in its stored form
+    public let blocks: [LlamaBlock]
+    public let outputNorm: FloatBuffer      // [C]
+    public let output: LinearWeights        // [V, C]; the very tokenEmbedding object when tied
+    public let rope: RotaryEmbedding
+    public let pool: ThreadPool
+
+    public init(config: LlamaConfig, tokenEmbedding: EmbeddingTable, blocks: [LlamaBlock], outputNorm: FloatBuffer,
+                output: LinearWeights, pool: ThreadPool) {
+        self.config = config
+        self.tokenEmbedding = tokenEmbedding
+        self.blocks = blocks
+        self.outputNorm = outputNorm
+        self.output = output
+        self.pool = pool
+        rope = RotaryEmbedding(headDim: config.headDim, base: config.ropeBase, frequencyFactors: config.ropeFrequencyFactors)
+    }
+
+    /// Bytes of the block linears (the quantized part of a packed model).
+    public var blockLinearBytes: Int { blocks.reduce(0) { sum, block in sum + block.linears.reduce(0) { $0 + $1.byteCount } } }
+
+    /// Bits per weight of the block linears.
+    public var blockLinearBitsPerWeight: Double {
+        Double(blockLinearBytes * 8) / Double(config.blockCount * config.blockLinearParameterCount)
+    }
+
+    /// Bytes one decode step reads: every block weight and the head (of the embedding table
+    /// only one row, left out). Divided by the memory bandwidth: the decode upper bound.
+    public var decodeBytesPerToken: Int {
+        let norms = blocks.reduce(0) { $0 + ($1.attentionNorm.count + $1.mlpNorm.count) * 4 } + outputNorm.count * 4
+        return blockLinearBytes + norms + output.byteCount
+    }
+
+    /// Bytes held by the weights (a tied head is counted once, with the embedding table).
+    public var weightBytes: Int {
+        let blockBytes = blocks.reduce(0) { sum, block in
+            sum + block.linears.reduce(0) { $0 + $1.byteCount } + (block.attentionNorm.count + block.mlpNorm.count) * 4
+        }
+        let headBytes = output === tokenEmbedding ? 0 : output.byteCount
+        return blockBytes + tokenEmbedding.byteCount + headBytes + outputNorm.count * 4
+    }
+}
+

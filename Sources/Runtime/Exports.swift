@@ -1,2 +1,0 @@
-// Runtime re-exports Kernels so that clients see FloatBuffer, ThreadPool and LinearWeights.
-@_exported import Kernels

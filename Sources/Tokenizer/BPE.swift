@@ -1,0 +1,187 @@
+import Core
+import Foundation
+
+/// How adjacent tokens merge.
+enum MergeSource {
+    /// An explicit merge list in priority order (rank = index): token `a` followed by token `b`
+    /// becomes token `merged` (GGUF `tokenizer.ggml.merges`, tokenizer.json `model.merges`).
+    case pairs([(a: Int32, b: Int32, merged: Int32)])
+    /// tiktoken: any adjacent pair whose concatenation is a token merges, and the token's id is
+    /// its rank (lower merges first).
+    case concatenationRank
+}
+
+/// Merges the byte tokens of one word by lowest rank, leftmost first on ties (the order
+/// GPT-2, tiktoken and llama.cpp use). Not thread-safe: the tokenizer serialises access.
+final class BPEMerger {
+    /// (a << 32 | b) -> (rank << 32 | merged); `noMerge` when the pair does not merge.
+    private var pairTable: [UInt64: UInt64]
+    private let lazyConcatenation: Bool
+    private let pieces: TokenPieces
+    private let bytesToID: [[UInt8]: Int32]
+    static let noMerge = UInt64.max
+
+    // scratch
+    private var ranks: [UInt64] = []
+    private var heap: [HeapEntry] = []
+    private var prev: [Int32] = []
+    private var next: [Int32] = []
+    private var concat: [UInt8] = []
+
+    /// Words with more symbols than this use the heap-based merge (O(n log n)); shorter ones a
+    /// plain scan, which is faster for them.
+    static let scanLimit = 48
+
+    init(source: MergeSource, pieces: TokenPieces, bytesToID: [[UInt8]: Int32]) {
+        self.pieces = pieces
+        self.bytesToID = bytesToID
+        switch source {
+        case .pairs(let list):
+            var table: [UInt64: UInt64] = [:]
+            table.reserveCapacity(list.count)
+            for (rank, m) in list.enumerated() {
+                let key = Self.key(m.a, m.b)
+                if table[key] == nil { table[key] = UInt64(rank) << 32 | UInt64(UInt32(bitPattern: m.merged)) }
+            }
+            pairTable = table
+            lazyConcatenation = false
+        case .concatenationRank:
+            pairTable = [:]
+            lazyConcatenation = true
+        }
+    }
+
+    @inline(__always)
+    private static func key(_ a: Int32, _ b: Int32) -> UInt64 {
+        UInt64(UInt32(bitPattern: a)) << 32 | UInt64(UInt32(bitPattern: b))
+    }
+
+    /// The packed (rank, merged) of a pair, or `noMerge`.
+    @inline(__always)
+    private func pair(_ a: Int32, _ b: Int32) -> UInt64 {
+        if a < 0 || b < 0 { return Self.noMerge }
+        let k = Self.key(a, b)
+        if let v = pairTable[k] { return v }
+        guard lazyConcatenation else { return Self.noMerge }
+        concat.removeAll(keepingCapacity: true)
+        concat.append(contentsOf: pieces[a])
+        concat.append(contentsOf: pieces[b])
+        var v = Self.noMerge
+        if let m = bytesToID[concat] { v = UInt64(UInt32(bitPattern: m)) << 32 | UInt64(UInt32(bitPattern: m)) }
+        pairTable[k] = v
+        return v
+    }
+
+    /// Merges `symbols` (initial tokens, one per byte) in place.
+    func merge(_ symbols: inout [Int32]) {
+        if symbols.count < 2 { return }
+        if symbols.count <= Self.scanLimit { mergeByScan(&symbols) } else { mergeWithHeap(&symbols) }
+    }
+
+    func mergeByScan(_ syms: inout [Int32]) {
+        ranks.removeAll(keepingCapacity: true)
+        for i in 0..<(syms.count - 1) { ranks.append(pair(syms[i], syms[i + 1])) }
+        while true {
+            var best = Self.noMerge
+            var bi = -1
+            for i in 0..<ranks.count where ranks[i] < best { best = ranks[i]; bi = i }
+            if bi < 0 { break }
+            syms[bi] = Int32(truncatingIfNeeded: best & 0xFFFF_FFFF)
+            syms.remove(at: bi + 1)
+            ranks.remove(at: bi)
+            if bi > 0 { ranks[bi - 1] = pair(syms[bi - 1], syms[bi]) }
+            if bi < ranks.count { ranks[bi] = pair(syms[bi], syms[bi + 1]) }
+        }
+    }
+
+    private struct HeapEntry {
+        var rank: UInt32
+        var left: Int32
+        var right: Int32
+        var a: Int32
+        var b: Int32
+        var merged: Int32
+        @inline(__always) func before(_ o: HeapEntry) -> Bool { rank != o.rank ? rank < o.rank : left < o.left }
+    }
+
+    private func push(_ e: HeapEntry) {
+        heap.append(e)
+        var i = heap.count - 1
+        while i > 0 {
+            let p = (i - 1) / 2
+            if heap[i].before(heap[p]) { heap.swapAt(i, p); i = p } else { break }
+        }
+    }
+
+    private func pop() -> HeapEntry {
+        let top = heap[0]
+        let last = heap.removeLast()
+        if !heap.isEmpty {
+            heap[0] = last
+            var i = 0
+            let n = heap.count
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < n && heap[l].before(heap[m]) { m = l }
+                if r < n && heap[r].before(heap[m]) { m = r }
+                if m == i { break }
+                heap.swapAt(i, m); i = m
+            }
+        }
+        return top
+    }
+
+    private func pushPair(_ ids: [Int32], _ l: Int32, _ r: Int32) {
+        if l < 0 || r < 0 { return }
+        let v = pair(ids[Int(l)], ids[Int(r)])
+        if v == Self.noMerge { return }
+        push(HeapEntry(rank: UInt32(v >> 32), left: l, right: r, a: ids[Int(l)], b: ids[Int(r)],
+                       merged: Int32(truncatingIfNeeded: v & 0xFFFF_FFFF)))
+    }
+
+    func mergeWithHeap(_ ids: inout [Int32]) {
+        let n = ids.count
+        prev = (0..<n).map { Int32($0) - 1 }
+        next = (0..<n).map { $0 + 1 < n ? Int32($0 + 1) : -1 }
+        heap.removeAll(keepingCapacity: true)
+        for i in 0..<(n - 1) { pushPair(ids, Int32(i), Int32(i + 1)) }
+        let dead: Int32 = -2
+        while !heap.isEmpty {
+            let e = pop()
+            let l = Int(e.left), r = Int(e.right)
+            // stale entries: either side has changed since the pair was queued
+            guard ids[l] == e.a, ids[r] == e.b, next[l] == e.right else { continue }
+            ids[l] = e.merged
+            ids[r] = dead
+            next[l] = next[r]
+            if next[r] >= 0 { prev[Int(next[r])] = e.left }
+            pushPair(ids, prev[l], e.left)
+            pushPair(ids, e.left, next[l])
+        }
+        var out: [Int32] = []
+        var i: Int32 = 0
+        while i >= 0 { out.append(ids[Int(i)]); i = next[Int(i)] }
+        ids = out
+    }
+}
+
+/// All tokens' bytes in one buffer.
+struct TokenPieces {
+    private(set) var bytes: [UInt8] = []
+    private(set) var starts: [Int] = [0]
+
+    init(_ pieces: [[UInt8]]) {
+        bytes.reserveCapacity(pieces.reduce(0) { $0 + $1.count })
+        starts.reserveCapacity(pieces.count + 1)
+        for p in pieces { bytes.append(contentsOf: p); starts.append(bytes.count) }
+    }
+
+    var count: Int { starts.count - 1 }
+
+    subscript(_ id: Int32) -> ArraySlice<UInt8> {
+        let i = Int(id)
+        guard i >= 0 && i < count else { return [] }
+        return bytes[starts[i]..<starts[i + 1]]
+    }
+}
