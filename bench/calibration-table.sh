@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Calibration quality table (issue #4): RTN, AWQ and TesseraQ (AWQ init) per setting, against
-# the fp32 reference, perplexity in the GPTQ convention (ctx 2048) on WikiText-2 test;
+# the fp32 reference, perplexity in the GPTQ convention (ctx 2048) on WikiText-2 test (data/);
 # calibration on WikiText-2 valid. Finished models are reused, so the script can be re-run.
 #
 #   bench/calibration-table.sh [-m MODEL] [-w WINDOWS] [-s "2:64 3:64 4:64 2:32"] [-c "args for every run"] [-a "extra TesseraQ args"] [-x] [-b BIN] OUTDIR
@@ -34,7 +34,7 @@ done
 shift $((OPTIND - 1))
 OUT=${1:?usage: $0 [-m MODEL] [-w WINDOWS] [-s SETTINGS] [-a ARGS] [-x] OUTDIR}
 mkdir -p "$OUT"
-TEST=../shared/data/wikitext2/wiki.test.raw
+TEST=data/wikitext2/wiki.test.raw
 if [[ -z $PREBUILT ]]; then
   swift build -c release --product tessera >&2
   PREBUILT=.build/release/tessera

@@ -31,8 +31,8 @@ struct CalibrateCommand: ParsableCommand {
     @Option(help: "Activation mode the output runs with: 16, 8 or 4.")
     var act: Int = 16
 
-    @Option(help: "Calibration text (.txt/.raw, or .jsonl with a \"text\" field).")
-    var data: String = "../shared/data/wikitext2/wiki.valid.raw"
+    @Option(help: "Calibration text (.txt/.raw, or .jsonl with a \"text\" field); the default is relative to the repository root.")
+    var data: String = "data/wikitext2/wiki.valid.raw"
 
     @Option(help: "Hyper-parameter preset: paper (the reference's: 512×2048 samples, 20 stages × 250 steps, batch 4) or fast (128×512, 10 stages × 40 steps, batch 1, lr 1e-2).")
     var preset: Preset = .fast
@@ -109,6 +109,9 @@ struct CalibrateCommand: ParsableCommand {
     }
 
     func run() throws {
+        guard FileManager.default.isReadableFile(atPath: data) else {
+            throw ValidationError("cannot read calibration text \(data): pass --data FILE (the default is relative to the repository root)")
+        }
         let o = options()
         let source = try ModelLoader.open(model)
         let c = source.config

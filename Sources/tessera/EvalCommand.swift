@@ -21,8 +21,8 @@ struct Eval: ParsableCommand {
     @Option(help: "Comma-separated tasks: piqa, arc_easy, arc_challenge, hellaswag, winogrande.")
     var tasks: String = ZeroShotTask.allCases.map(\.rawValue).joined(separator: ",")
 
-    @Option(help: "Directory holding the task files (piqa/validation.jsonl, arc/…, hellaswag/…, winogrande/…).")
-    var data: String = "../shared/data"
+    @Option(help: "Directory holding the task files (piqa/validation.jsonl, arc/…, hellaswag/…, winogrande/…); the default is relative to the repository root.")
+    var data: String = "data"
 
     @Option(name: .customLong("file"), help: ArgumentHelp("Use your own jsonl for a task, in the same schema (repeatable).", valueName: "task=path"))
     var files: [String] = []
@@ -84,6 +84,9 @@ struct Eval: ParsableCommand {
         var data: [(task: ZeroShotTask, path: String, items: [TaskItem])] = []
         for task in chosen {
             let path = overrides[task] ?? (self.data as NSString).appendingPathComponent(task.defaultFile)
+            if overrides[task] == nil && !FileManager.default.fileExists(atPath: path) {
+                throw ValidationError("cannot read \(path): no such file; pass --data DIR (the folder holding \(task.defaultFile)) or --file \(task.rawValue)=FILE")
+            }
             data.append((task, path, try task.load(path: path)))
         }
         let loaded = try LoadedModel.load(path: model, threads: runtime.threads, numa: runtime.numa, activation: runtime.activation)

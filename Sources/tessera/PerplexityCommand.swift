@@ -11,7 +11,7 @@ struct Perplexity: ParsableCommand {
     @Argument(help: "GGUF file or Hugging Face folder.")
     var model: String
 
-    @Option(help: "Text file to score (e.g. ../shared/data/wikitext2/wiki.test.raw).")
+    @Option(help: "Text file to score (e.g. data/wikitext2/wiki.test.raw).")
     var file: String
 
     @Option(help: "Context (window) length in tokens.")

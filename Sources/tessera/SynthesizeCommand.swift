@@ -13,14 +13,14 @@ struct Synthesize: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output GGUF file.")
     var output: String
 
-    @Option(help: "Tokenizer to ship: tiktoken .model file, GGUF file, or Hugging Face folder (default for llama-3.2 shapes: ../shared/data/tokenizer-vectors/llama3_tokenizer.model).")
+    @Option(help: "Tokenizer to ship: tiktoken .model file, GGUF file, or Hugging Face folder (default for llama-3.2 shapes: data/tokenizer-vectors/llama3_tokenizer.model, relative to the repository root).")
     var tokenizer: String?
 
     @Option(help: "Seed of the random weights.")
     var seed: UInt64 = 1
 
     func run() throws {
-        let tokenizerPath = tokenizer ?? (shape == .smollm2_135m ? nil : "../shared/data/tokenizer-vectors/llama3_tokenizer.model")
+        let tokenizerPath = tokenizer ?? (shape == .smollm2_135m ? nil : "data/tokenizer-vectors/llama3_tokenizer.model")
         let tok = try tokenizerPath.map(Synthesize.loadTokenizer)
         let source = try SyntheticModelSource(shape: shape, seed: seed, tokenizer: tok)
         let total = source.config.requiredTensorShapes.count
@@ -38,7 +38,7 @@ struct Synthesize: ParsableCommand {
     static func loadTokenizer(_ path: String) throws -> Tokenizer {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw ValidationError("tokenizer not found: \(path)")
+            throw ValidationError("tokenizer not found: \(path); pass --tokenizer FILE")
         }
         if isDirectory.boolValue { return try Tokenizer.fromHuggingFace(folder: path) }
         if path.hasSuffix(".gguf") { return try Tokenizer.fromGGUF(GGUFFile(path: path)) }

@@ -23,8 +23,8 @@ struct TuneCommand: ParsableCommand {
     @Option(name: .customLong("from"), help: "The fp model the packed one was made from (GGUF file or Hugging Face folder): the teacher.")
     var teacher: String
 
-    @Option(help: "Training text (.txt/.raw, or .jsonl with a \"text\" field).")
-    var data: String = "../shared/data/wikitext2/wiki.valid.raw"
+    @Option(help: "Training text (.txt/.raw, or .jsonl with a \"text\" field); the default is relative to the repository root.")
+    var data: String = "data/wikitext2/wiki.valid.raw"
     @Option(help: "Training windows (256 × 512 tokens is half of wiki.valid.raw; 64 overfit more, see bench/RESULTS.md).") var samples: Int = 256
     @Option(name: .customLong("seq-len"), help: "Tokens per window.") var seqLen: Int = 512
     @Option(help: "Adam steps (one window each; ~3.3 s per step for the demo model on 2 cores, after a teacher pass of about 4 min).") var steps: Int = 480
@@ -49,6 +49,9 @@ struct TuneCommand: ParsableCommand {
     }
 
     func run() throws {
+        guard FileManager.default.isReadableFile(atPath: data) else {
+            throw ValidationError("cannot read training text \(data): pass --data FILE (the default is relative to the repository root)")
+        }
         guard let student = try ModelLoader.open(packed) as? PackedModelSource else {
             throw ValidationError("\(packed) is not a packed Tessera model; run tessera calibrate first")
         }
