@@ -68,7 +68,8 @@ let package = Package(
             dependencies: ["Engine", "CLISupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "bench/Sources"),
         .testTarget(
-            name: "TesseraTests", dependencies: ["Engine", "Eval", "Calibrate", "KernelsC"], path: "Tests/TesseraTests"),
+            name: "TesseraTests",
+            dependencies: ["Core", "KernelsC", "Kernels", "Quant", "ChatTemplate", "Tokenizer", "Architecture", "Formats", "Model", "Engine", "Eval", "Calibrate"], path: "Tests/TesseraTests"),
     ],
     swiftLanguageModes: [.v5]
 )

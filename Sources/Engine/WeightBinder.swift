@@ -16,22 +16,33 @@ import Quant
 ///   anything else             FP32Linear                   FP32Linear
 ///
 /// mode = the caller's activation override, else the file's (`storedActivation`, a16 for GGUF).
+/// `linears: .fp32` decodes every block linear to fp32 instead (the reference forward that
+/// tests compare the low-bit kernels and llama.cpp's fp32 figures against); tables keep the
+/// stored form either way.
 /// ggml blocks convert losslessly to group-32 weights (Quant); a block whose scale does not
 /// fit the converted offset keeps fp32.
 public struct WeightBinder {
     public let source: ModelSource
     public let activation: ActivationMode
+    public let linears: LinearForm
 
-    public init(source: ModelSource, activation: ActivationMode? = nil) {
+    /// How block linears are bound: in their stored form (quantized ones on the low-bit
+    /// kernels), or all decoded to fp32.
+    public enum LinearForm: Sendable { case stored, fp32 }
+
+    public init(source: ModelSource, activation: ActivationMode? = nil, linears: LinearForm = .stored) {
         self.source = source
         self.activation = activation ?? source.storedActivation
+        self.linears = linears
     }
 
     /// A block linear `name` of shape [out, in].
     public func linear(_ name: String, out: Int, in inFeatures: Int) throws -> LinearWeights {
         try check(name, [out, inFeatures])
         let stored = try source.storedMatrix(name)
-        if let q = quantized(name, stored) { return QuantizedLinear(weights: try PackedWeights(q, name: name), activation: activation) }
+        if linears == .stored, let q = quantized(name, stored) {
+            return QuantizedLinear(weights: try PackedWeights(q, name: name), activation: activation)
+        }
         return FP32Linear(weight: try fp32(name, stored), outFeatures: out, inFeatures: inFeatures)
     }
 

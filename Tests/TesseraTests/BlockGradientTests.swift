@@ -1,7 +1,16 @@
 import Foundation
 import XCTest
+@testable import Core
+@testable import Kernels
+@testable import Quant
+@testable import ChatTemplate
+@testable import Tokenizer
+@testable import Architecture
+@testable import Formats
+@testable import Model
+@testable import Engine
+@testable import Eval
 @testable import Calibrate
-@testable import Runtime
 
 /// One Llama block in float64 with plain loops, written independently of Calibrate: the
 /// reference for BlockForwardBackward's forward and, by central differences, its gradients.
@@ -158,7 +167,7 @@ final class BlockGradientTests: XCTestCase {
         for llama3Rope in [true, false] {
             let source = InMemorySource(config: Self.config(llama3Rope: llama3Rope), seed: 11)
             let pool = ThreadPool(threads: 2)
-            let model = try LlamaModel(source: source, pool: pool)
+            let model = try WeightBinder(source: source, linears: .fp32).model(pool: pool)
             let shape = BlockShape(config: model.config), C = shape.C
             let p = try BlockParameters(block: model.blocks[0], shape: shape)
             let sequences: [[Int]] = [[3, 17, 96, 0, 42, 42, 5], [77, 8, 61, 12, 1, 2, 90]]
@@ -209,7 +218,7 @@ final class BlockGradientTests: XCTestCase {
 
     func testParametersNeedFP32Linears() throws {
         let source = InMemorySource(config: Self.config(), seed: 1)
-        let model = try LlamaModel(source: source, pool: ThreadPool(threads: 1))
+        let model = try WeightBinder(source: source, linears: .fp32).model(pool: ThreadPool(threads: 1))
         let shape = BlockShape(config: model.config), b = model.blocks[0]
         let packed = LlamaBlock(attentionNorm: b.attentionNorm, query: b.query, key: OpaqueLinear(), value: b.value,
                                 attentionOutput: b.attentionOutput, mlpNorm: b.mlpNorm, gate: b.gate, up: b.up, down: b.down)

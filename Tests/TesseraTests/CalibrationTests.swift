@@ -1,8 +1,16 @@
 import Foundation
 import XCTest
-@testable import Calibrate
+@testable import Core
 @testable import Kernels
-@testable import Runtime
+@testable import Quant
+@testable import ChatTemplate
+@testable import Tokenizer
+@testable import Architecture
+@testable import Formats
+@testable import Model
+@testable import Engine
+@testable import Eval
+@testable import Calibrate
 
 /// TesseraQ on a tiny synthetic model: the pieces against float64 references, the schedule,
 /// the losses against RTN and AWQ, resume, and the packed output.
@@ -332,8 +340,8 @@ final class CalibrationTests: XCTestCase {
         XCTAssertEqual(packed.gguf.string("tessera.calibration.init"), "awq")
         XCTAssertTrue(packed.isPacked(TensorName.block(1, "ffn_down")))
         let pool = ThreadPool(threads: 2)
-        let lowBit = try LlamaModel(source: packed, pool: pool, linear: packed.linearLoader())
-        let fp32 = try LlamaModel(source: packed, pool: pool)
+        let lowBit = try WeightBinder(source: packed).model(pool: pool)
+        let fp32 = try WeightBinder(source: packed, linears: .fp32).model(pool: pool)
         let tokens: [Int32] = [1, 5, 9, 33, 2, 60, 7]
         let a = try InferenceSession(model: lowBit, contextLength: 32).forward(tokens, logitRows: 3)
         let b = try InferenceSession(model: fp32, contextLength: 32).forward(tokens, logitRows: 3)
@@ -341,7 +349,7 @@ final class CalibrationTests: XCTestCase {
             for (x, y) in zip(ra, rb) { XCTAssertEqual(x, y, accuracy: 1e-3 * max(1, abs(y))) }
         }
         // And it differs from the unquantized model (the test would pass vacuously otherwise).
-        let original = try LlamaModel(source: Self.tinySource(), pool: pool)
+        let original = try WeightBinder(source: Self.tinySource(), linears: .fp32).model(pool: pool)
         let c = try InferenceSession(model: original, contextLength: 32).forward(tokens, logitRows: 1)
         XCTAssertGreaterThan(zip(c[0], b.last!).map { abs($0 - $1) }.max()!, 1e-3)
     }

@@ -1,9 +1,17 @@
 import Foundation
 import XCTest
 import KernelsC
-@testable import Calibrate
+@testable import Core
 @testable import Kernels
-@testable import Runtime
+@testable import Quant
+@testable import ChatTemplate
+@testable import Tokenizer
+@testable import Architecture
+@testable import Formats
+@testable import Model
+@testable import Engine
+@testable import Eval
+@testable import Calibrate
 
 /// End-to-end scale tuning (`tessera tune`) on the tiny calibration model: its forward against
 /// the packed model's inference, its gradients against finite differences, the held-out KL,
@@ -46,7 +54,7 @@ final class EndToEndTests: XCTestCase {
         let tuner = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(), outputPath: temporaryPath("x.gguf"), pool: pool)
         let window = Array(CalibrationTests.tokens()[100..<116])
         tuner.forward(window)
-        let model = try LlamaModel(source: student, pool: pool)
+        let model = try WeightBinder(source: student, linears: .fp32).model(pool: pool)
         let expected = try InferenceSession(model: model, contextLength: 32).forward(window, logitRows: 16)
         let V = student.config.vocab
         for t in 0..<16 {
@@ -113,12 +121,11 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(tuned.gguf.string("tessera.e2e.kept"), "true")
         XCTAssertEqual(tuned.gguf.string("tessera.calibration.method"), student.gguf.string("tessera.calibration.method"))
         let name = TensorName.block(1, "ffn_down")
-        let a = try student.packedWeights(name), b = try tuned.packedWeights(name)
+        let a = try student.quantizedTensor(name), b = try tuned.quantizedTensor(name)
         XCTAssertEqual(a.unpackedCodes(), b.unpackedCodes())
-        XCTAssertNotEqual(Array(UnsafeBufferPointer(start: a.scales, count: a.rows * a.groupsPerRow)),
-                          Array(UnsafeBufferPointer(start: b.scales, count: b.rows * b.groupsPerRow)))
+        XCTAssertNotEqual(a.scales, b.scales)
         let pool = ThreadPool(threads: 2)
-        let lowBit = try LlamaModel(source: tuned, pool: pool, linear: tuned.linearLoader())
+        let lowBit = try WeightBinder(source: tuned).model(pool: pool)
         let logits = try InferenceSession(model: lowBit, contextLength: 32).forward([1, 5, 9, 33], logitRows: 1)
         XCTAssertTrue(logits[0].allSatisfy(\.isFinite))
     }
@@ -218,7 +225,7 @@ final class EndToEndTests: XCTestCase {
         let mean = try PackedModelSource(gguf: GGUFFile(path: out))
         XCTAssertEqual(mean.gguf.string("tessera.average.weights"), "0.25,0.75")
         for name in [TensorName.block(0, "attn_q"), TensorName.block(1, "ffn_down")] {
-            let a = try tunes[0].packedWeights(name), b = try tunes[1].packedWeights(name), m = try mean.packedWeights(name)
+            let a = try tunes[0].quantizedTensor(name), b = try tunes[1].quantizedTensor(name), m = try mean.quantizedTensor(name)
             XCTAssertEqual(m.unpackedCodes(), a.unpackedCodes(), name)
             let n = a.rows * a.groupsPerRow
             var moved = 0
@@ -236,7 +243,7 @@ final class EndToEndTests: XCTestCase {
         let na = try tunes[0].floatTensor(norm).array, nb = try tunes[1].floatTensor(norm).array, nm = try mean.floatTensor(norm).array
         XCTAssertNotEqual(na, nb)
         for i in na.indices { XCTAssertEqual(Double(nm[i]), 0.25 * Double(na[i]) + 0.75 * Double(nb[i]), accuracy: 1e-6) }
-        let logits = try InferenceSession(model: LlamaModel(source: mean, pool: ThreadPool(threads: 2), linear: mean.linearLoader()),
+        let logits = try InferenceSession(model: WeightBinder(source: mean).model(pool: ThreadPool(threads: 2)),
                                           contextLength: 32).forward([1, 5, 9, 33], logitRows: 1)
         XCTAssertTrue(logits[0].allSatisfy(\.isFinite))
 

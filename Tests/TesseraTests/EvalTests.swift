@@ -1,5 +1,15 @@
 import XCTest
-@testable import Runtime
+@testable import Core
+@testable import Kernels
+@testable import Quant
+@testable import ChatTemplate
+@testable import Tokenizer
+@testable import Architecture
+@testable import Formats
+@testable import Model
+@testable import Engine
+@testable import Eval
+@testable import Calibrate
 
 /// Zero-shot evaluation: prompts as lm-eval builds them, its tokenization of
 /// (context, continuation) pairs, the scorer against a float64 reference, and the metrics.
@@ -227,7 +237,7 @@ final class EvalTests: XCTestCase {
 
     func makeTinyModel(seed: UInt64 = 21) throws -> (InMemorySource, LlamaModel) {
         let source = InMemorySource(config: InMemorySource.tinyConfig(), seed: seed)
-        return (source, try LlamaModel(source: source, pool: ThreadPool(threads: 2)))
+        return (source, try WeightBinder(source: source, linears: .fp32).model(pool: ThreadPool(threads: 2)))
     }
 
     /// Σ log p(continuation | context) in float64, the whole sequence from scratch; `window`

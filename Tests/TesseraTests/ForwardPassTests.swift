@@ -1,5 +1,15 @@
 import XCTest
-@testable import Runtime
+@testable import Core
+@testable import Kernels
+@testable import Quant
+@testable import ChatTemplate
+@testable import Tokenizer
+@testable import Architecture
+@testable import Formats
+@testable import Model
+@testable import Engine
+@testable import Eval
+@testable import Calibrate
 
 final class ForwardPassTests: XCTestCase {
     /// Largest |a-b| relative to the largest |b| of the row.
@@ -10,7 +20,7 @@ final class ForwardPassTests: XCTestCase {
 
     func checkAgainstReference(tied: Bool, llama3Rope: Bool, threads: Int, maxBatch: Int) throws {
         let source = InMemorySource(config: InMemorySource.tinyConfig(llama3Rope: llama3Rope), seed: 7, tied: tied)
-        let model = try LlamaModel(source: source, pool: ThreadPool(threads: threads))
+        let model = try WeightBinder(source: source, linears: .fp32).model(pool: ThreadPool(threads: threads))
         let tokens = [3, 17, 96, 0, 42, 42, 5, 77, 8, 61, 12]
         let expected = ReferenceLlama(source: source).logits(tokens)
 
@@ -60,7 +70,7 @@ final class ForwardPassTests: XCTestCase {
                 let path = dir.file("m-\(tied)-\(type).gguf")
                 try w.write(to: path)
                 let source = try GGUFModelSource(path: path)
-                let model = try LlamaModel(source: source, pool: ThreadPool(threads: 2))
+                let model = try WeightBinder(source: source, linears: .fp32).model(pool: ThreadPool(threads: 2))
                 let label = "\(type) tied \(tied)"
                 let V = config.vocab, C = config.hidden
                 let tableBytes: Int
@@ -103,7 +113,7 @@ final class ForwardPassTests: XCTestCase {
 
     func testContextOverflowAndBadTokenAreErrors() throws {
         let source = InMemorySource(config: InMemorySource.tinyConfig(), seed: 1)
-        let model = try LlamaModel(source: source, pool: ThreadPool(threads: 1))
+        let model = try WeightBinder(source: source, linears: .fp32).model(pool: ThreadPool(threads: 1))
         let session = InferenceSession(model: model, contextLength: 8)
         XCTAssertThrowsError(try session.forward(Array(repeating: 1, count: 9))) {
             XCTAssertEqual($0 as? InferenceError, .contextFull(position: 0, adding: 9, capacity: 8))
@@ -114,7 +124,7 @@ final class ForwardPassTests: XCTestCase {
 
     func testStepProfileTimesEveryStepAndChangesNothing() throws {
         let source = InMemorySource(config: InMemorySource.tinyConfig(), seed: 3)
-        let model = try LlamaModel(source: source, pool: ThreadPool(threads: 2))
+        let model = try WeightBinder(source: source, linears: .fp32).model(pool: ThreadPool(threads: 2))
         let plain = InferenceSession(model: model, contextLength: 16), profiled = InferenceSession(model: model, contextLength: 16)
         let profile = StepProfile()
         profiled.profile = profile
@@ -132,7 +142,7 @@ final class ForwardPassTests: XCTestCase {
     func testShapeMismatchIsAnError() throws {
         let source = InMemorySource(config: InMemorySource.tinyConfig(), seed: 1)
         source.tensors[TensorName.block(1, "ffn_up")]!.shape = [81, 48]
-        XCTAssertThrowsError(try LlamaModel(source: source, pool: ThreadPool(threads: 1))) {
+        XCTAssertThrowsError(try WeightBinder(source: source, linears: .fp32).model(pool: ThreadPool(threads: 1))) {
             XCTAssertEqual($0 as? FormatError, .shapeMismatch(tensor: "blk.1.ffn_up.weight", expected: [80, 48], found: [81, 48]))
         }
     }

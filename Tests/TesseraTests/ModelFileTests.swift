@@ -1,5 +1,15 @@
 import XCTest
-@testable import Runtime
+@testable import Core
+@testable import Kernels
+@testable import Quant
+@testable import ChatTemplate
+@testable import Tokenizer
+@testable import Architecture
+@testable import Formats
+@testable import Model
+@testable import Engine
+@testable import Eval
+@testable import Calibrate
 
 /// A model written to disk (GGUF, or a sharded Hugging Face folder) loads and computes the
 /// same logits as the float64 reference: loaders, name mapping, RoPE layouts and the forward
@@ -27,7 +37,7 @@ final class ModelFileTests: XCTestCase {
         let reference = ReferenceLlama(source: InMemorySource(config: source.config, tensors: tensors), rotateHalf: true)
         let expected = reference.logits(tokens)
 
-        let model = try LlamaModel(source: source, pool: ThreadPool(threads: 2))
+        let model = try WeightBinder(source: source, linears: .fp32).model(pool: ThreadPool(threads: 2))
         let session = InferenceSession(model: model, contextLength: 32, maxBatch: 3)
         let logits = try session.forward(tokens.map(Int32.init), logitRows: tokens.count)
         for t in tokens.indices { XCTAssertLessThan(maxRelativeError(logits[t], expected[t]), 1e-4, "token \(t)") }
@@ -49,7 +59,7 @@ final class ModelFileTests: XCTestCase {
 
             let source = try ModelLoader.open(path)
             XCTAssertEqual(source.config, c)
-            let model = try LlamaModel(source: source, pool: ThreadPool(threads: 1))
+            let model = try WeightBinder(source: source, linears: .fp32).model(pool: ThreadPool(threads: 1))
             let ids = tokens.map { $0 % c.vocab }
             let logits = try InferenceSession(model: model, contextLength: 32).forward(ids.map(Int32.init), logitRows: ids.count)
             let expected = ReferenceLlama(source: memory).logits(ids)

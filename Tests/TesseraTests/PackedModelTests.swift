@@ -1,5 +1,15 @@
 import XCTest
-@testable import Runtime
+@testable import Core
+@testable import Kernels
+@testable import Quant
+@testable import ChatTemplate
+@testable import Tokenizer
+@testable import Architecture
+@testable import Formats
+@testable import Model
+@testable import Engine
+@testable import Eval
+@testable import Calibrate
 
 /// The packed file: written by RTN, loaded back onto the low-bit kernels.
 final class PackedModelTests: XCTestCase {
@@ -16,9 +26,11 @@ final class PackedModelTests: XCTestCase {
         zip(a, b).map { abs($0 - $1) }.max()! / b.map(abs).max()!
     }
 
-    /// Logits of `tokens` under a model loaded from `source` with its own linears.
-    func logits(_ source: ModelSource, linear: LinearLoader? = nil, tokens: [Int32]) throws -> [[Float]] {
-        let model = try LlamaModel(source: source, pool: ThreadPool(threads: 2), linear: linear)
+    /// Logits of `tokens` under a model loaded from `source`: all fp32 linears, or (given an
+    /// activation mode) its stored linears on the low-bit kernels.
+    func logits(_ source: ModelSource, activation: ActivationMode? = nil, tokens: [Int32]) throws -> [[Float]] {
+        let binder = activation.map { WeightBinder(source: source, activation: $0) } ?? WeightBinder(source: source, linears: .fp32)
+        let model = try binder.model(pool: ThreadPool(threads: 2))
         return try InferenceSession(model: model, contextLength: 32).forward(tokens, logitRows: tokens.count)
     }
 
@@ -26,7 +38,7 @@ final class PackedModelTests: XCTestCase {
         let memory = InMemorySource(config: Self.config, seed: 5)
         let path = tempPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
-        try PackedFormat.writeRTN(source: memory, tokenizer: nil, scheme: .init(bits: 8, group: 32, embedding: .q8), to: path)
+        try RoundToNearest.write(source: memory, tokenizer: nil, scheme: .init(bits: 8, group: 32, embedding: .q8), to: path)
         let packed = try XCTUnwrap(try ModelLoader.open(path) as? PackedModelSource)
         XCTAssertEqual(packed.config, memory.config)
         XCTAssertEqual([packed.bits, packed.group], [8, 32])
@@ -36,7 +48,7 @@ final class PackedModelTests: XCTestCase {
         let tokens: [Int32] = [1, 50, 96, 3, 3, 17]
         let reference = try logits(memory, tokens: tokens)
         for mode in [ActivationMode.a16, .a8] {
-            let quantized = try logits(packed, linear: packed.linearLoader(activation: mode), tokens: tokens)
+            let quantized = try logits(packed, activation: mode, tokens: tokens)
             for t in tokens.indices {
                 XCTAssertLessThan(maxRelativeError(quantized[t], reference[t]), mode == .a16 ? 0.02 : 0.05, "\(mode) token \(t)")
             }
@@ -67,10 +79,10 @@ final class PackedModelTests: XCTestCase {
         for embedding in PackedFormat.Embedding.allCases {
             let path = tempPath()
             defer { try? FileManager.default.removeItem(atPath: path) }
-            try PackedFormat.writeRTN(source: memory, tokenizer: nil, scheme: .init(bits: 4, group: 32, embedding: embedding), to: path)
+            try RoundToNearest.write(source: memory, tokenizer: nil, scheme: .init(bits: 4, group: 32, embedding: embedding), to: path)
             let packed = try XCTUnwrap(try ModelLoader.open(path) as? PackedModelSource)
             for mode in [ActivationMode.a16, .a8] {
-                let model = try LlamaModel(source: packed, pool: ThreadPool(threads: 2), linear: packed.linearLoader(activation: mode))
+                let model = try WeightBinder(source: packed, activation: mode).model(pool: ThreadPool(threads: 2))
                 let label = "\(embedding) \(mode)"
                 // The table stays in its stored form and is the tied head itself.
                 XCTAssertTrue(model.output === model.tokenEmbedding, label)
@@ -117,7 +129,7 @@ final class PackedModelTests: XCTestCase {
         }
         let path = tempPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
-        try PackedFormat.writeRTN(source: memory, tokenizer: nil, scheme: .init(bits: 4, group: 32), to: path)
+        try RoundToNearest.write(source: memory, tokenizer: nil, scheme: .init(bits: 4, group: 32), to: path)
         let packed = try XCTUnwrap(try ModelLoader.open(path) as? PackedModelSource)
         for name in [TensorName.block(0, "attn_q"), TensorName.block(1, "ffn_down")] {
             XCTAssertEqual(try packed.floatTensor(name).array, memory.tensors[name]!.values, name)
@@ -128,7 +140,7 @@ final class PackedModelTests: XCTestCase {
         let memory = InMemorySource(config: Self.config, seed: 7)
         let path = tempPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
-        try PackedFormat.writeRTN(source: memory, tokenizer: nil, scheme: .init(bits: 2, group: 0), to: path)
+        try RoundToNearest.write(source: memory, tokenizer: nil, scheme: .init(bits: 2, group: 0), to: path)
         let gguf = try GGUFFile(path: path)
         let target = try XCTUnwrap(gguf.tensor(TensorName.block(1, "ffn_up") + PackedFormat.codesSuffix))
         var data = try Data(contentsOf: URL(fileURLWithPath: path))
@@ -138,7 +150,7 @@ final class PackedModelTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("blk.1.ffn_up.weight.codes") && "\(error)".contains("checksum"), "\(error)")
         }
         // ffn_down rows are 96 wide: groups of 64 do not divide them.
-        XCTAssertThrowsError(try PackedFormat.writeRTN(source: memory, tokenizer: nil, scheme: .init(bits: 4, group: 64), to: path)) { error in
+        XCTAssertThrowsError(try RoundToNearest.write(source: memory, tokenizer: nil, scheme: .init(bits: 4, group: 64), to: path)) { error in
             XCTAssertTrue("\(error)".contains("does not divide"), "\(error)")
         }
     }

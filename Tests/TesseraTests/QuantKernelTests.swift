@@ -1,6 +1,16 @@
 import XCTest
 import KernelsC
+@testable import Core
 @testable import Kernels
+@testable import Quant
+@testable import ChatTemplate
+@testable import Tokenizer
+@testable import Architecture
+@testable import Formats
+@testable import Model
+@testable import Engine
+@testable import Eval
+@testable import Calibrate
 
 /// Group-quantized weights: layout, every SIMD kernel against its scalar reference and a
 /// float64 computation from the dequantized weights, on random non-zero data with ragged sizes.
@@ -511,7 +521,7 @@ final class QuantKernelTests: XCTestCase {
                     for j in 0..<32 { expected[b * 32 + j] = Float(Int8(bitPattern: raw[o + 2 + j])) * df }
                 }
             }
-            let p = try raw.withUnsafeBytes { try PackedWeights.fromGGML(type: type, blocks: $0.baseAddress!, rows: rows, cols: cols) }
+            let p = try raw.withUnsafeBytes { try QuantizedTensor.fromGGML(type: type, blocks: $0.baseAddress!, rows: rows, cols: cols) }
             XCTAssertEqual(p.group, 32)
             let d = p.dequantize()
             // Bit-exact, except that Q4_0's q = 8 with d < 0 gives ggml −0 ((8 − 8)·d) and us +0 (8d − 8d).
@@ -524,7 +534,7 @@ final class QuantKernelTests: XCTestCase {
         var big = [UInt8](repeating: 0, count: 34)
         let h = Float16(1024).bitPattern
         big[0] = UInt8(h & 0xFF); big[1] = UInt8(h >> 8)
-        XCTAssertThrowsError(try big.withUnsafeBytes { try PackedWeights.fromGGML(type: .q8_0, blocks: $0.baseAddress!, rows: 1, cols: 32) })
+        XCTAssertThrowsError(try big.withUnsafeBytes { try QuantizedTensor.fromGGML(type: GGMLBlockType.q8_0, blocks: $0.baseAddress!, rows: 1, cols: 32) })
     }
 
     // MARK: portable path

@@ -1,5 +1,15 @@
 import Foundation
-@testable import Runtime
+@testable import Core
+@testable import Kernels
+@testable import Quant
+@testable import ChatTemplate
+@testable import Tokenizer
+@testable import Architecture
+@testable import Formats
+@testable import Model
+@testable import Engine
+@testable import Eval
+@testable import Calibrate
 
 typealias SeededRandom = SplitMix64
 
@@ -99,7 +109,7 @@ struct ReferenceLlama {
             return out
         }
         for b in 0..<c.blockCount {
-            let n = { TensorName.block(b, $0) }
+            let n = { (part: String) in TensorName.block(b, part) }
             let xn = x.map { norm($0, w(n("attn_norm"))) }
             let qs = (0..<T).map { rope(matvec(w(n("attn_q")), xn[$0], rows: H * D), heads: H, pos: $0) }
             let ks = (0..<T).map { rope(matvec(w(n("attn_k")), xn[$0], rows: KVH * D), heads: KVH, pos: $0) }
