@@ -32,6 +32,7 @@ public struct BlockShape {
     public let rope: RotaryEmbedding
 
     public init(config: LlamaConfig) {
+        linearShapes = BlockLinear.allCases.map { let s = $0.shape(config); return (s.out, s.in) }
         C = config.hidden
         H = config.heads
         KVH = config.kvHeads
@@ -48,10 +49,8 @@ public struct BlockShape {
     public var qWidth: Int { H * D }
     public var kvWidth: Int { KVH * D }
 
-    /// [out, in] of the seven linears, in `BlockParameters.linears` order.
-    public var linearShapes: [(out: Int, inFeatures: Int)] {
-        [(qWidth, C), (kvWidth, C), (kvWidth, C), (C, qWidth), (F, C), (F, C), (C, F)]
-    }
+    /// [out, in] of the seven linears, in `BlockParameters.linears` order (`BlockLinear`'s).
+    public let linearShapes: [(out: Int, inFeatures: Int)]
 }
 
 public enum BlockParameterError: Error, CustomStringConvertible, Equatable {
@@ -73,8 +72,8 @@ public final class BlockParameters {
     public let attentionNorm, mlpNorm: FloatBuffer  // [C]
     public let query, key, value, attentionOutput, gate, up, down: FloatBuffer  // [out, in] row-major
 
-    /// GGUF names of the seven linears, in `linears` order (for messages).
-    public static let linearNames = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
+    /// GGUF names of the seven linears, in `linears` order (`BlockLinear`'s forward order).
+    public static let linearNames = BlockLinear.allCases.map(\.rawValue)
 
     /// Zero-filled.
     public init(shape: BlockShape) {
@@ -109,8 +108,8 @@ public final class BlockParameters {
             }
             weights.append(copy(fp32.weight))
         }
-        attentionNorm = try norm(block.attentionNorm, "attn_norm")
-        mlpNorm = try norm(block.mlpNorm, "ffn_norm")
+        attentionNorm = try norm(block.attentionNorm, BlockNorm.attention.rawValue)
+        mlpNorm = try norm(block.mlpNorm, BlockNorm.mlp.rawValue)
         (query, key, value, attentionOutput, gate, up, down) =
             (weights[0], weights[1], weights[2], weights[3], weights[4], weights[5], weights[6])
     }
@@ -405,17 +404,13 @@ public enum BlockForwardBackward {
 
     // MARK: - RMSNorm: out = x·r⊙w, r = 1/√(mean(x²) + eps), per row of width C
 
-    /// Same arithmetic as Ops.rmsNorm; also saves r per row when asked.
+    /// The model's Ops.rmsNorm per row; also saves r per row when asked.
     static func rmsNormForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                                        rstd: UnsafeMutablePointer<Float>?, N: Int, C: Int, eps: Float, pool: ThreadPool) {
         pool.parallelFor(N, multiple: 8) { r in
             for n in r {
-                let xn = x + n * C, outn = out + n * C
-                var sumSquares: Float = 0
-                for i in 0..<C { sumSquares += xn[i] * xn[i] }
-                let scale = 1 / (sumSquares / Float(C) + eps).squareRoot()
+                let scale = Ops.rmsNorm(x + n * C, w, out + n * C, C: C, eps: eps)
                 rstd?[n] = scale
-                for i in 0..<C { outn[i] = xn[i] * scale * w[i] }
             }
         }
     }
@@ -562,11 +557,11 @@ public enum BlockForwardBackward {
 
     // MARK: - SwiGLU: s = silu(g)⊙u, silu(g) = g·σ(g)
 
-    /// Same arithmetic as Ops.swiglu, keeping g.
+    /// The model's Ops.swiglu, out of place (the backward needs g).
     private static func swigluForward(_ g: UnsafePointer<Float>, _ u: UnsafePointer<Float>, into s: UnsafeMutablePointer<Float>,
                                       count: Int, pool: ThreadPool) {
         pool.parallelFor(count, multiple: 256) { r in
-            for i in r { s[i] = g[i] / (1 + expf(-g[i])) * u[i] }
+            Ops.swiglu(g + r.lowerBound, u + r.lowerBound, into: s + r.lowerBound, r.count)
         }
     }
 

@@ -5,13 +5,16 @@ import KernelsC
 /// The small element-wise and row-wise operations of a transformer, in fp32.
 /// Shapes: rows of width C, row-major.
 public enum Ops {
-    /// out = x / rms(x) * weight, per row of width C.
+    /// out = x·r⊙weight with r = 1/√(mean(x²) + eps), for one row of width C. Returns r (what
+    /// calibration's backward keeps). The inference and calibration forwards both call this.
+    @discardableResult
     public static func rmsNorm(_ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>,
-                               C: Int, eps: Float) {
+                               C: Int, eps: Float) -> Float {
         var sumSquares: Float = 0
         for i in 0..<C { sumSquares += x[i] * x[i] }
         let scale = 1 / (sumSquares / Float(C) + eps).squareRoot()
         for i in 0..<C { out[i] = x[i] * scale * weight[i] }
+        return scale
     }
 
     /// In-place softmax over n values.
@@ -41,12 +44,18 @@ public enum Ops {
         (x + next).update(repeating: 0, count: n - next)
     }
 
-    /// gate = silu(gate) * up, element-wise over n values.
-    public static func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, _ n: Int) {
+    /// out = silu(gate)⊙up, silu(g) = g·σ(g), element-wise over n values (out may be gate).
+    /// The inference and calibration forwards both call this.
+    public static func swiglu(_ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, _ n: Int) {
         for i in 0..<n {
             let g = gate[i]
-            gate[i] = g / (1 + expf(-g)) * up[i]
+            out[i] = g / (1 + expf(-g)) * up[i]
         }
+    }
+
+    /// gate = silu(gate)⊙up, in place.
+    public static func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, _ n: Int) {
+        swiglu(UnsafePointer(gate), up, into: gate, n)
     }
 
     public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {

@@ -29,7 +29,21 @@ public final class LlamaBlock {
         self.down = down
     }
 
-    public var linears: [LinearWeights] { [query, key, value, attentionOutput, gate, up, down] }
+    /// The linear of role `l`.
+    public func linear(_ l: BlockLinear) -> LinearWeights {
+        switch l {
+        case .query: return query
+        case .key: return key
+        case .value: return value
+        case .attentionOutput: return attentionOutput
+        case .gate: return gate
+        case .up: return up
+        case .down: return down
+        }
+    }
+
+    /// The seven linears in `BlockLinear`'s (forward) order.
+    public var linears: [LinearWeights] { BlockLinear.allCases.map(linear) }
 }
 
 /// A Llama-architecture decoder: embeddings, blocks, final norm, output head.
