@@ -53,20 +53,6 @@ public struct BlockShape {
     public let linearShapes: [(out: Int, inFeatures: Int)]
 }
 
-public enum BlockParameterError: Error, CustomStringConvertible, Equatable {
-    case notFP32(linear: String, type: String)
-    case shapeMismatch(tensor: String, expected: [Int], found: [Int])
-
-    public var description: String {
-        switch self {
-        case let .notFP32(linear, type):
-            return "block calibration needs fp32 weights, but \(linear) is a \(type) (load the model unquantized)"
-        case let .shapeMismatch(tensor, expected, found):
-            return "\(tensor) has shape \(found), the block expects \(expected)"
-        }
-    }
-}
-
 /// Effective fp32 weights of one block (the caller fills them with fake-quantized weights each step).
 public final class BlockParameters {
     public let attentionNorm, mlpNorm: FloatBuffer  // [C]
@@ -81,37 +67,6 @@ public final class BlockParameters {
         attentionNorm = FloatBuffer(count: shape.C)
         mlpNorm = FloatBuffer(count: shape.C)
         (query, key, value, attentionOutput, gate, up, down) = (s[0], s[1], s[2], s[3], s[4], s[5], s[6])
-    }
-
-    /// Copies the weights of a loaded block; every linear must be an FP32Linear of the block's shape.
-    public init(block: LlamaBlock, shape: BlockShape) throws {
-        func copy(_ buffer: FloatBuffer) -> FloatBuffer {
-            let out = FloatBuffer(count: buffer.count)
-            out.pointer.update(from: buffer.pointer, count: buffer.count)
-            return out
-        }
-        func norm(_ buffer: FloatBuffer, _ name: String) throws -> FloatBuffer {
-            guard buffer.count == shape.C else {
-                throw BlockParameterError.shapeMismatch(tensor: name, expected: [shape.C], found: [buffer.count])
-            }
-            return copy(buffer)
-        }
-        var weights: [FloatBuffer] = []
-        for (i, linear) in block.linears.enumerated() {
-            let name = BlockParameters.linearNames[i], expected = shape.linearShapes[i]
-            guard let fp32 = linear as? FP32Linear else {
-                throw BlockParameterError.notFP32(linear: name, type: String(describing: type(of: linear)))
-            }
-            guard fp32.outFeatures == expected.out, fp32.inFeatures == expected.inFeatures else {
-                throw BlockParameterError.shapeMismatch(tensor: name, expected: [expected.out, expected.inFeatures],
-                                                        found: [fp32.outFeatures, fp32.inFeatures])
-            }
-            weights.append(copy(fp32.weight))
-        }
-        attentionNorm = try norm(block.attentionNorm, BlockNorm.attention.rawValue)
-        mlpNorm = try norm(block.mlpNorm, BlockNorm.mlp.rawValue)
-        (query, key, value, attentionOutput, gate, up, down) =
-            (weights[0], weights[1], weights[2], weights[3], weights[4], weights[5], weights[6])
     }
 
     public var linears: [FloatBuffer] { [query, key, value, attentionOutput, gate, up, down] }

@@ -1,7 +1,8 @@
 import Foundation
 
-/// The asymmetric integer grid TesseraQ calibrates on (TESSERAQ_SPEC §4): per group of G
-/// consecutive weights of a row, from the raw group min and max (not widened to include 0),
+/// The asymmetric integer grid TesseraQ calibrates on (TESSERAQ_SPEC §4; `MinMaxGrid`'s
+/// reference policy): per group of G consecutive weights of a row, from the raw group min and
+/// max (not widened to include 0),
 ///   s = max(max − min, 1e-5) / (2^B − 1),   z = clamp(−round(min / s), 0, 2^B − 1),
 ///   q = clamp(round(w / s) + z, 0, 2^B − 1),  ŵ = (q − z)·s.
 /// round is round-half-to-even, as torch.round. Shapes: W [rows, cols], groups [rows, cols/G].
@@ -40,14 +41,11 @@ public struct QuantGrid: Sendable {
         self.zero = zero
     }
 
-    /// (s, z) for one group of values.
+    /// (s, z) for one group of values: `MinMaxGrid`'s reference policy.
     @inline(__always)
     public static func parameters(_ w: UnsafePointer<Float>, count: Int, qmax: Float) -> (Float, Float) {
-        var lo = w[0], hi = w[0]
-        for i in 1..<count { lo = min(lo, w[i]); hi = max(hi, w[i]) }
-        let s = max(hi - lo, 1e-5) / qmax
-        let z = min(max((-lo / s).rounded(.toNearestOrEven), 0), qmax)
-        return (s, z)
+        let (lo, hi) = MinMaxGrid.range(w, count: count)
+        return MinMaxGrid.reference(lo: lo, hi: hi, qmax: qmax)
     }
 
     /// Round-to-nearest fake quantization of `weights` in place (the AWQ search's quantizer).

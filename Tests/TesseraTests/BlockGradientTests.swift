@@ -106,12 +106,6 @@ struct ReferenceBlock {
     }
 }
 
-/// A linear layer that is not fp32 (stands for a packed one).
-private final class OpaqueLinear: LinearWeights {
-    let inFeatures = 64, outFeatures = 32, byteCount = 0
-    func forward(_ x: UnsafePointer<Float>, tokens T: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {}
-}
-
 final class BlockGradientTests: XCTestCase {
     static func config(C: Int = 64, H: Int = 4, KVH: Int = 2, D: Int = 16, F: Int = 96, llama3Rope: Bool = true) -> LlamaConfig {
         let factors = llama3Rope
@@ -169,7 +163,7 @@ final class BlockGradientTests: XCTestCase {
             let pool = ThreadPool(threads: 2)
             let model = try WeightBinder(source: source, linears: .fp32).model(pool: pool)
             let shape = BlockShape(config: model.config), C = shape.C
-            let p = try BlockParameters(block: model.blocks[0], shape: shape)
+            let p = try BlockParameters(source: source, block: 0, shape: shape)
             let sequences: [[Int]] = [[3, 17, 96, 0, 42, 42, 5], [77, 8, 61, 12, 1, 2, 90]]
             let B = sequences.count, T = sequences[0].count
             let x = sequences.flatMap { $0.flatMap { token -> [Float] in
@@ -216,20 +210,15 @@ final class BlockGradientTests: XCTestCase {
         }
     }
 
-    func testParametersNeedFP32Linears() throws {
+    /// A block's parameters are copies of the source's fp32 tensors, named by the block layout.
+    func testParametersCopyTheSourceTensors() throws {
         let source = InMemorySource(config: Self.config(), seed: 1)
-        let model = try WeightBinder(source: source, linears: .fp32).model(pool: ThreadPool(threads: 1))
-        let shape = BlockShape(config: model.config), b = model.blocks[0]
-        let packed = LlamaBlock(attentionNorm: b.attentionNorm, query: b.query, key: OpaqueLinear(), value: b.value,
-                                attentionOutput: b.attentionOutput, mlpNorm: b.mlpNorm, gate: b.gate, up: b.up, down: b.down)
-        XCTAssertThrowsError(try BlockParameters(block: packed, shape: shape)) {
-            guard case let .notFP32(linear, type)? = $0 as? BlockParameterError else { return XCTFail("\($0)") }
-            XCTAssertEqual(linear, "attn_k")
-            XCTAssertTrue(type.contains("OpaqueLinear"), type)
+        let shape = BlockShape(config: source.config)
+        let p = try BlockParameters(source: source, block: 0, shape: shape)
+        for (role, buffer) in zip(BlockLinear.allCases, p.linears) {
+            XCTAssertEqual(buffer.array, try source.floatTensor(TensorName.block(0, .linear(role))).array, role.rawValue)
         }
-        let copied = try BlockParameters(block: b, shape: shape)
-        XCTAssertEqual(copied.down.array, (b.down as! FP32Linear).weight.array)
-        XCTAssertFalse(copied.down === (b.down as! FP32Linear).weight, "the weights are copied, not shared")
+        XCTAssertEqual(p.mlpNorm.array, try source.floatTensor(TensorName.block(0, .norm(.mlp))).array)
     }
 
     // MARK: - Gradients
