@@ -5,14 +5,11 @@ import XCTest
 final class CommandLineTests: XCTestCase {
     struct Result { var status: Int32; var stdout: String; var stderr: String }
 
-    /// The built products sit beside the test bundle (.build/<configuration>/).
-    static let productsDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-
-    func run(_ program: String, _ arguments: [String], stdin: String? = nil, timeout: TimeInterval = 120) throws -> Result {
-        let executable = Self.productsDirectory.appendingPathComponent(program)
-        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
-            throw XCTSkip("\(program) is not built at \(executable.path)")
-        }
+    /// Runs a built program (beside the test bundle) from the repository root. A program that is
+    /// not built skips the test locally and fails it in CI.
+    func run(_ program: String, _ arguments: [String], stdin: String? = nil, timeout: TimeInterval = 120,
+             file: StaticString = #filePath, line: UInt = #line) throws -> Result {
+        let executable = try TestPaths.requireProgram(program, file: file, line: line)
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments

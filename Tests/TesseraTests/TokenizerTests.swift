@@ -14,14 +14,18 @@ import XCTest
 
 /// llama.cpp's tokenizer test vectors (models/ggml-vocab-*.gguf.inp/.out) and the loaders.
 final class TokenizerTests: XCTestCase {
-    static let vectors = TestPaths.shared + "/data/tokenizer-vectors"
+    /// A file of the shared tokenizer-vectors folder: a missing one skips the test locally, fails
+    /// it in CI.
+    static func vector(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        try TestPaths.requireShared("data/tokenizer-vectors/" + name, file: file, line: line)
+    }
 
     // MARK: helpers
 
     /// The cases of `<vocab>.inp` with the expected ids from `<vocab>.out`.
     static func loadCases(_ name: String) throws -> [(text: String, ids: [Int32])] {
-        let inp = try String(contentsOfFile: "\(vectors)/\(name).inp", encoding: .utf8)
-        let out = try String(contentsOfFile: "\(vectors)/\(name).out", encoding: .utf8)
+        let inp = try String(contentsOfFile: try vector(name + ".inp"), encoding: .utf8)
+        let out = try String(contentsOfFile: try vector(name + ".out"), encoding: .utf8)
         var texts = inp.components(separatedBy: "\n__ggml_vocab_test__\n")
         if texts.last == "" { texts.removeLast() }
         var lines = out.components(separatedBy: "\n")
@@ -35,10 +39,10 @@ final class TokenizerTests: XCTestCase {
     /// Checks every case; returns how many passed.
     @discardableResult
     static func gguf(_ vocab: String) throws -> GGUFFile {
-        try GGUFFile(path: "\(vectors)/ggml-vocab-\(vocab).gguf")
+        try GGUFFile(path: try vector("ggml-vocab-\(vocab).gguf"))
     }
 
-    static var llama3Model: String { vectors + "/llama3_tokenizer.model" }
+    static var llama3Model: String { TestPaths.shared + "/data/tokenizer-vectors/llama3_tokenizer.model" }
 
     // MARK: vectors
 
