@@ -1,13 +1,17 @@
 import Foundation
 
-/// Locations the tests read: ../shared beside the repository, the demo model under models/, and
-/// the built programs.
+/// Locations the tests read: the repository's data/ (the files it ships, data/README.md), ../shared
+/// beside the repository for the few files it does not ship (llama.cpp's tokenizer test
+/// vectors), the demo model under models/, and the built programs.
 enum TestPaths {
     static let repo: String = {
         var url = URL(fileURLWithPath: #filePath)
         for _ in 0..<3 { url.deleteLastPathComponent() }
         return url.path
     }()
+    /// The data the repository ships (wikitext2, arc, hellaswag, piqa, winogrande, the Llama-3
+    /// tokenizer).
+    static let data = repo + "/data"
     static let shared: String = {
         if let s = ProcessInfo.processInfo.environment["TESSERA_SHARED"] { return s }
         return URL(fileURLWithPath: repo).deletingLastPathComponent().appendingPathComponent("shared").path
@@ -38,7 +42,8 @@ extension TestPaths {
         throw unavailable("\(path) not present" + (hint.isEmpty ? "" : " (\(hint))"), file: file, line: line)
     }
 
-    /// A file under ../shared (TESSERA_SHARED): skips where it is missing, fails in CI.
+    /// A file under ../shared (TESSERA_SHARED), for what the repository does not ship: skips
+    /// where it is missing, fails in CI.
     static func requireShared(_ relative: String, file: StaticString = #filePath, line: UInt = #line) throws -> String {
         try requireFile(shared + "/" + relative, "the shared data folder beside the repository, or TESSERA_SHARED", file: file, line: line)
     }

@@ -14,8 +14,8 @@ import XCTest
 
 /// llama.cpp's tokenizer test vectors (models/ggml-vocab-*.gguf.inp/.out) and the loaders.
 final class TokenizerTests: XCTestCase {
-    /// A file of the shared tokenizer-vectors folder: a missing one skips the test locally, fails
-    /// it in CI.
+    /// llama.cpp's vocabularies and test vectors (ggml-vocab-*.gguf, .inp, .out): not shipped in
+    /// the repository, read from ../shared; a missing one skips the test locally, fails it in CI.
     static func vector(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws -> String {
         try TestPaths.requireShared("data/tokenizer-vectors/" + name, file: file, line: line)
     }
@@ -42,7 +42,8 @@ final class TokenizerTests: XCTestCase {
         try GGUFFile(path: try vector("ggml-vocab-\(vocab).gguf"))
     }
 
-    static var llama3Model: String { TestPaths.shared + "/data/tokenizer-vectors/llama3_tokenizer.model" }
+    /// Meta's Llama-3 tokenizer: shipped in the repository's data/.
+    static let llama3Model = TestPaths.data + "/tokenizer-vectors/llama3_tokenizer.model"
 
     // MARK: vectors
 
@@ -343,7 +344,7 @@ final class TokenizerTests: XCTestCase {
         XCTAssertEqual(ids.last, imEnd)
 
         // llama.cpp counts 303,415 tokens for wiki.test.raw with this vocabulary (no BOS)
-        let wiki = TestPaths.shared + "/data/wikitext2/wiki.test.raw"
+        let wiki = TestPaths.data + "/wikitext2/wiki.test.raw"
         let text = try String(contentsOfFile: wiki, encoding: .utf8)
         let start = Date()
         let all = tok.encode(text, addBOS: false)
