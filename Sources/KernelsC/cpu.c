@@ -50,6 +50,44 @@ int tsr_cpu_features(void) {
     return f & ~atomic_load_explicit(&disabled_features, memory_order_relaxed);
 }
 
+// The one selection table: every dispatcher switches on tsr_kernel_path(its family), and the
+// paths named here for an architecture are exactly the cases its dispatchers have.
+int tsr_kernel_path(int kernel) {
+    if (kernel < 0 || kernel >= TSR_KERNEL_COUNT) return -1;
+    int f = tsr_cpu_features();
+#if defined(__x86_64__)
+    switch (kernel) {
+    case TSR_KERNEL_F16_GEMV: {
+        const int need = TSR_CPU_AVX2_FMA | TSR_CPU_F16C;
+        return (f & need) == need ? TSR_PATH_AVX2 : TSR_PATH_REF;
+    }
+    case TSR_KERNEL_F16_CONVERT: return f & TSR_CPU_F16C ? TSR_PATH_F16C : TSR_PATH_REF;
+    default: return f & TSR_CPU_AVX2_FMA ? TSR_PATH_AVX2 : TSR_PATH_REF; // F32, READ_BYTES, QUANT, QUANT_I8
+    }
+#elif defined(__aarch64__)
+    switch (kernel) {
+    case TSR_KERNEL_READ_BYTES: return TSR_PATH_REF; // no NEON probe: the scalar loop is the probe
+    case TSR_KERNEL_QUANT_I8:
+        return f & TSR_CPU_NEON_DOT ? TSR_PATH_NEON_DOT : f & TSR_CPU_NEON ? TSR_PATH_NEON : TSR_PATH_REF;
+    default: return f & TSR_CPU_NEON ? TSR_PATH_NEON : TSR_PATH_REF; // F32, F16_GEMV, F16_CONVERT, QUANT
+    }
+#else
+    (void)f;
+    return TSR_PATH_REF;
+#endif
+}
+
+const char *tsr_path_name(int path) {
+    switch (path) {
+    case TSR_PATH_REF: return "ref";
+    case TSR_PATH_AVX2: return "avx2";
+    case TSR_PATH_F16C: return "f16c";
+    case TSR_PATH_NEON: return "neon";
+    case TSR_PATH_NEON_DOT: return "neondot";
+    default: return "invalid";
+    }
+}
+
 int tsr_physical_cores(void) {
     // Count distinct (physical id, core id) pairs in /proc/cpuinfo; fall back to online CPUs.
     long online = sysconf(_SC_NPROCESSORS_ONLN);

@@ -68,10 +68,12 @@ static void f16_to_f32_neon(const uint16_t *src, float *dst, size_t n) {
 #endif
 
 void tsr_f16_to_f32_array(const uint16_t *src, float *dst, size_t n) {
+    switch (tsr_kernel_path(TSR_KERNEL_F16_CONVERT)) {
 #if defined(__x86_64__)
-    if (tsr_cpu_features() & TSR_CPU_F16C) { f16_to_f32_f16c(src, dst, n); return; }
+    case TSR_PATH_F16C: f16_to_f32_f16c(src, dst, n); return;
 #elif defined(__aarch64__)
-    if (tsr_cpu_features() & TSR_CPU_NEON) { f16_to_f32_neon(src, dst, n); return; }
+    case TSR_PATH_NEON: f16_to_f32_neon(src, dst, n); return;
 #endif
-    for (size_t i = 0; i < n; i++) dst[i] = tsr_f16_to_f32(src[i]);
+    default: for (size_t i = 0; i < n; i++) dst[i] = tsr_f16_to_f32(src[i]);
+    }
 }

@@ -1,5 +1,5 @@
 // fp16-weight matrix-vector product (a tied output head kept in fp16): scalar reference, then
-// the AVX2 + FMA + F16C and NEON paths; tsr_gemv_f16 picks one at run time.
+// the AVX2 + FMA + F16C and NEON paths; tsr_gemv_f16 runs the one tsr_kernel_path selects.
 #include "KernelsC.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -91,11 +91,12 @@ static void gemv_f16_neon(const uint16_t *W, const float *x, float *y, int cols,
 #endif
 
 void tsr_gemv_f16(const uint16_t *W, const float *x, float *y, int cols, int rowBegin, int rowEnd) {
+    switch (tsr_kernel_path(TSR_KERNEL_F16_GEMV)) {
 #if defined(__x86_64__)
-    const int need = TSR_CPU_AVX2_FMA | TSR_CPU_F16C;
-    if ((tsr_cpu_features() & need) == need) { gemv_f16_avx2(W, x, y, cols, rowBegin, rowEnd); return; }
+    case TSR_PATH_AVX2: gemv_f16_avx2(W, x, y, cols, rowBegin, rowEnd); return;
 #elif defined(__aarch64__)
-    if (tsr_cpu_features() & TSR_CPU_NEON) { gemv_f16_neon(W, x, y, cols, rowBegin, rowEnd); return; }
+    case TSR_PATH_NEON: gemv_f16_neon(W, x, y, cols, rowBegin, rowEnd); return;
 #endif
-    tsr_gemv_f16_ref(W, x, y, cols, rowBegin, rowEnd);
+    default: tsr_gemv_f16_ref(W, x, y, cols, rowBegin, rowEnd);
+    }
 }

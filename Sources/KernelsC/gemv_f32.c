@@ -1,5 +1,6 @@
 // fp32 matrix-vector products for the decode path (one token at a time).
-// Scalar reference first, then the AVX2+FMA and NEON paths; tsr_gemv_f32 picks one at run time.
+// Scalar reference first, then the AVX2+FMA and NEON paths; tsr_gemv_f32, tsr_dot_f32 and
+// tsr_axpy_f32 run the one tsr_kernel_path(TSR_KERNEL_F32) selects.
 #include "KernelsC.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -122,28 +123,34 @@ static void axpy_neon(float a, const float *x, float *y, int n) {
 #endif
 
 void tsr_gemv_f32(const float *W, const float *x, float *y, int cols, int rowBegin, int rowEnd) {
+    switch (tsr_kernel_path(TSR_KERNEL_F32)) {
 #if defined(__x86_64__)
-    if (tsr_cpu_features() & TSR_CPU_AVX2_FMA) { gemv_avx2(W, x, y, cols, rowBegin, rowEnd); return; }
+    case TSR_PATH_AVX2: gemv_avx2(W, x, y, cols, rowBegin, rowEnd); return;
 #elif defined(__aarch64__)
-    if (tsr_cpu_features() & TSR_CPU_NEON) { gemv_neon(W, x, y, cols, rowBegin, rowEnd); return; }
+    case TSR_PATH_NEON: gemv_neon(W, x, y, cols, rowBegin, rowEnd); return;
 #endif
-    tsr_gemv_f32_ref(W, x, y, cols, rowBegin, rowEnd);
+    default: tsr_gemv_f32_ref(W, x, y, cols, rowBegin, rowEnd);
+    }
 }
 
 float tsr_dot_f32(const float *a, const float *b, int n) {
+    switch (tsr_kernel_path(TSR_KERNEL_F32)) {
 #if defined(__x86_64__)
-    if (tsr_cpu_features() & TSR_CPU_AVX2_FMA) return dot_avx2(a, b, n);
+    case TSR_PATH_AVX2: return dot_avx2(a, b, n);
 #elif defined(__aarch64__)
-    if (tsr_cpu_features() & TSR_CPU_NEON) return dot_neon(a, b, n);
+    case TSR_PATH_NEON: return dot_neon(a, b, n);
 #endif
-    return dot_ref(a, b, n);
+    default: return dot_ref(a, b, n);
+    }
 }
 
 void tsr_axpy_f32(float a, const float *x, float *y, int n) {
+    switch (tsr_kernel_path(TSR_KERNEL_F32)) {
 #if defined(__x86_64__)
-    if (tsr_cpu_features() & TSR_CPU_AVX2_FMA) { axpy_avx2(a, x, y, n); return; }
+    case TSR_PATH_AVX2: axpy_avx2(a, x, y, n); return;
 #elif defined(__aarch64__)
-    if (tsr_cpu_features() & TSR_CPU_NEON) { axpy_neon(a, x, y, n); return; }
+    case TSR_PATH_NEON: axpy_neon(a, x, y, n); return;
 #endif
-    for (int k = 0; k < n; k++) y[k] += a * x[k];
+    default: for (int k = 0; k < n; k++) y[k] += a * x[k];
+    }
 }

@@ -41,8 +41,10 @@ static uint64_t read_avx2(const uint8_t *p, size_t bytes) {
 #endif
 
 uint64_t tsr_read_bytes(const void *p, size_t bytes) {
+    switch (tsr_kernel_path(TSR_KERNEL_READ_BYTES)) {
 #if defined(__x86_64__)
-    if (tsr_cpu_features() & TSR_CPU_AVX2_FMA) return read_avx2((const uint8_t *)p, bytes);
+    case TSR_PATH_AVX2: return read_avx2((const uint8_t *)p, bytes);
 #endif
-    return tsr_read_bytes_ref(p, bytes);
+    default: return tsr_read_bytes_ref(p, bytes);
+    }
 }

@@ -1,6 +1,6 @@
 // AVX2 + FMA (+ F16C) paths for group-quantized weights; scalar twins live in quant_ref.c.
 // Every function is compiled for AVX2 through target attributes only (no global -march), and
-// reached only through the dispatchers in quant_ref.c after tsr_cpu_features() said yes.
+// reached only through the dispatchers in quant_ref.c when tsr_kernel_path() selected TSR_PATH_AVX2.
 //
 // Building blocks:
 //   unpack(p, bits)  32 codes of one block → one __m256i, byte k = q[k] (unsigned).

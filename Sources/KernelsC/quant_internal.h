@@ -15,7 +15,7 @@ void tsr_qgemm_i8_avx2(const tsr_qweights *w, int T, const int8_t *Xq, const flo
                        float *Y, int ldy, int rowBegin, int rowEnd);
 #elif defined(__aarch64__)
 // NEON is baseline on AArch64. The A8/A4 kernels come twice: `_neondot` uses the ARMv8.2
-// dot-product instruction (call only when tsr_cpu_features() has TSR_CPU_NEON_DOT), `_neon`
+// dot-product instruction (call only when tsr_kernel_path() selects TSR_PATH_NEON_DOT), `_neon`
 // widens with vmull/vpadal and runs on any AArch64 CPU. Both give exact integer block dots.
 void tsr_quantize_blocks_neon(const float *x, int n, int levels, int8_t *xq, float *dx, int32_t *bsums);
 void tsr_q_dequantize_neon(const tsr_qweights *w, float *dst, int rowBegin, int rowEnd);

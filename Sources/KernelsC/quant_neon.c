@@ -2,8 +2,9 @@
 // NEON (Advanced SIMD) and fp16<->fp32 conversion are baseline on AArch64, so everything here
 // but the dot-product variants compiles without extra flags. The ARMv8.2 dot-product
 // instruction (SDOT) is used only inside functions carrying a target attribute (or when the
-// whole build already has __ARM_FEATURE_DOTPROD), and only reached after tsr_cpu_features()
-// reported TSR_CPU_NEON_DOT; the plain-NEON variants widen with vmull/vmlal + vpadal instead.
+// whole build already has __ARM_FEATURE_DOTPROD), and only reached when tsr_kernel_path()
+// selected TSR_PATH_NEON_DOT (the CPU reports TSR_CPU_NEON_DOT); the plain-NEON variants widen
+// with vmull/vmlal + vpadal instead.
 //
 // Building blocks:
 //   unpack(p, bits)   32 codes of one block → two uint8x16_t (q[0..15], q[16..31]). One shift

@@ -207,82 +207,89 @@ void tsr_qgemm_i8_ref(const tsr_qweights *w, int T, const int8_t *Xq, const floa
 }
 
 // ---- dispatch ---------------------------------------------------------------------------------
-// x86-64: AVX2 + FMA when present. AArch64: NEON always (baseline), the A8/A4 kernels with the
-// dot-product instruction when the CPU has it. tsr_force_portable(1) makes every path scalar.
-#if defined(__x86_64__)
-#define HAVE_AVX2() (tsr_cpu_features() & TSR_CPU_AVX2_FMA)
-#elif defined(__aarch64__)
-#define HAVE_NEON() (tsr_cpu_features() & TSR_CPU_NEON)
-#define HAVE_NEON_DOT() (tsr_cpu_features() & TSR_CPU_NEON_DOT)
-#endif
+// Each entry point runs the implementation tsr_kernel_path (cpu.c) selects for its family:
+// x86-64: AVX2 + FMA when present. AArch64: NEON always (baseline), the A8/A4 kernels
+// (TSR_KERNEL_QUANT_I8) with the dot-product instruction when the CPU has it.
+// tsr_force_portable(1) makes every path scalar.
 
 void tsr_q_dequantize(const tsr_qweights *w, float *dst, int rowBegin, int rowEnd) {
+    switch (tsr_kernel_path(TSR_KERNEL_QUANT)) {
 #if defined(__x86_64__)
-    if (HAVE_AVX2()) { tsr_q_dequantize_avx2(w, dst, rowBegin, rowEnd); return; }
+    case TSR_PATH_AVX2: tsr_q_dequantize_avx2(w, dst, rowBegin, rowEnd); return;
 #elif defined(__aarch64__)
-    if (HAVE_NEON()) { tsr_q_dequantize_neon(w, dst, rowBegin, rowEnd); return; }
+    case TSR_PATH_NEON: tsr_q_dequantize_neon(w, dst, rowBegin, rowEnd); return;
 #endif
-    tsr_q_dequantize_ref(w, dst, rowBegin, rowEnd);
+    default: tsr_q_dequantize_ref(w, dst, rowBegin, rowEnd);
+    }
 }
 
 void tsr_quantize_act(const float *x, int n, int group, int levels, int8_t *xq, float *dx, int32_t *bsums, float *xsums) {
+    switch (tsr_kernel_path(TSR_KERNEL_QUANT)) {
 #if defined(__x86_64__)
-    if (HAVE_AVX2()) tsr_quantize_blocks_avx2(x, n, levels, xq, dx, bsums);
-    else quantize_blocks_ref(x, n, levels, xq, dx, bsums);
+    case TSR_PATH_AVX2: tsr_quantize_blocks_avx2(x, n, levels, xq, dx, bsums); break;
 #elif defined(__aarch64__)
-    if (HAVE_NEON()) tsr_quantize_blocks_neon(x, n, levels, xq, dx, bsums);
-    else quantize_blocks_ref(x, n, levels, xq, dx, bsums);
-#else
-    quantize_blocks_ref(x, n, levels, xq, dx, bsums);
+    case TSR_PATH_NEON: tsr_quantize_blocks_neon(x, n, levels, xq, dx, bsums); break;
 #endif
+    default: quantize_blocks_ref(x, n, levels, xq, dx, bsums);
+    }
     act_group_sums(dx, bsums, n, group, xsums);
 }
 
 void tsr_qdot_i8(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd) {
+    switch (tsr_kernel_path(TSR_KERNEL_QUANT_I8)) {
 #if defined(__x86_64__)
-    if (HAVE_AVX2()) { tsr_qdot_i8_avx2(w, xq, bsums, out, rowBegin, rowEnd); return; }
+    case TSR_PATH_AVX2: tsr_qdot_i8_avx2(w, xq, bsums, out, rowBegin, rowEnd); return;
 #elif defined(__aarch64__)
-    if (HAVE_NEON_DOT()) { tsr_qdot_i8_neondot(w, xq, bsums, out, rowBegin, rowEnd); return; }
-    if (HAVE_NEON()) { tsr_qdot_i8_neon(w, xq, bsums, out, rowBegin, rowEnd); return; }
+    case TSR_PATH_NEON_DOT: tsr_qdot_i8_neondot(w, xq, bsums, out, rowBegin, rowEnd); return;
+    case TSR_PATH_NEON: tsr_qdot_i8_neon(w, xq, bsums, out, rowBegin, rowEnd); return;
 #endif
-    tsr_qdot_i8_ref(w, xq, bsums, out, rowBegin, rowEnd);
+    default: tsr_qdot_i8_ref(w, xq, bsums, out, rowBegin, rowEnd);
+    }
 }
 
 void tsr_qgemv_f32(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd) {
+    switch (tsr_kernel_path(TSR_KERNEL_QUANT)) {
 #if defined(__x86_64__)
-    if (HAVE_AVX2()) { tsr_qgemv_f32_avx2(w, x, xsums, y, rowBegin, rowEnd); return; }
+    case TSR_PATH_AVX2: tsr_qgemv_f32_avx2(w, x, xsums, y, rowBegin, rowEnd); return;
 #elif defined(__aarch64__)
-    if (HAVE_NEON()) { tsr_qgemv_f32_neon(w, x, xsums, y, rowBegin, rowEnd); return; }
+    case TSR_PATH_NEON: tsr_qgemv_f32_neon(w, x, xsums, y, rowBegin, rowEnd); return;
 #endif
-    tsr_qgemv_f32_ref(w, x, xsums, y, rowBegin, rowEnd);
+    default: tsr_qgemv_f32_ref(w, x, xsums, y, rowBegin, rowEnd);
+    }
 }
 
 void tsr_qgemv_i8(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin, int rowEnd) {
+    switch (tsr_kernel_path(TSR_KERNEL_QUANT_I8)) {
 #if defined(__x86_64__)
-    if (HAVE_AVX2()) { tsr_qgemv_i8_avx2(w, xq, dx, xsums, y, rowBegin, rowEnd); return; }
+    case TSR_PATH_AVX2: tsr_qgemv_i8_avx2(w, xq, dx, xsums, y, rowBegin, rowEnd); return;
 #elif defined(__aarch64__)
-    if (HAVE_NEON_DOT()) { tsr_qgemv_i8_neondot(w, xq, dx, xsums, y, rowBegin, rowEnd); return; }
-    if (HAVE_NEON()) { tsr_qgemv_i8_neon(w, xq, dx, xsums, y, rowBegin, rowEnd); return; }
+    case TSR_PATH_NEON_DOT: tsr_qgemv_i8_neondot(w, xq, dx, xsums, y, rowBegin, rowEnd); return;
+    case TSR_PATH_NEON: tsr_qgemv_i8_neon(w, xq, dx, xsums, y, rowBegin, rowEnd); return;
 #endif
-    tsr_qgemv_i8_ref(w, xq, dx, xsums, y, rowBegin, rowEnd);
+    default: tsr_qgemv_i8_ref(w, xq, dx, xsums, y, rowBegin, rowEnd);
+    }
 }
 
 void tsr_qgemm_f32(const tsr_qweights *w, int T, const float *X, const float *xsums, float *Y, int ldy, int rowBegin, int rowEnd) {
+    switch (tsr_kernel_path(TSR_KERNEL_QUANT)) {
 #if defined(__x86_64__)
-    if (HAVE_AVX2()) { tsr_qgemm_f32_avx2(w, T, X, xsums, Y, ldy, rowBegin, rowEnd); return; }
+    case TSR_PATH_AVX2: tsr_qgemm_f32_avx2(w, T, X, xsums, Y, ldy, rowBegin, rowEnd); return;
 #elif defined(__aarch64__)
-    if (HAVE_NEON()) { tsr_qgemm_f32_neon(w, T, X, xsums, Y, ldy, rowBegin, rowEnd); return; }
+    case TSR_PATH_NEON: tsr_qgemm_f32_neon(w, T, X, xsums, Y, ldy, rowBegin, rowEnd); return;
 #endif
-    tsr_qgemm_f32_ref(w, T, X, xsums, Y, ldy, rowBegin, rowEnd);
+    default: tsr_qgemm_f32_ref(w, T, X, xsums, Y, ldy, rowBegin, rowEnd);
+    }
 }
 
 void tsr_qgemm_i8(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const float *xsums,
                   float *Y, int ldy, int rowBegin, int rowEnd) {
+    switch (tsr_kernel_path(TSR_KERNEL_QUANT_I8)) {
 #if defined(__x86_64__)
-    if (HAVE_AVX2()) { tsr_qgemm_i8_avx2(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd); return; }
+    case TSR_PATH_AVX2: tsr_qgemm_i8_avx2(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd); return;
 #elif defined(__aarch64__)
-    if (HAVE_NEON_DOT()) { tsr_qgemm_i8_neondot(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd); return; }
-    if (HAVE_NEON()) { tsr_qgemm_i8_neon(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd); return; }
+    case TSR_PATH_NEON_DOT: tsr_qgemm_i8_neondot(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd); return;
+    case TSR_PATH_NEON: tsr_qgemm_i8_neon(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd); return;
 #endif
-    tsr_qgemm_i8_ref(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd);
+    default: tsr_qgemm_i8_ref(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd);
+    }
 }

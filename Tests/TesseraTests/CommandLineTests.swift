@@ -5,14 +5,11 @@ import XCTest
 final class CommandLineTests: XCTestCase {
     struct Result { var status: Int32; var stdout: String; var stderr: String }
 
-    /// The built products sit beside the test bundle (.build/<configuration>/).
-    static let productsDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-
-    func run(_ program: String, _ arguments: [String], stdin: String? = nil, timeout: TimeInterval = 120) throws -> Result {
-        let executable = Self.productsDirectory.appendingPathComponent(program)
-        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
-            throw XCTSkip("\(program) is not built at \(executable.path)")
-        }
+    /// Runs a built program (beside the test bundle) from the repository root. A program that is
+    /// not built skips the test locally and fails it in CI.
+    func run(_ program: String, _ arguments: [String], stdin: String? = nil, timeout: TimeInterval = 120,
+             file: StaticString = #filePath, line: UInt = #line) throws -> Result {
+        let executable = try TestPaths.requireProgram(program, file: file, line: line)
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
@@ -120,7 +117,7 @@ final class CommandLineTests: XCTestCase {
         let out = dir.appendingPathComponent("w4.gguf").path
         let r = try run("tessera", ["calibrate", model, "--bits", "4", "--group", "64", "--samples", "2", "--seq-len", "64",
                                     "--stages", "exp:4:2", "--steps", "2", "-t", "2", "-o", out, "--max-memory", "64K", "--tune-steps", "2",
-                                    "--data", TestPaths.shared + "/data/wikitext2/wiki.valid.raw"], timeout: 600)
+                                    "--data", TestPaths.data + "/wikitext2/wiki.valid.raw"], timeout: 600)
         XCTAssertEqual(r.status, 0, r.stderr)
         // Each block line gives the logged loss and the guard's check loss, both on the 2 windows there are.
         XCTAssertNotNil(r.stdout.range(of: #"block 29: loss [0-9.e+]+ → [0-9.e+]+ \([+-][0-9.]+%\) on 2 windows, [0-9.e+]+ → [0-9.e+]+ \([+-][0-9.]+%\) on 2 "#,
@@ -154,7 +151,7 @@ final class CommandLineTests: XCTestCase {
         assertCleanFailure(try run("tessera", ["tune", rtn, "--from", rtn, "-o", out]), mentioning: "packed model")
         let r = try run("tessera", ["tune", rtn, "--from", model, "--samples", "2", "--seq-len", "32", "--steps", "4",
                                     "--eval-samples", "1", "--eval-every", "2", "-t", "2", "-o", out,
-                                    "--data", TestPaths.shared + "/data/wikitext2/wiki.valid.raw"], timeout: 600)
+                                    "--data", TestPaths.data + "/wikitext2/wiki.valid.raw"], timeout: 600)
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertNotNil(r.stdout.range(of: #"held-out KL after +4 steps: [0-9.]+"#, options: .regularExpression), r.stdout)
         XCTAssertTrue(r.stdout.contains("lr 0.000125 cosine to 0"), r.stdout)  // the default at 4 bits
@@ -192,7 +189,7 @@ final class CommandLineTests: XCTestCase {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let json = dir.appendingPathComponent("results.json").path, samples = dir.appendingPathComponent("samples.jsonl").path
-        let r = try run("tessera", ["eval", model, "--tasks", "arc_easy,winogrande", "--limit", "2", "--data", TestPaths.shared + "/data",
+        let r = try run("tessera", ["eval", model, "--tasks", "arc_easy,winogrande", "--limit", "2", "--data", TestPaths.data,
                                     "--json", json, "--log-samples", samples, "-t", "2"])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(r.stdout.split(separator: "\n").last?.hasPrefix("average acc_norm over 2 tasks") ?? false, r.stdout)

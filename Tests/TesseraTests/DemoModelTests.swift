@@ -81,7 +81,7 @@ final class DemoModelTests: XCTestCase {
         // the demo file) -f wiki.test.raw -c 512 --chunks 32: running values of chunks 1-4.
         let llamaCpp = [12.9550, 21.3732, 22.5235, 22.7447]
         let loaded = try LoadedModel.load(path: try TestPaths.requireDemoModel(), threads: 2)
-        let text = try String(contentsOfFile: TestPaths.shared + "/data/wikitext2/wiki.test.raw", encoding: .utf8)
+        let text = try String(contentsOfFile: TestPaths.data + "/wikitext2/wiki.test.raw", encoding: .utf8)
         let tokens = loaded.tokenizer.encode(text, addBOS: nil, parseSpecial: false)
         XCTAssertEqual(tokens.count, 303_415) // llama.cpp's count for this file
         let session = InferenceSession(model: loaded.model, contextLength: 512)

@@ -14,12 +14,9 @@ import XCTest
 /// Zero-shot evaluation: prompts as lm-eval builds them, its tokenization of
 /// (context, continuation) pairs, the scorer against a float64 reference, and the metrics.
 final class EvalTests: XCTestCase {
-    static let dataDir = TestPaths.shared + "/data"
-
+    /// The task files ship in the repository's data/ (data/README.md): a missing one fails.
     func loadItems(_ task: ZeroShotTask) throws -> [TaskItem] {
-        let path = Self.dataDir + "/" + task.defaultFile
-        guard FileManager.default.fileExists(atPath: path) else { throw XCTSkip("\(path) not present") }
-        return try task.load(path: path)
+        try task.load(path: TestPaths.data + "/" + task.defaultFile)
     }
 
     // MARK: prompt construction, from real items of the data files
@@ -167,8 +164,7 @@ final class EvalTests: XCTestCase {
     }
 
     func testEncodePairWithARealTokenizer() throws {
-        let path = Self.dataDir + "/tokenizer-vectors/ggml-vocab-gpt-2.gguf"
-        guard FileManager.default.fileExists(atPath: path) else { throw XCTSkip("\(path) not present") }
+        let path = try TestPaths.requireShared("data/tokenizer-vectors/ggml-vocab-gpt-2.gguf")
         let tok = try Tokenizer.fromGGUF(GGUFFile(path: path))
         let enc = { tok.encode($0, addBOS: false, parseSpecial: true) }
         // A context ending in a space: the space joins the continuation's word token.

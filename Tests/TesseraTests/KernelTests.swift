@@ -13,7 +13,9 @@ import KernelsC
 @testable import Calibrate
 
 /// Every SIMD path against its scalar reference and a float64 computation, on random data
-/// with ragged sizes.
+/// with ragged sizes. Each comparison first asserts which path the dispatcher runs
+/// (tsr_kernel_path): the one this CPU should run (AVX2 on x86-64 with AVX2 + FMA), never the
+/// reference itself; a CPU without a SIMD path skips it locally and fails it in CI.
 final class KernelTests: XCTestCase {
     func randomBuffer(_ n: Int, _ rng: inout SplitMix64) -> FloatBuffer {
         let b = FloatBuffer(count: n)
@@ -24,8 +26,55 @@ final class KernelTests: XCTestCase {
     /// fp32 accumulation error bound for a dot product of length n: ~ n·ε·Σ|w·x|.
     func bound(_ n: Int, _ absSum: Double) -> Double { Double(n) * 1.2e-7 * absSum + 1e-30 }
 
-    func testGemvMatchesFloat64ReferenceOnRaggedShapes() {
+    // MARK: dispatch
+
+    /// The selection table against the CPU's features as the operating system reports them, and
+    /// the two switches that change it (tsr_force_portable, tsr_cpu_disable).
+    func testKernelPathSelection() throws {
+        XCTAssertEqual(KernelPaths.families.count, TSR_KERNEL_COUNT)
+        XCTAssertEqual(Set(KernelPaths.families.map(\.id)), Set(0..<TSR_KERNEL_COUNT))
+        XCTAssertEqual((0..<5).map { KernelPaths.name($0) }, ["ref", "avx2", "f16c", "neon", "neondot"])
+        XCTAssertEqual([TSR_PATH_REF, TSR_PATH_AVX2, TSR_PATH_F16C, TSR_PATH_NEON, TSR_PATH_NEON_DOT], [0, 1, 2, 3, 4])
+        XCTAssertEqual(KernelPaths.name(-1), "invalid")
+        XCTAssertEqual(KernelPaths.name(5), "invalid")
+        XCTAssertEqual(KernelPaths.current(-1), -1)
+        XCTAssertEqual(KernelPaths.current(TSR_KERNEL_COUNT), -1)
+        for (id, _) in KernelPaths.families { try assertDispatch(id) }
+        KernelPaths.portable {
+            XCTAssertEqual(tsr_cpu_features(), 0)
+            assertPortablePaths()
+        }
+        for (id, _) in KernelPaths.families { try assertDispatch(id) } // restored
+        #if arch(x86_64)
+        // Without AVX2 + FMA, only the fp16 conversion keeps its SIMD path (F16C).
+        tsr_cpu_disable(Int32(TSR_CPU_AVX2_FMA))
+        defer { tsr_cpu_disable(0) }
+        for (id, name) in KernelPaths.families {
+            let want = try id == TSR_KERNEL_F16_CONVERT ? XCTUnwrap(KernelPaths.expected(id)) : TSR_PATH_REF
+            XCTAssertEqual(KernelPaths.name(KernelPaths.current(id)), KernelPaths.name(want), "\(name) with AVX2 disabled")
+        }
+        tsr_cpu_disable(Int32(TSR_CPU_F16C))
+        XCTAssertEqual(KernelPaths.name(KernelPaths.current(TSR_KERNEL_F16_GEMV)), "ref", "the fp16 GEMV needs F16C too")
+        XCTAssertEqual(KernelPaths.name(KernelPaths.current(TSR_KERNEL_F16_CONVERT)), "ref")
+        XCTAssertEqual(KernelPaths.name(KernelPaths.current(TSR_KERNEL_F32)), KernelPaths.name(try XCTUnwrap(KernelPaths.expected(TSR_KERNEL_F32))),
+                       "tsr_cpu_disable replaces the disabled set: AVX2 is back")
+        #elseif arch(arm64)
+        // Without dotprod the A8/A4 family takes the plain-NEON kernels; nothing else changes.
+        tsr_cpu_disable(Int32(TSR_CPU_NEON_DOT))
+        defer { tsr_cpu_disable(0) }
+        for (id, name) in KernelPaths.families {
+            let want = try id == TSR_KERNEL_QUANT_I8 ? TSR_PATH_NEON : XCTUnwrap(KernelPaths.expected(id))
+            XCTAssertEqual(KernelPaths.name(KernelPaths.current(id)), KernelPaths.name(want), "\(name) with dotprod disabled")
+        }
+        #endif
+    }
+
+    // MARK: fp32
+
+    func testGemvMatchesFloat64ReferenceOnRaggedShapes() throws {
+        try requireSIMDPath(TSR_KERNEL_F32)
         var rng = SplitMix64(seed: 11)
+        var differs = false
         for (rows, cols) in [(1, 1), (3, 7), (4, 8), (5, 33), (17, 64), (31, 576), (64, 1536), (9, 1000)] {
             let W = randomBuffer(rows * cols, &rng), x = randomBuffer(cols, &rng)
             let fast = FloatBuffer(count: rows), ref = FloatBuffer(count: rows)
@@ -39,11 +88,15 @@ final class KernelTests: XCTestCase {
                 }
                 XCTAssertLessThanOrEqual(abs(Double(fast[r]) - exact), bound(cols, absSum), "simd rows \(rows) cols \(cols) row \(r)")
                 XCTAssertLessThanOrEqual(abs(Double(ref[r]) - exact), bound(cols, absSum), "ref rows \(rows) cols \(cols) row \(r)")
+                if fast[r].bitPattern != ref[r].bitPattern { differs = true }
             }
         }
+        // The SIMD path sums in another order: somewhere its result is not the reference's bits.
+        XCTAssertTrue(differs, "tsr_gemv_f32 gave the reference's bits on every row: did the SIMD path run?")
     }
 
-    func testRowRangeIsRespected() {
+    func testRowRangeIsRespected() throws {
+        try assertDispatch(TSR_KERNEL_F32)
         var rng = SplitMix64(seed: 3)
         let rows = 13, cols = 20
         let W = randomBuffer(rows * cols, &rng), x = randomBuffer(cols, &rng)
@@ -54,7 +107,8 @@ final class KernelTests: XCTestCase {
         for r in 5..<11 { XCTAssertNotEqual(y[r], 99) }
     }
 
-    func testDotAndAxpyMatchFloat64() {
+    func testDotAndAxpyMatchFloat64() throws {
+        try assertDispatch(TSR_KERNEL_F32)
         var rng = SplitMix64(seed: 5)
         for n in [1, 7, 8, 31, 32, 33, 64, 100] {
             let a = randomBuffer(n, &rng), b = randomBuffer(n, &rng)
@@ -67,16 +121,23 @@ final class KernelTests: XCTestCase {
         }
     }
 
-    func testPortablePathMatchesSIMDPath() {
+    func testPortablePathMatchesSIMDPath() throws {
+        let path = try requireSIMDPath(TSR_KERNEL_F32)
         var rng = SplitMix64(seed: 9)
         let rows = 37, cols = 333
         let W = randomBuffer(rows * cols, &rng), x = randomBuffer(cols, &rng)
-        let simd = FloatBuffer(count: rows), portable = FloatBuffer(count: rows)
+        let simd = FloatBuffer(count: rows), portable = FloatBuffer(count: rows), ref = FloatBuffer(count: rows)
         tsr_gemv_f32(W.pointer, x.pointer, simd.pointer, Int32(cols), 0, Int32(rows))
-        tsr_force_portable(1)
-        tsr_gemv_f32(W.pointer, x.pointer, portable.pointer, Int32(cols), 0, Int32(rows))
-        tsr_force_portable(0)
+        KernelPaths.portable {
+            assertPortablePaths()
+            tsr_gemv_f32(W.pointer, x.pointer, portable.pointer, Int32(cols), 0, Int32(rows))
+        }
+        XCTAssertEqual(KernelPaths.current(TSR_KERNEL_F32), path, "dispatch restored after tsr_force_portable(0)")
+        tsr_gemv_f32_ref(W.pointer, x.pointer, ref.pointer, Int32(cols), 0, Int32(rows))
         for r in 0..<rows { XCTAssertEqual(simd[r], portable[r], accuracy: 1e-4) }
+        // Forced portable, the dispatcher ran the reference (its bits); unforced, something else.
+        XCTAssertEqual(portable.array.map(\.bitPattern), ref.array.map(\.bitPattern))
+        XCTAssertTrue(simd.array.map(\.bitPattern) != ref.array.map(\.bitPattern), "the \(KernelPaths.name(path)) path gave the reference's bits on every row")
     }
 
     // MARK: fp16 weights
@@ -87,8 +148,10 @@ final class KernelTests: XCTestCase {
         return (bits, bits.map { Float(Float16(bitPattern: $0)) })
     }
 
-    func testF16GemvMatchesReferenceAndFloat64OnRaggedShapes() {
+    func testF16GemvMatchesReferenceAndFloat64OnRaggedShapes() throws {
+        try requireSIMDPath(TSR_KERNEL_F16_GEMV)
         var rng = SplitMix64(seed: 12)
+        var differs = false
         for (rows, cols) in [(1, 1), (3, 7), (4, 8), (5, 15), (6, 16), (7, 33), (17, 64), (31, 576), (9, 1000)] {
             let (W, Wf) = randomHalves(rows * cols, &rng)
             let x = randomBuffer(cols, &rng)
@@ -105,18 +168,21 @@ final class KernelTests: XCTestCase {
                     }
                     XCTAssertLessThanOrEqual(abs(Double(fast[r]) - exact), bound(cols, absSum), "simd \(rows)×\(cols) row \(r)")
                     XCTAssertLessThanOrEqual(abs(Double(ref[r]) - exact), bound(cols, absSum), "ref \(rows)×\(cols) row \(r)")
+                    if fast[r].bitPattern != ref[r].bitPattern { differs = true }
                 }
             }
         }
+        XCTAssertTrue(differs, "tsr_gemv_f16 gave the reference's bits on every row: did the SIMD path run?")
         // The portable path is the reference.
         let (W, _) = randomHalves(5 * 40, &rng)
         let x = randomBuffer(40, &rng)
         var a = [Float](repeating: 0, count: 5), b = a
-        tsr_force_portable(1)
-        tsr_gemv_f16(W, x.pointer, &a, 40, 0, 5)
-        tsr_force_portable(0)
+        KernelPaths.portable {
+            assertPortablePaths()
+            tsr_gemv_f16(W, x.pointer, &a, 40, 0, 5)
+        }
         tsr_gemv_f16_ref(W, x.pointer, &b, 40, 0, 5)
-        XCTAssertEqual(a, b)
+        XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern))
     }
 
     func testF16LinearMatchesFP32LinearOnTheSameWeights() {
@@ -142,16 +208,27 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(row.array, Array(Wf[7 * cols..<9 * cols]))
     }
 
-    func testHalfConversionIsExactForEveryHalf() {
-        var halves = [UInt16](0...UInt16.max)
-        var converted = [Float](repeating: 0, count: halves.count)
-        tsr_f16_to_f32_array(&halves, &converted, halves.count)
+    func testHalfConversionIsExactForEveryHalf() throws {
+        let halves = [UInt16](0...UInt16.max)
+        for h in halves {
+            let expected = Float(Float16(bitPattern: h)), scalar = tsr_f16_to_f32(h)
+            if expected.isNaN { XCTAssertTrue(scalar.isNaN); continue }
+            XCTAssertEqual(scalar.bitPattern, expected.bitPattern, "half \(h)")
+        }
+        // The array conversion: the SIMD path (F16C, NEON), then the portable loop.
+        let path = try requireSIMDPath(TSR_KERNEL_F16_CONVERT)
+        var converted = [Float](repeating: 0, count: halves.count), portable = converted
+        tsr_f16_to_f32_array(halves, &converted, halves.count)
+        KernelPaths.portable {
+            assertPortablePaths()
+            tsr_f16_to_f32_array(halves, &portable, halves.count)
+        }
         for h in halves {
             let expected = Float(Float16(bitPattern: h))
-            let scalar = tsr_f16_to_f32(h), array = converted[Int(h)]
-            if expected.isNaN { XCTAssertTrue(scalar.isNaN && array.isNaN); continue }
-            XCTAssertEqual(scalar.bitPattern, expected.bitPattern, "half \(h)")
-            XCTAssertEqual(array.bitPattern, expected.bitPattern, "half \(h) (array)")
+            for (name, array) in [(KernelPaths.name(path), converted[Int(h)]), ("portable", portable[Int(h)])] {
+                if expected.isNaN { XCTAssertTrue(array.isNaN, "half \(h) (\(name))"); continue }
+                XCTAssertEqual(array.bitPattern, expected.bitPattern, "half \(h) (\(name))")
+            }
         }
     }
 
@@ -180,7 +257,10 @@ final class KernelTests: XCTestCase {
         }
     }
 
-    func testBandwidthProbeChecksumMatchesReference() {
+    func testBandwidthProbeChecksumMatchesReference() throws {
+        // No SIMD path on AArch64 (there the scalar loop is the probe); the checksum is computed
+        // here either way.
+        try assertDispatch(TSR_KERNEL_READ_BYTES)
         var rng = SplitMix64(seed: 31)
         // Ragged sizes: under one word, under one 128-byte step, many steps plus a tail; odd offsets.
         for (bytes, offset) in [(5, 0), (100, 3), (128, 0), (4099, 1), (1 << 16 + 77, 5)] {

@@ -14,6 +14,9 @@ import KernelsC
 
 /// Group-quantized weights: layout, every SIMD kernel against its scalar reference and a
 /// float64 computation from the dequantized weights, on random non-zero data with ragged sizes.
+/// Each comparison first asserts which path the dispatcher runs (tsr_kernel_path): the one this
+/// CPU should run (AVX2 on x86-64 with AVX2 + FMA), never the reference itself; a CPU without a
+/// SIMD path skips it locally and fails it in CI.
 final class QuantKernelTests: XCTestCase {
     static let bitsList = [2, 3, 4, 8]
     /// (cols, group): one group, several groups of each size, row-wide groups (group 0).
@@ -121,6 +124,7 @@ final class QuantKernelTests: XCTestCase {
     }
 
     func testDequantizeIsExactlyQTimesSPlusM() throws {
+        try requireSIMDPath(TSR_KERNEL_QUANT)
         try forEachCase(seed: 2) { c, bits, group, rows, cols, _ in
             let simd = c.w.dequantize()
             let ref = FloatBuffer(count: rows * cols)
@@ -163,6 +167,8 @@ final class QuantKernelTests: XCTestCase {
     }
 
     func testA16GemvMatchesReferenceAndFloat64() throws {
+        try requireSIMDPath(TSR_KERNEL_QUANT)
+        var differs = false
         try forEachCase(seed: 3) { c, bits, group, rows, cols, rng in
             let x = randomFloats(cols, &rng)
             let sums = FloatBuffer(count: cols / group)
@@ -177,8 +183,11 @@ final class QuantKernelTests: XCTestCase {
                 let label = "B\(bits) G\(group) \(rows)×\(cols) row \(r)"
                 XCTAssertLessThanOrEqual(abs(Double(fast[r]) - exact), bound, "simd " + label)
                 XCTAssertLessThanOrEqual(abs(Double(ref[r]) - exact), bound, "ref " + label)
+                if fast[r].bitPattern != ref[r].bitPattern { differs = true }
             }
         }
+        // The SIMD path folds the offsets (the reference does not): somewhere other bits.
+        XCTAssertTrue(differs, "tsr_qgemv_f32 gave the reference's bits on every row: did the SIMD path run?")
     }
 
     // MARK: A8 / A4
@@ -201,7 +210,8 @@ final class QuantKernelTests: XCTestCase {
         quantized(x.pointer, count: x.count, group: group, levels: levels)
     }
 
-    func testActivationQuantizerSIMDAndReferenceAgreeExactly() {
+    func testActivationQuantizerSIMDAndReferenceAgreeExactly() throws {
+        try requireSIMDPath(TSR_KERNEL_QUANT)
         var rng = SplitMix64(seed: 4)
         for levels: Int32 in [127, 7] {
             for (n, group) in [(32, 32), (96, 32), (576, 64), (384, 128), (1536, 1536), (1536, 32)] {
@@ -243,6 +253,7 @@ final class QuantKernelTests: XCTestCase {
     }
 
     func testIntegerBlockSumsAreExact() throws {
+        try requireSIMDPath(TSR_KERNEL_QUANT_I8)
         try forEachCase(seed: 5) { c, bits, group, rows, cols, rng in
             let x = blockyFloats(cols, &rng)
             for levels: Int32 in [127, 7] {
@@ -293,6 +304,8 @@ final class QuantKernelTests: XCTestCase {
     }
 
     func testA8A4GemvMatchesReferenceAndFloat64() throws {
+        try requireSIMDPath(TSR_KERNEL_QUANT_I8)
+        var differs = false
         try forEachCase(seed: 6) { c, bits, group, rows, cols, rng in
             let x = blockyFloats(cols, &rng)
             for levels: Int32 in [127, 7] {
@@ -309,6 +322,7 @@ final class QuantKernelTests: XCTestCase {
                     let label = "B\(bits) G\(group) \(rows)×\(cols) L\(levels) row \(r)"
                     XCTAssertLessThanOrEqual(abs(Double(fast[r]) - exact), bound, "simd " + label)
                     XCTAssertLessThanOrEqual(abs(Double(ref[r]) - exact), bound, "ref " + label)
+                    if fast[r].bitPattern != ref[r].bitPattern { differs = true }
                     // And the quantized activations approximate the fp32 product:
                     // |Σ w·e| ≤ Σ_k |w_k|·dx_{k/32}/2.
                     var wMass = 0.0
@@ -317,11 +331,15 @@ final class QuantKernelTests: XCTestCase {
                 }
             }
         }
+        // The SIMD path regroups the fp32 sums (the reference follows the formula literally).
+        XCTAssertTrue(differs, "tsr_qgemv_i8 gave the reference's bits on every row: did the SIMD path run?")
     }
 
     // MARK: GEMM
 
     func testGemmMatchesFloat64ForRaggedTokenCountsAndRowRanges() throws {
+        try requireSIMDPath(TSR_KERNEL_QUANT)
+        try requireSIMDPath(TSR_KERNEL_QUANT_I8)
         var rng = SplitMix64(seed: 7)
         for bits in Self.bitsList {
             for (cols, group) in [(96, 32), (192, 64), (256, 0), (1024, 32)] {
@@ -540,6 +558,8 @@ final class QuantKernelTests: XCTestCase {
     // MARK: portable path
 
     func testPortablePathAgreesWithSIMD() throws {
+        let quant = try requireSIMDPath(TSR_KERNEL_QUANT), quantI8 = try requireSIMDPath(TSR_KERNEL_QUANT_I8)
+        var f32Differs = false, i8Differs = false
         var rng = SplitMix64(seed: 13)
         for bits in Self.bitsList {
             let rows = 19, cols = 320, group = 64
@@ -559,9 +579,14 @@ final class QuantKernelTests: XCTestCase {
                 return (c.w.dequantize().array, a, dots, f.array, i.array)
             }
             let simd = run()
-            tsr_force_portable(1)
-            let portable = run()
-            tsr_force_portable(0)
+            let portable = KernelPaths.portable {
+                assertPortablePaths()
+                return run()
+            }
+            XCTAssertEqual(KernelPaths.current(TSR_KERNEL_QUANT), quant, "dispatch restored after tsr_force_portable(0)")
+            XCTAssertEqual(KernelPaths.current(TSR_KERNEL_QUANT_I8), quantI8, "dispatch restored after tsr_force_portable(0)")
+            if simd.f32.map(\.bitPattern) != portable.f32.map(\.bitPattern) { f32Differs = true }
+            if simd.i8.map(\.bitPattern) != portable.i8.map(\.bitPattern) { i8Differs = true }
             XCTAssertEqual(simd.deq, portable.deq)
             XCTAssertEqual(simd.a.xq, portable.a.xq)
             XCTAssertEqual(simd.a.dx, portable.a.dx)
@@ -573,5 +598,8 @@ final class QuantKernelTests: XCTestCase {
                 XCTAssertEqual(simd.i8[r], portable.i8[r], accuracy: 1e-4 * max(1, abs(portable.i8[r])))
             }
         }
+        // Forced portable, other code ran: the fp32 results differ in the last bits somewhere.
+        XCTAssertTrue(f32Differs, "A16 GEMV: \(KernelPaths.name(quant)) and portable gave the same bits everywhere")
+        XCTAssertTrue(i8Differs, "A8 GEMV: \(KernelPaths.name(quantI8)) and portable gave the same bits everywhere")
     }
 }

@@ -35,7 +35,7 @@ final class SyntheticModelTests: XCTestCase {
     }
 
     func testGGUFOfASyntheticModelLoadsWithTheSameConfigAndWeights() throws {
-        let tok = try Tokenizer.fromGGUF(GGUFFile(path: TestPaths.shared + "/data/tokenizer-vectors/ggml-vocab-gpt-2.gguf"))
+        let tok = try Tokenizer.fromGGUF(GGUFFile(path: TestPaths.requireShared("data/tokenizer-vectors/ggml-vocab-gpt-2.gguf")))
         // gpt-2's 50257 tokens exceed the smollm2 shape's 49152 embeddings: a clear error.
         XCTAssertThrowsError(try SyntheticModelSource(shape: .smollm2_135m, tokenizer: tok))
         let source = try SyntheticModelSource(shape: .smollm2_135m, seed: 9)

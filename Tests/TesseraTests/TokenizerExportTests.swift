@@ -25,7 +25,7 @@ final class TokenizerExportTests: XCTestCase {
     }
 
     func testLlama3TikTokenExportsToGGUF() throws {
-        let tiktoken = try Tokenizer.fromTikToken(path: TestPaths.shared + "/data/tokenizer-vectors/llama3_tokenizer.model")
+        let tiktoken = try Tokenizer.fromTikToken(path: TokenizerTests.llama3Model)
         // Every split of a multi-byte token into two tokens (Hugging Face's conversion of this
         // vocabulary has 280,147 merges).
         XCTAssertEqual(tiktoken.mergeList().count, 280_147)
@@ -37,7 +37,7 @@ final class TokenizerExportTests: XCTestCase {
         let passed = try checkVectors(exported, "ggml-vocab-llama-bpe.gguf")
         XCTAssertEqual(passed, 46)
         // Whole text, not just the vectors: the same ids through both paths.
-        let text = String(try String(contentsOfFile: TestPaths.shared + "/data/wikitext2/wiki.valid.raw", encoding: .utf8).prefix(200_000))
+        let text = String(try String(contentsOfFile: TestPaths.data + "/wikitext2/wiki.valid.raw", encoding: .utf8).prefix(200_000))
         XCTAssertEqual(exported.encode(text, addBOS: false), tiktoken.encode(text, addBOS: false))
     }
 

@@ -14,14 +14,18 @@ import XCTest
 
 /// llama.cpp's tokenizer test vectors (models/ggml-vocab-*.gguf.inp/.out) and the loaders.
 final class TokenizerTests: XCTestCase {
-    static let vectors = TestPaths.shared + "/data/tokenizer-vectors"
+    /// llama.cpp's vocabularies and test vectors (ggml-vocab-*.gguf, .inp, .out): not shipped in
+    /// the repository, read from ../shared; a missing one skips the test locally, fails it in CI.
+    static func vector(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        try TestPaths.requireShared("data/tokenizer-vectors/" + name, file: file, line: line)
+    }
 
     // MARK: helpers
 
     /// The cases of `<vocab>.inp` with the expected ids from `<vocab>.out`.
     static func loadCases(_ name: String) throws -> [(text: String, ids: [Int32])] {
-        let inp = try String(contentsOfFile: "\(vectors)/\(name).inp", encoding: .utf8)
-        let out = try String(contentsOfFile: "\(vectors)/\(name).out", encoding: .utf8)
+        let inp = try String(contentsOfFile: try vector(name + ".inp"), encoding: .utf8)
+        let out = try String(contentsOfFile: try vector(name + ".out"), encoding: .utf8)
         var texts = inp.components(separatedBy: "\n__ggml_vocab_test__\n")
         if texts.last == "" { texts.removeLast() }
         var lines = out.components(separatedBy: "\n")
@@ -35,10 +39,11 @@ final class TokenizerTests: XCTestCase {
     /// Checks every case; returns how many passed.
     @discardableResult
     static func gguf(_ vocab: String) throws -> GGUFFile {
-        try GGUFFile(path: "\(vectors)/ggml-vocab-\(vocab).gguf")
+        try GGUFFile(path: try vector("ggml-vocab-\(vocab).gguf"))
     }
 
-    static var llama3Model: String { vectors + "/llama3_tokenizer.model" }
+    /// Meta's Llama-3 tokenizer: shipped in the repository's data/.
+    static let llama3Model = TestPaths.data + "/tokenizer-vectors/llama3_tokenizer.model"
 
     // MARK: vectors
 
@@ -339,7 +344,7 @@ final class TokenizerTests: XCTestCase {
         XCTAssertEqual(ids.last, imEnd)
 
         // llama.cpp counts 303,415 tokens for wiki.test.raw with this vocabulary (no BOS)
-        let wiki = TestPaths.shared + "/data/wikitext2/wiki.test.raw"
+        let wiki = TestPaths.data + "/wikitext2/wiki.test.raw"
         let text = try String(contentsOfFile: wiki, encoding: .utf8)
         let start = Date()
         let all = tok.encode(text, addBOS: false)

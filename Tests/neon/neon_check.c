@@ -19,7 +19,7 @@
 // NEON result and the scalar reference must each lie within the bound, and both are printed as
 // max |err| / bound (< 1 passes) together with the largest |NEON − ref| / magnitude seen.
 // Dispatch: the public entry points must route to the variant the CPU flags select (bitwise
-// equal outputs), and write nothing outside their rows.
+// equal outputs), and write nothing outside their rows; tsr_kernel_path must name that variant.
 #include "KernelsC.h"
 #include "quant_internal.h"
 #include <math.h>
@@ -539,6 +539,32 @@ int main(int argc, char **argv) {
     if (has_dot) // the dot variants only where the instruction exists (A16 and dequantize have one variant)
         variants[nvariants++] = (variant){"neondot", tsr_qdot_i8_neondot, tsr_qgemv_i8_neondot, tsr_qgemm_i8_neondot, NULL, NULL, NULL};
     dispatch_target = has_dot ? "neondot" : "neon"; // of the A8/A4 kernels; every other kernel: "neon"
+
+    // tsr_kernel_path, the selection the dispatchers switch on: NEON for every family, the A8/A4
+    // family on the dot variant where the CPU has it, the bandwidth probe scalar; all scalar
+    // under tsr_force_portable; -1 for an unknown family.
+    {
+        stat_t *s = stat_for("kernel_path", "dispatch", 1);
+        for (int portable = 0; portable < 2; portable++) {
+            tsr_force_portable(portable);
+            for (int k = 0; k < TSR_KERNEL_COUNT; k++) {
+                int want = portable || k == TSR_KERNEL_READ_BYTES ? TSR_PATH_REF
+                           : k == TSR_KERNEL_QUANT_I8 && has_dot   ? TSR_PATH_NEON_DOT
+                                                                   : TSR_PATH_NEON;
+                s->calls++;
+                s->outputs++;
+                int got = tsr_kernel_path(k);
+                if (got != want)
+                    fail(s, "family %d%s: %s, expected %s", k, portable ? " (force_portable)" : "", tsr_path_name(got),
+                         tsr_path_name(want));
+            }
+        }
+        tsr_force_portable(0);
+        if (tsr_kernel_path(TSR_KERNEL_COUNT) != -1 || tsr_kernel_path(-1) != -1) fail(s, "an unknown family has a path");
+        // The A8/A4 checks below compare the dispatched outputs bit for bit with this variant.
+        if (strcmp(tsr_path_name(tsr_kernel_path(TSR_KERNEL_QUANT_I8)), dispatch_target))
+            fail(s, "A8/A4 path %s, dispatch check against %s", tsr_path_name(tsr_kernel_path(TSR_KERNEL_QUANT_I8)), dispatch_target);
+    }
 
     // (group, cols): one group (= one block, 2 and 4 blocks), many groups of 32/64/128, row-wide
     // groups of 3 and 33 blocks. Rows 1, 6, 37: no multiple of the 4-row or 16-row panels.

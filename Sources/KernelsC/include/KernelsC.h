@@ -1,6 +1,8 @@
 // KernelsC: the C half of Tessera's kernels.
 // Every SIMD path has a scalar reference beside it (same name with _ref) and a test comparing them.
-// ISA selection happens in one place: tsr_cpu_features() at run time; nothing else branches on ISA.
+// ISA selection happens in one place: tsr_kernel_path() picks each kernel family's implementation
+// from tsr_cpu_features() at run time, and every dispatcher switches on its answer; nothing else
+// branches on ISA.
 #ifndef TESSERA_KERNELS_C_H
 #define TESSERA_KERNELS_C_H
 
@@ -22,6 +24,32 @@ void tsr_force_portable(int on);
 void tsr_cpu_disable(int features);
 /// Number of physical cores (falls back to online CPUs).
 int tsr_physical_cores(void);
+
+// ---- dispatch: which implementation runs ----------------------------------------------------
+/// Kernel families: the entry points of one family share one selection.
+enum {
+    TSR_KERNEL_F32 = 0,         // tsr_gemv_f32, tsr_dot_f32, tsr_axpy_f32
+    TSR_KERNEL_F16_GEMV = 1,    // tsr_gemv_f16
+    TSR_KERNEL_F16_CONVERT = 2, // tsr_f16_to_f32_array
+    TSR_KERNEL_READ_BYTES = 3,  // tsr_read_bytes
+    TSR_KERNEL_QUANT = 4,       // tsr_q_dequantize, tsr_quantize_act, tsr_qgemv_f32, tsr_qgemm_f32
+    TSR_KERNEL_QUANT_I8 = 5,    // tsr_qdot_i8, tsr_qgemv_i8, tsr_qgemm_i8
+    TSR_KERNEL_COUNT = 6
+};
+/// Implementations.
+enum {
+    TSR_PATH_REF = 0,      // the portable scalar code (the `_ref` twin where there is one)
+    TSR_PATH_AVX2 = 1,     // x86-64 AVX2 + FMA (tsr_gemv_f16: AVX2 + FMA + F16C)
+    TSR_PATH_F16C = 2,     // x86-64 F16C conversion
+    TSR_PATH_NEON = 3,     // AArch64 Advanced SIMD
+    TSR_PATH_NEON_DOT = 4  // AArch64 Advanced SIMD with the ARMv8.2 dot-product instructions
+};
+/// The TSR_PATH_* the entry points of `kernel` (a TSR_KERNEL_*) run now: decided from
+/// tsr_cpu_features(), so tsr_force_portable and tsr_cpu_disable apply. The dispatchers switch on
+/// this very value, so it is the implementation that runs. -1 for an unknown kernel.
+int tsr_kernel_path(int kernel);
+/// "ref", "avx2", "f16c", "neon", "neondot" for the TSR_PATH_* values, "invalid" for anything else.
+const char *tsr_path_name(int path);
 
 // ---- thread pool --------------------------------------------------------------------------
 /// A persistent pool: workers spin briefly, then sleep on a condition variable.

@@ -31,7 +31,8 @@
 //
 // Every function taking [rowBegin, rowEnd) writes only y[rowBegin..<rowEnd] (GEMM: the same
 // columns of each token row of Y), so callers split rows over threads. Every SIMD entry point
-// has a scalar `_ref` twin; the plain names dispatch on tsr_cpu_features().
+// has a scalar `_ref` twin; the plain names run what tsr_kernel_path() selects (TSR_KERNEL_QUANT,
+// TSR_KERNEL_QUANT_I8).
 #ifndef TESSERA_KERNELS_QUANT_H
 #define TESSERA_KERNELS_QUANT_H
 

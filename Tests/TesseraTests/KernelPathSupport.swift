@@ -1,0 +1,137 @@
+import Foundation
+import XCTest
+import KernelsC
+#if canImport(Darwin)
+import Darwin
+#endif
+
+/// Which implementation the KernelsC dispatchers run (tsr_kernel_path: the value every
+/// dispatcher switches on), and which one this CPU should run, worked out apart from KernelsC's
+/// own detection: from the feature list the operating system reports.
+enum KernelPaths {
+    /// The families, by TSR_KERNEL_* id, with a name for messages.
+    static let families: [(id: Int, name: String)] = [
+        (TSR_KERNEL_F32, "f32 (gemv, dot, axpy)"),
+        (TSR_KERNEL_F16_GEMV, "f16 gemv"),
+        (TSR_KERNEL_F16_CONVERT, "f16 to f32"),
+        (TSR_KERNEL_READ_BYTES, "read bytes"),
+        (TSR_KERNEL_QUANT, "quant (dequantize, activations, A16)"),
+        (TSR_KERNEL_QUANT_I8, "quant A8/A4"),
+    ]
+
+    static func name(_ path: Int) -> String { String(cString: tsr_path_name(Int32(path))) }
+
+    /// What the dispatchers of `family` run now.
+    static func current(_ family: Int) -> Int { Int(tsr_kernel_path(Int32(family))) }
+
+    /// The CPU's features as the operating system names them (x86-64: avx2, fma, f16c; AArch64:
+    /// asimd, asimddp), or nil where they cannot be read.
+    static let cpuFlags: Set<String>? = {
+        #if os(Linux)
+        guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return nil }
+        // x86-64 lists "flags : ...", AArch64 "Features : ..." (per CPU; the first one speaks for all).
+        for line in info.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            let key = parts[0].trimmingCharacters(in: .whitespaces)
+            if key == "flags" || key == "Features" { return Set(parts[1].split(separator: " ").map(String.init)) }
+        }
+        return nil
+        #elseif canImport(Darwin)
+        func has(_ name: String) -> Bool {
+            var v: Int32 = 0
+            var size = MemoryLayout<Int32>.size
+            return sysctlbyname(name, &v, &size, nil, 0) == 0 && v != 0
+        }
+        var flags: Set<String> = []
+        #if arch(x86_64)
+        if has("hw.optional.avx2_0") { flags.insert("avx2") }
+        if has("hw.optional.fma") { flags.insert("fma") }
+        if has("hw.optional.f16c") { flags.insert("f16c") }
+        #elseif arch(arm64)
+        flags.insert("asimd")
+        if has("hw.optional.arm.FEAT_DotProd") { flags.insert("asimddp") }
+        #endif
+        return flags
+        #else
+        return nil
+        #endif
+    }()
+
+    /// The path this CPU should run for `family` with nothing forced (x86-64 with AVX2 and FMA:
+    /// AVX2; AArch64: NEON, the A8/A4 family with dotprod where the CPU has it), or nil where the
+    /// CPU's features cannot be read.
+    static func expected(_ family: Int) -> Int? {
+        #if arch(x86_64)
+        guard let f = cpuFlags else { return nil }
+        let avx2 = f.contains("avx2") && f.contains("fma"), f16c = f.contains("f16c")
+        switch family {
+        case TSR_KERNEL_F16_GEMV: return avx2 && f16c ? TSR_PATH_AVX2 : TSR_PATH_REF
+        case TSR_KERNEL_F16_CONVERT: return f16c ? TSR_PATH_F16C : TSR_PATH_REF
+        default: return avx2 ? TSR_PATH_AVX2 : TSR_PATH_REF
+        }
+        #elseif arch(arm64)
+        switch family {
+        case TSR_KERNEL_READ_BYTES: return TSR_PATH_REF
+        case TSR_KERNEL_QUANT_I8:
+            guard let f = cpuFlags else { return nil }
+            return f.contains("asimddp") ? TSR_PATH_NEON_DOT : TSR_PATH_NEON
+        default: return TSR_PATH_NEON
+        }
+        #else
+        return TSR_PATH_REF
+        #endif
+    }
+
+    static func familyName(_ family: Int) -> String {
+        families.first { $0.id == family }?.name ?? "family \(family)"
+    }
+
+    /// Runs `body` with every family on the portable path (tsr_force_portable) and restores
+    /// dispatch afterwards, even when `body` throws.
+    static func portable<T>(_ body: () throws -> T) rethrows -> T {
+        tsr_force_portable(1)
+        defer { tsr_force_portable(0) }
+        return try body()
+    }
+}
+
+extension XCTestCase {
+    /// Asserts that the dispatcher runs the path this CPU should run for `family` (for tests that
+    /// check a dispatched entry point against values computed apart from KernelsC, so they test
+    /// something on any path). Where the CPU's features cannot be read: skipped locally, fails in CI.
+    @discardableResult
+    func assertDispatch(_ family: Int, file: StaticString = #filePath, line: UInt = #line) throws -> Int {
+        let name = KernelPaths.familyName(family), ran = KernelPaths.current(family)
+        guard let expected = KernelPaths.expected(family) else {
+            throw TestPaths.unavailable("cannot read this CPU's features to check which \(name) path runs (ran \(KernelPaths.name(ran)))",
+                                        file: file, line: line)
+        }
+        XCTAssertEqual(KernelPaths.name(ran), KernelPaths.name(expected),
+                       "\(name): the dispatcher runs \(KernelPaths.name(ran)), this CPU should run \(KernelPaths.name(expected))",
+                       file: file, line: line)
+        return ran
+    }
+
+    /// For a test comparing a dispatched entry point of `family` with its scalar reference:
+    /// asserts that the dispatcher runs the path this CPU should run (on x86-64 with AVX2 + FMA
+    /// the AVX2 path) and returns it. Where that is the scalar reference (no SIMD path for this
+    /// CPU), or the CPU's features cannot be read, the comparison would set the reference against
+    /// itself: the test is skipped locally and fails in CI.
+    @discardableResult
+    func requireSIMDPath(_ family: Int, file: StaticString = #filePath, line: UInt = #line) throws -> Int {
+        let ran = try assertDispatch(family, file: file, line: line)
+        if KernelPaths.expected(family) == TSR_PATH_REF {
+            throw TestPaths.unavailable("\(KernelPaths.familyName(family)): this CPU has no SIMD path; the comparison would test the reference against itself",
+                                        file: file, line: line)
+        }
+        return ran
+    }
+
+    /// Asserts that under tsr_force_portable every family runs the scalar path.
+    func assertPortablePaths(file: StaticString = #filePath, line: UInt = #line) {
+        for (id, name) in KernelPaths.families {
+            XCTAssertEqual(KernelPaths.name(KernelPaths.current(id)), "ref", "\(name) under tsr_force_portable", file: file, line: line)
+        }
+    }
+}
