@@ -13,17 +13,20 @@ public struct CalibrationError: Error, CustomStringConvertible {
 ///   block-NNN.gguf     block NNN's norms and packed linears
 ///   xq-NNN.f16 / fp-NNN.f16   both trajectories at the input of block NNN
 ///
-/// Every file is written atomically (temp + rename) and state.json last, so a run killed at
-/// any point resumes from the last finished block with `--resume`; per-block random streams
-/// are derived from the seed, so the result equals an uninterrupted run's.
+/// (a `Checkpoint`: every file atomic, state.json last), so a run killed at any point resumes
+/// from the last finished block with `--resume`; per-block random streams are derived from the
+/// seed, so the result equals an uninterrupted run's. With `blockLimit` (`--blocks N`) the run
+/// stops after block N − 1 with the checkpoint kept and no model written.
 public final class Calibrator {
     public let source: ModelSource
     public let options: CalibrationOptions
     public let outputPath: String
     public let pool: ThreadPool
-    public var checkpointDirectory: String { outputPath + ".calib" }
-    /// Stop (as if killed) once this many blocks are checkpointed: tuning runs and tests.
-    public var stopAfterBlocks: Int?
+    let checkpoint: Checkpoint<State>
+    public var checkpointDirectory: String { checkpoint.directory }
+    /// Calibrate only the first N blocks (`--blocks N`): `run` stops once they are
+    /// checkpointed and writes no model; a later run with `--resume` continues from there.
+    public var blockLimit: Int?
     /// `--max-memory`: bytes the four live trajectories (inputs, targets and the next block's)
     /// may keep in RAM; sequences past a quarter of it are read from and written to the
     /// checkpoint folder's files at every use. nil keeps every sequence in RAM. It does not
@@ -42,9 +45,10 @@ public final class Calibrator {
         self.options = options
         self.outputPath = outputPath
         self.pool = pool
+        checkpoint = Checkpoint(output: outputPath, suffix: ".calib")
     }
 
-    struct State: Codable {
+    struct State: CheckpointState {
         var version = 1
         var fingerprint: [String]
         var completedBlocks: Int
@@ -52,9 +56,12 @@ public final class Calibrator {
     }
 
     public struct Summary {
+        /// One per calibrated block, the checkpoint's included.
         public var reports: [BlockReport]
         public var seconds: Double
         public var resumedAt: Int
+        /// False when `blockLimit` stopped the run before the last block: no model was written.
+        public var wroteModel: Bool
     }
 
     func fingerprint(tokens: [Int32]) -> [String] {
@@ -62,33 +69,19 @@ public final class Calibrator {
         return options.metadata.map { "\($0.0)=\($0.1)" } + ["model=\(source.path)", "data=\(tokens.count):\(String(h, radix: 16))"]
     }
 
-    /// Calibrates every block and writes the packed model. `tokens` is the tokenized data.
+    /// Calibrates every block (up to `blockLimit`) and writes the packed model (after the last
+    /// block only). `tokens` is the tokenized data.
     public func run(tokens: [Int32], tokenizer: Tokenizer?, embedding: PackedFormat.Embedding, resume: Bool,
                     progress: (CalibrationProgress) -> Void = { _ in },
                     blockDone: (BlockReport) -> Void = { _ in }) throws -> Summary {
         let start = ContinuousClock.now
         let c = source.config, o = options
         let shape = BlockShape(config: c)
-        let dir = checkpointDirectory, fm = FileManager.default
-        let statePath = dir + "/state.json"
         let print = fingerprint(tokens: tokens)
-        var state = State(fingerprint: print, completedBlocks: 0, reports: [])
-        if fm.fileExists(atPath: statePath) {
-            guard resume else {
-                throw CalibrationError("a checkpoint of an earlier run is in \(dir): pass --resume to continue it, or delete that folder to start over")
-            }
-            guard let data = fm.contents(atPath: statePath), let saved = try? JSONDecoder().decode(State.self, from: data) else {
-                throw CalibrationError("cannot read \(statePath); delete \(dir) to start over")
-            }
-            guard saved.fingerprint == print else {
-                let diff = zip(saved.fingerprint, print).filter { $0 != $1 }.map { "\($0.0) (now \($0.1))" }
-                throw CalibrationError("the checkpoint in \(dir) was made with other settings: \(diff.joined(separator: ", ")); use the same flags or delete it")
-            }
-            state = saved
-        } else {
-            try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        }
+        var state = try checkpoint.open(fingerprint: print, resume: resume)
+            ?? State(fingerprint: print, completedBlocks: 0, reports: [])
         let resumedAt = state.completedBlocks
+        let lastBlock = min(blockLimit ?? c.blockCount, c.blockCount)
 
         // Calibration windows and the two trajectories at the first unfinished block.
         let windows = try CalibrationData.windows(tokens: tokens, count: o.samples, length: o.sequenceLength, seed: o.seed)
@@ -110,7 +103,7 @@ public final class Calibrator {
         }
 
         let calibrator = BlockCalibrator(shape: shape, options: o, pool: pool)
-        for b in state.completedBlocks..<c.blockCount {
+        for b in state.completedBlocks..<max(state.completedBlocks, lastBlock) {
             let fp = try BlockParameters(source: source, block: b, shape: shape)
             // Targets: the fp block on the fp trajectory.
             let nextTargets = try trajectory("fp", b + 1)
@@ -128,17 +121,17 @@ public final class Calibrator {
             report.peakResidentBytes = ProcessStats.peakResidentBytes()
             state.completedBlocks = b + 1
             state.reports.append(report)
-            try JSONEncoder().encode(state).write(to: URL(fileURLWithPath: statePath), options: .atomic)
-            try? fm.removeItem(atPath: trajectoryPath("xq", b))
-            try? fm.removeItem(atPath: trajectoryPath("fp", b))
+            try checkpoint.save(state)
+            checkpoint.remove(trajectoryName("xq", b))
+            checkpoint.remove(trajectoryName("fp", b))
             inputs = nextInputs
             targets = nextTargets
             blockDone(report)
-            if let stop = stopAfterBlocks, b + 1 >= stop { throw CalibrationError("stopped after \(b + 1) blocks (test hook)") }
         }
 
-        try writeModel(tokenizer: tokenizer, embedding: embedding, reports: state.reports)
-        return Summary(reports: state.reports, seconds: (ContinuousClock.now - start).seconds, resumedAt: resumedAt)
+        let complete = state.completedBlocks == c.blockCount
+        if complete { try writeModel(tokenizer: tokenizer, embedding: embedding, reports: state.reports) }
+        return Summary(reports: state.reports, seconds: (ContinuousClock.now - start).seconds, resumedAt: resumedAt, wroteModel: complete)
     }
 
     /// A new trajectory (`existing`: a checkpoint's) of `kind` at the input of `block`, under the memory budget.
@@ -150,11 +143,10 @@ public final class Calibrator {
         return t
     }
 
-    func trajectoryPath(_ kind: String, _ block: Int) -> String {
-        checkpointDirectory + String(format: "/%@-%03d.f16", kind, block)
-    }
+    func trajectoryName(_ kind: String, _ block: Int) -> String { String(format: "%@-%03d.f16", kind, block) }
+    func trajectoryPath(_ kind: String, _ block: Int) -> String { checkpoint.path(trajectoryName(kind, block)) }
 
-    func blockPath(_ block: Int) -> String { checkpointDirectory + String(format: "/block-%03d.gguf", block) }
+    func blockPath(_ block: Int) -> String { checkpoint.path(String(format: "block-%03d.gguf", block)) }
 
     func writeBlock(_ out: BlockCalibrator.Output, index b: Int) throws {
         var w = GGUFWriter()
@@ -167,10 +159,10 @@ public final class Calibrator {
         try w.write(to: blockPath(b))
     }
 
-    /// Assembles the packed model from the block files (norms and linears) and the source
-    /// (embedding, final norm, head).
+    /// Assembles the packed model: the source with every block's norms and linears replaced by
+    /// the block files' (the embedding, final norm and head as RTN stores them).
     func writeModel(tokenizer: Tokenizer?, embedding: PackedFormat.Embedding, reports: [BlockReport]) throws {
-        let o = options, c = source.config
+        let o = options
         var files: [Int: GGUFFile] = [:]
         func blockFile(_ b: Int) throws -> GGUFFile {
             if let f = files[b] { return f }
@@ -178,16 +170,17 @@ public final class Calibrator {
             files[b] = f
             return f
         }
+        // (Every block linear comes from a block file: the zero point here is only RTN's fallback;
+        // the file's label follows from the calibrated tensors, as PackedRewrite says.)
         let scheme = PackedFormat.Scheme(bits: o.bits, group: o.group, activation: o.activation, zeroPoint: .integer, embedding: embedding)
         var metadata = o.metadata.map { ("tessera.calibration.\($0.0)", $0.1) }
         metadata.append(("tessera.calibration.final_losses", reports.map { String(format: "%.6g", $0.lossFinal) }.joined(separator: ",")))
         metadata.append(("tessera.calibration.initial_losses", reports.map { String(format: "%.6g", $0.lossInitial) }.joined(separator: ",")))
         metadata.append(("tessera.version", TesseraVersion.string))
-        try PackedFormat.write(source: source, tokenizer: tokenizer, scheme: scheme, method: o.method.rawValue,
-                               metadata: metadata, to: outputPath) { name, shape in
-            guard name.hasPrefix("blk."), let b = Int(name.split(separator: ".")[1]) else {
-                return try RoundToNearest.content(source, scheme: scheme, name: name, shape: shape)
-            }
+        let shapes = Dictionary(uniqueKeysWithValues: source.config.requiredTensorShapes.map { ($0.0, $0.1) })
+        try PackedRewrite.write(base: source, tokenizer: tokenizer, scheme: scheme, method: o.method.rawValue,
+                                metadata: metadata, to: outputPath) { name in
+            guard name.hasPrefix("blk."), let b = Int(name.split(separator: ".")[1]), let shape = shapes[name] else { return nil }
             let file = try blockFile(b)
             if name.hasSuffix("_norm.weight") { return .f32(try file.floatData(name)) }
             return .quantized(try PackedFormat.readQuantized(file, name: name, rows: shape[0], cols: shape[1]))
@@ -195,7 +188,7 @@ public final class Calibrator {
     }
 
     /// Removes the checkpoint folder (after the output file is written).
-    public func removeCheckpoint() { try? FileManager.default.removeItem(atPath: checkpointDirectory) }
+    public func removeCheckpoint() { checkpoint.removeAll() }
 }
 
 public enum TesseraVersion {

@@ -23,6 +23,9 @@ import Engine
 // The embedding and the head stay as they are (the teacher's output norm is the original).
 //
 // Shapes: one window of T tokens per step; C hidden, V vocabulary.
+//
+// Here: the options, the trainable linear, and the trainer (EndToEndTuner: loop, Adam,
+// evaluation cadence, checkpoints, output). EndToEndModel.swift: the model (forward, backward, KL).
 
 /// The hyper-parameters of a tuning run.
 public struct EndToEndOptions: Sendable {
@@ -162,233 +165,68 @@ public struct EndToEndReport: Codable, Sendable {
     public var resumedAt = 0
 }
 
-/// The whole quantized model, trainable end to end; the fp model is the teacher.
+/// The trainer of an `EndToEndModel`: the loop over steps (one window each), one Adam each for
+/// α, β and γ on the cosine schedule, the held-out KL every `evalEvery` steps, a checkpoint in
+/// OUT.e2e/ every `checkpointEvery` steps, and the output file (`PackedRewrite`).
 public final class EndToEndTuner {
-    public let teacher: ModelSource
-    public let student: PackedModelSource
+    public let model: EndToEndModel
     public let options: EndToEndOptions
     public let outputPath: String
-    let pool: ThreadPool
-    let shape: BlockShape
-    let T: Int, C: Int, V: Int
-    public var checkpointDirectory: String { outputPath + ".e2e" }
-    /// Stop (as if killed) after this many steps: tests.
+    let checkpoint: Checkpoint<State>
+    public var checkpointDirectory: String { checkpoint.directory }
+    /// Stop (as if killed) after this many steps, at a checkpoint: tests.
     public var stopAfterSteps: Int?
 
-    // The student.
-    let blocks: [BlockParameters]
-    let layers: [TunableLinear]      // block-major, BlockParameters.linearNames order
-    let embedding: FloatBuffer       // [V, C] (also the head when tied)
-    let head: FloatBuffer            // [V, C]
-    let outputNorm: FloatBuffer      // [C] the student's (trains with trainNorms)
-    let teacherOutputNorm: FloatBuffer // [C] as in the file
-    /// The norm weights that train with `trainNorms` ([C] each: attention and MLP norm of every
-    /// block, then the output norm), their values in the file, and their names.
-    let norms: [FloatBuffer], normInitial: [[Float]], normNames: [String]
-    var alpha: [Float], beta: [Float], gamma: [Float]
-    // Per-step buffers.
-    let tapes: [BlockTape]
-    let activations: [FloatBuffer]   // [T, C] input of block b (b = L: the final hidden state)
-    let normed: FloatBuffer, outputRstd: FloatBuffer
-    let logits: FloatBuffer, teacherLogits: FloatBuffer   // [T, V]
-    let gradient: FloatBuffer, inputGradient: FloatBuffer  // [T, C]
-    let grads: BlockGradients
+    public var teacher: ModelSource { model.teacher }
+    public var student: PackedModelSource { model.student }
 
     public init(teacher: ModelSource, student: PackedModelSource, options: EndToEndOptions, outputPath: String, pool: ThreadPool) throws {
-        let c = student.config
-        guard c == teacher.config else {
-            throw CalibrationError("\(student.path) and \(teacher.path) are not the same architecture: tune a packed model against the model it was made from")
-        }
-        self.teacher = teacher
-        self.student = student
+        model = try EndToEndModel(teacher: teacher, student: student, sequenceLength: options.sequenceLength, pool: pool)
         self.options = options
         self.outputPath = outputPath
-        self.pool = pool
-        let shape = BlockShape(config: c)
-        self.shape = shape
-        (T, C, V) = (options.sequenceLength, c.hidden, c.vocab)
-        var blocks: [BlockParameters] = [], layers: [TunableLinear] = []
-        var first = 0
-        for b in 0..<c.blockCount {
-            // Norms as stored; the linears dequantized (α = β = 0, what materialize() gives too).
-            let p = try BlockParameters(source: student, block: b, shape: shape)
-            for name in BlockParameters.linearNames {
-                let full = TensorName.block(b, name)
-                guard student.isPacked(full) else { throw CalibrationError("\(full) in \(student.path) is not packed: nothing to tune") }
-                let layer = TunableLinear(name: full, packed: try student.quantizedTensor(full), first: first)
-                first += layer.groups
-                layers.append(layer)
-            }
-            blocks.append(p)
-        }
-        self.blocks = blocks
-        self.layers = layers
-        alpha = [Float](repeating: 0, count: first)
-        beta = [Float](repeating: 0, count: first)
-        embedding = try student.floatTensor(TensorName.tokenEmbedding)
-        head = c.tiedEmbeddings ? embedding : try student.floatTensor(TensorName.output)
-        teacherOutputNorm = try student.floatTensor(TensorName.outputNorm)
-        outputNorm = FloatBuffer(count: c.hidden)
-        outputNorm.pointer.update(from: teacherOutputNorm.pointer, count: c.hidden)
-        norms = blocks.flatMap { [$0.attentionNorm, $0.mlpNorm] } + [outputNorm]
-        normInitial = norms.map(\.array)
-        normNames = (0..<c.blockCount).flatMap { [TensorName.block($0, "attn_norm"), TensorName.block($0, "ffn_norm")] } + [TensorName.outputNorm]
-        gamma = [Float](repeating: 0, count: norms.count * c.hidden)
-        tapes = (0..<c.blockCount).map { _ in BlockTape(shape: shape, batch: 1, tokens: options.sequenceLength) }
-        activations = (0...c.blockCount).map { _ in FloatBuffer(count: options.sequenceLength * c.hidden) }
-        normed = FloatBuffer(count: T * C)
-        outputRstd = FloatBuffer(count: T)
-        logits = FloatBuffer(count: T * V)
-        teacherLogits = FloatBuffer(count: T * V)
-        gradient = FloatBuffer(count: T * C)
-        inputGradient = FloatBuffer(count: T * C)
-        grads = BlockGradients(shape: shape)
-        materialize()
+        checkpoint = Checkpoint(output: outputPath, suffix: ".e2e")
     }
 
-    /// Every block linear from the current α, β; every norm from γ.
-    func materialize() {
-        for (j, norm) in norms.enumerated() {
-            for i in 0..<C { norm[i] = normInitial[j][i] * (1 + gamma[j * C + i]) }
-        }
-        alpha.withUnsafeBufferPointer { a in
-            beta.withUnsafeBufferPointer { b in
-                let perBlock = BlockParameters.linearNames.count
-                for (i, layer) in layers.enumerated() {
-                    layer.materialize(alpha: a.baseAddress!, beta: b.baseAddress!, into: blocks[i / perBlock].linears[i % perBlock].pointer, pool: pool)
-                }
-            }
-        }
-    }
-
-    /// The fp model's final hidden states (before the output norm) of `windows`, [T, C] each.
-    func teacherStates(_ windows: [[Int32]], progress: (EndToEndProgress) -> Void) throws -> [FloatBuffer] {
-        let teacherEmbedding = try teacher.floatTensor(TensorName.tokenEmbedding)
-        let states = windows.map { window -> FloatBuffer in
-            let x = FloatBuffer(count: T * C)
-            CalibrationData.embed(window, table: teacherEmbedding, C: C, into: x.pointer)
-            return x
-        }
-        let tape = BlockTape(shape: shape, batch: 1, tokens: T)
-        for b in 0..<student.config.blockCount {
-            progress(EndToEndProgress(step: b, steps: student.config.blockCount, loss: 0, phase: "teacher"))
-            let fp = try BlockParameters(source: teacher, block: b, shape: shape)
-            for x in states { BlockForwardBackward.forward(fp, shape: shape, x: x.pointer, B: 1, T: T, tape: tape, into: x.pointer, pool: pool) }
-        }
-        return states
-    }
-
-    /// Student forward on one window: fills the tapes and activations, logits = head(norm(h)).
-    func forward(_ window: [Int32]) {
-        let x0 = activations[0]
-        CalibrationData.embed(window, table: embedding, C: C, into: x0.pointer)
-        for (b, p) in blocks.enumerated() {
-            BlockForwardBackward.forward(p, shape: shape, x: activations[b].pointer, B: 1, T: T, tape: tapes[b],
-                                         into: activations[b + 1].pointer, pool: pool)
-        }
-        project(activations[blocks.count], norm: outputNorm, rstd: outputRstd, into: logits)
-    }
-
-    /// The teacher's logits of a window from its final hidden state (`teacherStates`), into
-    /// `teacherLogits`, through the file's output norm (the student's may train) and the shared head.
-    func projectTeacher(_ state: FloatBuffer) { project(state, norm: teacherOutputNorm, rstd: nil, into: teacherLogits) }
-
-    /// logits[T, V] = RMSNorm(h; norm)·headᵀ (normed kept in `normed`, 1/rms in `rstd`).
-    func project(_ h: FloatBuffer, norm: FloatBuffer, rstd: FloatBuffer?, into out: FloatBuffer) {
-        BlockForwardBackward.rmsNormForward(h.pointer, norm.pointer, out: normed.pointer, rstd: rstd?.pointer,
-                                            N: T, C: C, eps: shape.eps, pool: pool)
-        let (C, V) = (self.C, self.V)
-        pool.parallelFor(T, multiple: 8) { r in
-            Matmul.sgemm(transA: false, transB: true, M: r.count, N: V, K: C, A: normed.pointer + r.lowerBound * C, lda: C,
-                         B: head.pointer, ldb: C, C: out.pointer + r.lowerBound * V, ldc: V)
-        }
-    }
-
-    /// Mean over tokens of KL(softmax(teacher) ‖ softmax(student)); with `gradient`, the
-    /// student logits are overwritten with dKL/dlogits = (q − p)/T.
-    func divergence(student s: FloatBuffer, teacher p: FloatBuffer, gradient: Bool) -> Double {
-        let V = self.V
-        var perToken = [Double](repeating: 0, count: T)
-        perToken.withUnsafeMutableBufferPointer { kl in
-            pool.parallelFor(T) { r in
-                for t in r {
-                    let zs = s.pointer + t * V, zp = p.pointer + t * V
-                    var maxS = -Float.infinity, maxP = -Float.infinity
-                    for i in 0..<V { maxS = max(maxS, zs[i]); maxP = max(maxP, zp[i]) }
-                    var sumS: Double = 0, sumP: Double = 0
-                    for i in 0..<V { sumS += Double(expf(zs[i] - maxS)); sumP += Double(expf(zp[i] - maxP)) }
-                    let logZS = Double(maxS) + log(sumS), logZP = Double(maxP) + log(sumP)
-                    var total: Double = 0
-                    for i in 0..<V {
-                        let lp = Double(zp[i]) - logZP, lq = Double(zs[i]) - logZS, pi = exp(lp)
-                        total += pi * (lp - lq)
-                        if gradient { zs[i] = Float((exp(lq) - pi) / Double(T)) }
-                    }
-                    kl[t] = total
-                }
-            }
-        }
-        return perToken.reduce(0, +) / Double(T)
-    }
-
-    /// One training step on `window`: returns the KL; dL/dα, dL/dβ, dL/dγ into the given arrays.
-    func trainingStep(_ window: [Int32], teacherState: FloatBuffer, dAlpha: UnsafeMutablePointer<Float>,
-                      dBeta: UnsafeMutablePointer<Float>, dGamma: UnsafeMutablePointer<Float>) -> Double {
-        projectTeacher(teacherState)
-        forward(window)  // last: `normed` holds the student's
-        let loss = divergence(student: logits, teacher: teacherLogits, gradient: true)
-        // d normed [T, C] = dlogits·head
-        let (C, V) = (self.C, self.V)
-        pool.parallelFor(T, multiple: 8) { r in
-            Matmul.sgemm(transA: false, transB: false, M: r.count, N: C, K: V, A: logits.pointer + r.lowerBound * V, lda: V,
-                         B: head.pointer, ldb: C, C: gradient.pointer + r.lowerBound * C, ldc: C)
-        }
-        // h → RMSNorm: dh (no residual); d outputNorm.
-        let h = activations[blocks.count], L = blocks.count
-        BlockForwardBackward.rmsNormWeightGradient(gradient.pointer, x: h.pointer, rstd: outputRstd.pointer, into: dGamma + 2 * L * C, N: T, C: C, pool: pool)
-        normGradient(dGamma, norm: 2 * L)
-        BlockForwardBackward.rmsNormBackward(gradient.pointer, x: h.pointer, weight: outputNorm.pointer, rstd: outputRstd.pointer,
-                                             residual: nil, into: inputGradient.pointer, N: T, C: C, pool: pool)
-        var dy = inputGradient, dx = gradient
-        for b in stride(from: blocks.count - 1, through: 0, by: -1) {
-            BlockForwardBackward.backward(blocks[b], shape: shape, B: 1, T: T, tape: tapes[b], dy: dy.pointer, grads: grads,
-                                          inputGradient: (UnsafePointer(activations[b].pointer), dx.pointer), pool: pool)
-            let perBlock = BlockParameters.linearNames.count
-            for l in 0..<perBlock {
-                layers[b * perBlock + l].backward(weightGradient: grads.linears[l].pointer, alphaGradient: dAlpha, betaGradient: dBeta, pool: pool)
-            }
-            (dGamma + 2 * b * C).update(from: grads.attentionNorm.pointer, count: C)
-            (dGamma + (2 * b + 1) * C).update(from: grads.mlpNorm.pointer, count: C)
-            normGradient(dGamma, norm: 2 * b)
-            normGradient(dGamma, norm: 2 * b + 1)
-            swap(&dy, &dx)
-        }
-        return loss
-    }
-
-    /// dL/dγ = w0 · dL/dw, in place, for norm j of `norms`.
-    private func normGradient(_ dGamma: UnsafeMutablePointer<Float>, norm j: Int) {
-        for i in 0..<C { dGamma[j * C + i] *= normInitial[j][i] }
-    }
-
-    /// Mean KL per token over `windows` with the current weights.
-    func evaluate(_ windows: [[Int32]], states: [FloatBuffer]) -> Double {
-        var total = 0.0
-        for (window, state) in zip(windows, states) {
-            projectTeacher(state)
-            forward(window)
-            total += divergence(student: logits, teacher: teacherLogits, gradient: false)
-        }
-        return total / Double(windows.count)
-    }
-
-    // MARK: - The run, with checkpoints
-
-    struct State: Codable {
+    struct State: CheckpointState {
         var fingerprint: [String]
         var step: Int
         var report: EndToEndReport
         var parameters: String   // file name of the arrays, in the checkpoint folder
+    }
+
+    /// One Adam each for α, β and γ (γ steps only with `trainNorms`).
+    struct Optimizer {
+        var alpha: Adam, beta: Adam, gamma: Adam
+
+        init(_ model: EndToEndModel, learningRate: Float) {
+            alpha = Adam(count: model.alpha.count, learningRate: learningRate)
+            beta = Adam(count: model.beta.count, learningRate: learningRate)
+            gamma = Adam(count: model.gamma.count, learningRate: learningRate)
+        }
+
+        /// The parameters and moments a checkpoint holds, in its file's order.
+        func arrays(_ model: EndToEndModel) -> [[Float]] {
+            let (ma, va, _) = alpha.moments, (mb, vb, _) = beta.moments, (mg, vg, _) = gamma.moments
+            return [model.alpha, model.beta, ma, va, mb, vb, model.gamma, mg, vg]
+        }
+
+        static func counts(_ model: EndToEndModel) -> [Int] {
+            [Int](repeating: model.alpha.count, count: 6) + [Int](repeating: model.gamma.count, count: 3)
+        }
+
+        /// Parameters (into `model`) and moments from a checkpoint's `arrays` saved after `step` steps.
+        init(restoring arrays: [[Float]], step: Int, into model: EndToEndModel, learningRate: Float) {
+            model.alpha = arrays[0]; model.beta = arrays[1]; model.gamma = arrays[6]
+            alpha = Adam(learningRate: learningRate, moments: (arrays[2], arrays[3], step))
+            beta = Adam(learningRate: learningRate, moments: (arrays[4], arrays[5], step))
+            gamma = Adam(learningRate: learningRate, moments: (arrays[7], arrays[8], step))
+        }
+
+        mutating func update(_ model: EndToEndModel, dAlpha: FloatBuffer, dBeta: FloatBuffer, dGamma: FloatBuffer, rate: Float, norms: Bool) {
+            alpha.update(&model.alpha, gradient: dAlpha.pointer, rate: rate)
+            beta.update(&model.beta, gradient: dBeta.pointer, rate: rate)
+            if norms { gamma.update(&model.gamma, gradient: dGamma.pointer, rate: rate) }
+        }
     }
 
     /// The training windows and the held-out ones: text no training window touches, so the
@@ -403,67 +241,50 @@ public final class EndToEndTuner {
     /// Trains, then writes the tuned packed model to `outputPath` (atomically).
     public func run(tokens: [Int32], resume: Bool, progress: (EndToEndProgress) -> Void = { _ in }) throws -> EndToEndReport {
         let start = ContinuousClock.now
-        let o = options, fm = FileManager.default, dir = checkpointDirectory, statePath = dir + "/state.json"
+        let o = options, m = model
         let print = o.fingerprint + ["teacher=\(teacher.path)", "student=\(student.path)", "data=\(tokens.count)"]
         var report = EndToEndReport()
-        var adamAlpha = Adam(count: alpha.count, learningRate: o.learningRate)
-        var adamBeta = Adam(count: beta.count, learningRate: o.learningRate)
-        var adamGamma = Adam(count: gamma.count, learningRate: o.learningRate)
+        var optimizer = Optimizer(m, learningRate: o.learningRate)
         var firstStep = 0
-        if fm.fileExists(atPath: statePath) {
-            guard resume else { throw CalibrationError("a checkpoint of an earlier run is in \(dir): pass --resume to continue it, or delete that folder to start over") }
-            guard let data = fm.contents(atPath: statePath), let saved = try? JSONDecoder().decode(State.self, from: data) else {
-                throw CalibrationError("cannot read \(statePath); delete \(dir) to start over")
-            }
-            guard saved.fingerprint == print else { throw CalibrationError("the checkpoint in \(dir) was made with other settings; use the same flags or delete it") }
-            let arrays = try Self.readArrays(dir + "/" + saved.parameters, counts: [Int](repeating: alpha.count, count: 6) + [Int](repeating: gamma.count, count: 3))
-            alpha = arrays[0]; beta = arrays[1]; gamma = arrays[6]
-            adamAlpha = Adam(learningRate: o.learningRate, moments: (arrays[2], arrays[3], saved.step))
-            adamBeta = Adam(learningRate: o.learningRate, moments: (arrays[4], arrays[5], saved.step))
-            adamGamma = Adam(learningRate: o.learningRate, moments: (arrays[7], arrays[8], saved.step))
+        if let saved = try checkpoint.open(fingerprint: print, resume: resume) {
+            let arrays = try checkpoint.readArrays(saved.parameters, counts: Optimizer.counts(m))
+            optimizer = Optimizer(restoring: arrays, step: saved.step, into: m, learningRate: o.learningRate)
             report = saved.report
             report.resumedAt = saved.step
             firstStep = saved.step
-            materialize()
-        } else {
-            try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            m.materialize()
         }
 
         let (windows, held) = try Self.split(tokens: tokens, options: o)
-        let states = try teacherStates(windows + held, progress: progress)
+        let states = try m.teacherStates(windows + held, progress: progress)
         let trainStates = Array(states[..<windows.count]), heldStates = Array(states[windows.count...])
         if report.evalKL.isEmpty {
             progress(EndToEndProgress(step: 0, steps: o.steps, loss: 0, phase: "eval"))
-            report.evalKL.append([0, evaluate(held, states: heldStates)])
+            report.evalKL.append([0, m.evaluate(held, states: heldStates)])
         }
 
-        let dAlpha = FloatBuffer(count: alpha.count), dBeta = FloatBuffer(count: beta.count), dGamma = FloatBuffer(count: gamma.count)
+        let dAlpha = FloatBuffer(count: m.alpha.count), dBeta = FloatBuffer(count: m.beta.count), dGamma = FloatBuffer(count: m.gamma.count)
         for step in firstStep..<o.steps {
             // The window of step k depends only on the seed and k (resume draws the same ones).
             var rng = SplitMix64(seed: o.seed &+ 0xE2E &* UInt64(step + 1))
             let n = Int.random(in: 0..<windows.count, using: &rng)
-            let loss = trainingStep(windows[n], teacherState: trainStates[n], dAlpha: dAlpha.pointer, dBeta: dBeta.pointer, dGamma: dGamma.pointer)
+            let loss = m.trainingStep(windows[n], teacherState: trainStates[n], dAlpha: dAlpha.pointer, dBeta: dBeta.pointer, dGamma: dGamma.pointer)
             // Cosine decay from lr to 0 over the run (late steps, on single windows, must not undo the
             // early ones), after the optional linear warm-up.
-            let rate = o.rate(atStep: step)
-            adamAlpha.update(&alpha, gradient: dAlpha.pointer, rate: rate)
-            adamBeta.update(&beta, gradient: dBeta.pointer, rate: rate)
-            if o.trainNorms { adamGamma.update(&gamma, gradient: dGamma.pointer, rate: rate) }
-            materialize()
+            optimizer.update(m, dAlpha: dAlpha, dBeta: dBeta, dGamma: dGamma, rate: o.rate(atStep: step), norms: o.trainNorms)
+            m.materialize()
             report.stepLosses.append(Float(loss))
             progress(EndToEndProgress(step: step + 1, steps: o.steps, loss: Float(loss), phase: "train"))
             if (step + 1) % o.evalEvery == 0 || step + 1 == o.steps {
                 progress(EndToEndProgress(step: step + 1, steps: o.steps, loss: Float(loss), phase: "eval"))
-                report.evalKL.append([Double(step + 1), evaluate(held, states: heldStates)])
+                report.evalKL.append([Double(step + 1), m.evaluate(held, states: heldStates)])
             }
             if (step + 1) % o.checkpointEvery == 0 && step + 1 < o.steps {
                 let name = "parameters-\(step + 1).bin"
-                let (ma, va, _) = adamAlpha.moments, (mb, vb, _) = adamBeta.moments, (mg, vg, _) = adamGamma.moments
-                try Self.writeArrays([alpha, beta, ma, va, mb, vb, gamma, mg, vg], to: dir + "/" + name)
-                let state = State(fingerprint: print, step: step + 1, report: report, parameters: name)
-                let previous = (try? JSONDecoder().decode(State.self, from: fm.contents(atPath: statePath) ?? Data()))?.parameters
-                try JSONEncoder().encode(state).write(to: URL(fileURLWithPath: statePath), options: .atomic)
-                if let previous, previous != name { try? fm.removeItem(atPath: dir + "/" + previous) }
+                try checkpoint.writeArrays(optimizer.arrays(m), to: name)
+                let previous = checkpoint.load()?.parameters
+                try checkpoint.save(State(fingerprint: print, step: step + 1, report: report, parameters: name))
+                if let previous, previous != name { checkpoint.remove(previous) }
                 if let stop = stopAfterSteps, step + 1 >= stop { throw CalibrationError("stopped after \(step + 1) steps (test hook)") }
             }
         }
@@ -471,66 +292,23 @@ public final class EndToEndTuner {
         // Keep the tuned scales only if the held-out KL went down.
         let before = report.evalKL.first![1], after = report.evalKL.last![1]
         report.kept = after < before
-        if !report.kept {
-            for i in alpha.indices { alpha[i] = 0; beta[i] = 0 }
-            for i in gamma.indices { gamma[i] = 0 }
-            materialize()
-        }
+        if !report.kept { m.reset() }
         report.seconds = (ContinuousClock.now - start).seconds
         try write(report: report, before: before, after: after)
         return report
     }
 
+    /// The student's file with the tuned tensors (see `PackedRewrite` for the labels).
     func write(report: EndToEndReport, before: Double, after: Double) throws {
-        let s = student, o = options
-        let scheme = PackedFormat.Scheme(bits: s.bits, group: s.group, activation: s.activation, zeroPoint: .float,
-                                         embedding: PackedFormat.Embedding(rawValue: s.gguf.string("tessera.embedding") ?? "f16") ?? .f16)
-        var metadata: [(String, String)] = s.gguf.metadataKeys.filter { $0.hasPrefix("tessera.calibration.") }.compactMap { key in
-            s.gguf.string(key).map { (key, $0) }
-        }
-        metadata += [("tessera.e2e.teacher", URL(fileURLWithPath: teacher.path).lastPathComponent),
-                     ("tessera.e2e.settings", o.fingerprint.joined(separator: ",")),
-                     ("tessera.e2e.heldout_kl", String(format: "%.6g,%.6g", before, after)),
-                     ("tessera.e2e.kept", report.kept ? "true" : "false"),
-                     ("tessera.version", TesseraVersion.string)]
-        var tuned: [String: QuantizedTensor] = [:]
-        let tunedNorms = o.trainNorms ? Dictionary(uniqueKeysWithValues: zip(normNames, norms)) : [:]
-        try alpha.withUnsafeBufferPointer { a in
-            try beta.withUnsafeBufferPointer { b in
-                for layer in layers { tuned[layer.name] = try layer.tuned(alpha: a.baseAddress!, beta: b.baseAddress!) }
-            }
-        }
-        // (A file without a tokenizer, as the tests' synthetic models, stays without one.)
-        let tokenizer = s.gguf.string("tokenizer.ggml.model") == nil ? nil : try s.makeTokenizer()
-        try PackedFormat.write(source: s, tokenizer: tokenizer, scheme: scheme,
-                               method: s.gguf.string("tessera.method") ?? "tesseraq", metadata: metadata, to: outputPath) { name, shape in
-            if let p = tuned[name] { return .quantized(p) }
-            if let norm = tunedNorms[name] { return .f32(norm) }
-            if s.isPacked(name) { return .quantized(try s.quantizedTensor(name)) }
-            return try RoundToNearest.content(s, scheme: scheme, name: name, shape: shape)
-        }
+        let metadata = [("tessera.e2e.teacher", URL(fileURLWithPath: teacher.path).lastPathComponent),
+                        ("tessera.e2e.settings", options.fingerprint.joined(separator: ",")),
+                        ("tessera.e2e.heldout_kl", String(format: "%.6g,%.6g", before, after)),
+                        ("tessera.e2e.kept", report.kept ? "true" : "false"),
+                        ("tessera.version", TesseraVersion.string)]
+        let tuned = try model.tunedTensors(norms: options.trainNorms)
+        try PackedRewrite.write(copying: student, metadata: metadata, to: outputPath) { tuned[$0] }
     }
 
     /// Removes the checkpoint folder (after the output file is written).
-    public func removeCheckpoint() { try? FileManager.default.removeItem(atPath: checkpointDirectory) }
-
-    static func writeArrays(_ arrays: [[Float]], to path: String) throws {
-        var data = Data()
-        for a in arrays { a.withUnsafeBytes { data.append(contentsOf: $0) } }
-        try data.write(to: URL(fileURLWithPath: path), options: .atomic)
-    }
-
-    static func readArrays(_ path: String, counts: [Int]) throws -> [[Float]] {
-        guard let data = FileManager.default.contents(atPath: path), data.count == counts.reduce(0, +) * 4 else {
-            throw CalibrationError("\(path) is missing or truncated; delete the checkpoint folder to start over")
-        }
-        return data.withUnsafeBytes { raw in
-            let f = raw.bindMemory(to: Float.self)
-            var start = 0
-            return counts.map { count in
-                defer { start += count }
-                return Array(f[start..<start + count])
-            }
-        }
-    }
+    public func removeCheckpoint() { checkpoint.removeAll() }
 }

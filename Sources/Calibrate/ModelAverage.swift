@@ -48,23 +48,10 @@ public enum ModelAverage {
                 contents[name] = .f32(mean)
             }
         }
-        let g = first.gguf
-        let scheme = PackedFormat.Scheme(bits: first.bits, group: first.group, activation: first.activation,
-                                         zeroPoint: g.string("tessera.zero_point") == "integer" ? .integer : .float,
-                                         embedding: PackedFormat.Embedding(rawValue: g.string("tessera.embedding") ?? "f16") ?? .f16)
-        var metadata: [(String, String)] = g.metadataKeys.filter { $0.hasPrefix("tessera.calibration.") }.compactMap { key in
-            g.string(key).map { (key, $0) }
-        }
-        metadata += [("tessera.average.inputs", inputs.map(names).joined(separator: ",")),
-                     ("tessera.average.weights", lambdas.map { String(format: "%.6g", $0) }.joined(separator: ",")),
-                     ("tessera.version", TesseraVersion.string)]
-        let tokenizer = g.string("tokenizer.ggml.model") == nil ? nil : try first.makeTokenizer()
-        try PackedFormat.write(source: first, tokenizer: tokenizer, scheme: scheme, method: g.string("tessera.method") ?? "tesseraq",
-                               metadata: metadata, to: path) { name, shape in
-            if let c = contents[name] { return c }
-            if first.isPacked(name) { return .quantized(try first.quantizedTensor(name)) }
-            return try RoundToNearest.content(first, scheme: scheme, name: name, shape: shape)
-        }
+        let metadata = [("tessera.average.inputs", inputs.map(names).joined(separator: ",")),
+                        ("tessera.average.weights", lambdas.map { String(format: "%.6g", $0) }.joined(separator: ",")),
+                        ("tessera.version", TesseraVersion.string)]
+        try PackedRewrite.write(copying: first, metadata: metadata, to: path) { contents[$0] }
     }
 
     static func normalised(_ weights: [Double], count: Int) throws -> [Double] {

@@ -202,3 +202,26 @@ public enum ZeroPoint: Sendable {
     /// The label files carry in `tessera.zero_point`.
     public var label: String { self == .float ? "float" : "integer" }
 }
+
+extension QuantizedTensor {
+    /// The zero point these weights are on, read from the stored values: `.integer` when every
+    /// group's offset is −z·s for an integer z in [0, 2^B − 1], up to the fp16 rounding of
+    /// the product (m = fp16(−z·s), s the stored fp16 scale: what RTN `--zero-point int` and a
+    /// calibration store); otherwise `.float` (free offsets: RTN `--zero-point float`, and
+    /// offsets trained by `tune` or averaged). A group with s = 0 is integer when m = 0.
+    public var zeroPoint: ZeroPoint {
+        let qmax = Float((1 << bits) - 1)
+        for k in 0..<scales.count {
+            let s = Float(Float16(bitPattern: scales[k])), m16 = Float16(bitPattern: offsets[k])
+            guard s.isFinite, m16.isFinite else { return .float }
+            if s == 0 {
+                if m16 != 0 { return .float }
+                continue
+            }
+            // fp16 keeps 11 significant bits, so −m/s is within z·2⁻¹¹ ≤ 0.125 of z: rounding recovers it.
+            let z = (-Float(m16) / s).rounded()
+            guard z >= 0, z <= qmax, Float16(-z * s) == m16 else { return .float }
+        }
+        return .integer
+    }
+}

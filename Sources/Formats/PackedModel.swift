@@ -35,9 +35,9 @@ public enum PackedFormat {
         /// Weights per group; 0 = one group per row.
         public var group: Int
         public var activation: ActivationMode
-        /// `integer` when every offset is −z·s for an integer z (RTN `--zero-point int`, a
-        /// calibration's output); `float` when offsets are free (RTN `--zero-point float`, and
-        /// any file whose offsets were trained by `tune` or averaged).
+        /// The block linears' zero point (`QuantizedTensor.zeroPoint` says which); packed
+        /// embeddings always have free offsets. Files made from another model (calibrate, tune,
+        /// average: `PackedRewrite`) take it from the tensors they write.
         public var zeroPoint: ZeroPoint
         public var embedding: Embedding
 
@@ -74,10 +74,13 @@ public enum PackedFormat {
 
     /// Writes a packed file atomically: every tensor the config requires, each as `content`
     /// says; `metadata` adds string keys (e.g. `tessera.calibration.*`).
-    /// `progress` is called with (tensor name, index, count).
+    /// `progress` is called with (tensor name, index, count). `settledScheme`, when given, is
+    /// called after the last tensor is made and its labels replace `scheme`'s in place (the keys
+    /// keep their position), for writers whose labels follow from the tensors they write.
     public static func write(source: ModelSource, tokenizer: Tokenizer?, scheme: Scheme, method: String,
                              metadata: [(String, String)] = [], to path: String,
                              progress: (String, Int, Int) -> Void = { _, _, _ in },
+                             settledScheme: (() throws -> Scheme)? = nil,
                              content: (_ name: String, _ shape: [Int]) throws -> TensorContent) throws {
         let c = source.config
         var w = GGUFWriter()
@@ -86,11 +89,7 @@ public enum PackedFormat {
         if let template = source.chatTemplate { w.set("tokenizer.chat_template", .string(template)) }
         w.set("tessera.format_version", .uint32(UInt32(version)))
         w.set("tessera.method", .string(method))
-        w.set("tessera.bits", .uint32(UInt32(scheme.bits)))
-        w.set("tessera.group", .uint32(UInt32(scheme.group)))
-        w.set("tessera.activation", .string(scheme.activation.name))
-        w.set("tessera.zero_point", .string(scheme.zeroPoint.label))
-        w.set("tessera.embedding", .string(scheme.embedding.rawValue))
+        setScheme(&w, scheme)
         for (key, value) in metadata { w.set(key, .string(value)) }
         try c.addRopeFrequencies(to: &w)
 
@@ -109,8 +108,18 @@ public enum PackedFormat {
                 try w.addTensor(name: name, shape: shape, values: values, type: .f16)
             }
         }
+        if let settledScheme { setScheme(&w, try settledScheme()) }
         try addChecksums(&w)
         try w.write(to: path)
+    }
+
+    /// The scheme's `tessera.*` keys (replaced in place when already set).
+    static func setScheme(_ w: inout GGUFWriter, _ scheme: Scheme) {
+        w.set("tessera.bits", .uint32(UInt32(scheme.bits)))
+        w.set("tessera.group", .uint32(UInt32(scheme.group)))
+        w.set("tessera.activation", .string(scheme.activation.name))
+        w.set("tessera.zero_point", .string(scheme.zeroPoint.label))
+        w.set("tessera.embedding", .string(scheme.embedding.rawValue))
     }
 
     /// Reads the three tensors of packed weights `name` [rows, cols] from a GGUF file written

@@ -60,7 +60,7 @@ struct CalibrateCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output file.") var output: String
     @Option(name: .customLong("max-memory"), help: "RAM the calibration trajectories may hold, e.g. 512M or 4G (default: all of them); the rest is read from and written to OUT.calib/ at every use.") var maxMemory: ByteCount?
     @Flag(help: "Continue the interrupted run whose checkpoint is in OUT.calib/.") var resume = false
-    @Option(help: "Tuning: calibrate only the first N blocks, print their losses and stop (no model is written; the checkpoint stays).") var blocks: Int?
+    @Option(help: "Tuning: calibrate only the first N blocks, print their losses and stop (no model is written; the checkpoint stays, and --resume continues it).") var blocks: Int?
     @Flag(name: .customLong("keep-checkpoint"), help: "Keep OUT.calib/ after success.") var keepCheckpoint = false
     @Option(name: .customLong("tune-steps"), help: "Then tune the group scales and offsets end to end for N steps on (up to 256 of) the calibration windows, as tessera tune does (not part of TesseraQ; 0: off).") var tuneSteps: Int = 0
 
@@ -116,6 +116,9 @@ struct CalibrateCommand: ParsableCommand {
         let source = try ModelLoader.open(model)
         let c = source.config
         try c.checkGroup(o.group)
+        if let blocks, !(1..<c.blockCount).contains(blocks) {
+            throw ValidationError("--blocks must be between 1 and \(c.blockCount - 1) (the model has \(c.blockCount) blocks), got \(blocks)")
+        }
         if source is PackedModelSource {
             throw ValidationError("\(model) is already a packed Tessera model; calibrate from the original GGUF or Hugging Face folder")
         }
@@ -134,10 +137,7 @@ struct CalibrateCommand: ParsableCommand {
         let pool = ThreadPool(threads: threads)
         let calibrator = Calibrator(source: source, options: o, outputPath: output, pool: pool)
         calibrator.trajectoryBudget = maxMemory?.bytes
-        if let blocks {
-            guard blocks >= 1 && blocks < c.blockCount else { throw ValidationError("--blocks must be in 1..<\(c.blockCount), got \(blocks)") }
-            calibrator.stopAfterBlocks = blocks
-        }
+        calibrator.blockLimit = blocks
         print("calibrate: \(model) → \(output)")
         print("  \(o.method.rawValue) W\(o.bits)g\(group) init \(o.initialisation.rawValue); \(o.samples) windows × \(o.sequenceLength) tokens from \(data) (\(tokens.count) tokens); batch \(o.batch), stages \(o.schedule.argument) × \(o.stepsPerStage) steps, lr \(o.learningRate), scale lr \(o.scaleLearningRate); PAR \(o.adaptiveRounding ? "on" : "off"), DST \(o.scaleTuning ? "on" : "off")\(o.tokenNormCap > 0 ? "; token-norm cap \(o.tokenNormCap)" : ""); seed \(o.seed); \(pool.threads) threads; OpenBLAS core \(Matmul.blasCore)")
         let sequenceMB = Double(Trajectory.sequenceBytes(T: o.sequenceLength, C: c.hidden)) / 1e6
@@ -147,9 +147,7 @@ struct CalibrateCommand: ParsableCommand {
 
         let bar = ProgressLine(blocks: c.blockCount)
         if resume { print("resuming from the checkpoint in \(calibrator.checkpointDirectory)") }
-        let summary: Calibrator.Summary
-        do {
-            summary = try calibrator.run(tokens: tokens, tokenizer: tokenizer, embedding: embed, resume: resume,
+        let summary = try calibrator.run(tokens: tokens, tokenizer: tokenizer, embedding: embed, resume: resume,
                                          progress: { bar.update($0) },
                                          blockDone: { r in
             bar.clear()
@@ -163,12 +161,11 @@ struct CalibrateCommand: ParsableCommand {
             }
             fflush(stdout)
         })
-        } catch let error as CalibrationError where blocks != nil && error.description.hasPrefix("stopped after") {
-            bar.finish()
-            print("stopped after \(blocks!) blocks (--blocks); checkpoint in \(calibrator.checkpointDirectory)")
+        bar.finish()
+        guard summary.wroteModel else {
+            print("stopped after \(summary.reports.count) of \(c.blockCount) blocks (--blocks); no model written; the checkpoint in \(calibrator.checkpointDirectory) continues with --resume")
             return
         }
-        bar.finish()
         if summary.resumedAt > 0 { print("resumed after block \(summary.resumedAt - 1)") }
         let rss = ProcessStats.peakResidentBytes()
         let log = try CalibrationReport.json(reports: summary.reports, options: o, seconds: summary.seconds, peakResidentBytes: rss)

@@ -57,10 +57,10 @@ final class CalibrationTests: XCTestCase {
         return dir.appendingPathComponent(name).path
     }
 
-    func calibrate(_ o: CalibrationOptions, to path: String, stopAfter: Int? = nil, resume: Bool = false,
+    func calibrate(_ o: CalibrationOptions, to path: String, blocks: Int? = nil, resume: Bool = false,
                    source: InMemorySource = tinySource()) throws -> Calibrator.Summary {
         let calibrator = Calibrator(source: source, options: o, outputPath: path, pool: ThreadPool(threads: 2))
-        calibrator.stopAfterBlocks = stopAfter
+        calibrator.blockLimit = blocks
         return try calibrator.run(tokens: Self.tokens(), tokenizer: nil, embedding: .f16, resume: resume)
     }
 
@@ -197,9 +197,14 @@ final class CalibrationTests: XCTestCase {
     func testResumeEqualsAnUninterruptedRun() throws {
         let o = Self.options(.tesseraq)
         let whole = temporaryPath("whole.gguf"), resumed = temporaryPath("resumed.gguf")
-        _ = try calibrate(o, to: whole)
-        XCTAssertThrowsError(try calibrate(o, to: resumed, stopAfter: 1))
+        let complete = try calibrate(o, to: whole)
+        XCTAssertTrue(complete.wroteModel)
+        // `--blocks 1`: one block calibrated and checkpointed, no model written.
+        let partial = try calibrate(o, to: resumed, blocks: 1)
+        XCTAssertFalse(partial.wroteModel)
+        XCTAssertEqual(partial.reports.map(\.stepLosses), [complete.reports[0].stepLosses])
         XCTAssertFalse(FileManager.default.fileExists(atPath: resumed))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: resumed + ".calib/block-000.gguf"))
         // Without --resume an existing checkpoint is refused, not overwritten.
         XCTAssertThrowsError(try calibrate(o, to: resumed)) { XCTAssertTrue("\($0)".contains("--resume")) }
         var other = o
@@ -207,6 +212,7 @@ final class CalibrationTests: XCTestCase {
         XCTAssertThrowsError(try calibrate(other, to: resumed, resume: true)) { XCTAssertTrue("\($0)".contains("other settings")) }
         let summary = try calibrate(o, to: resumed, resume: true)
         XCTAssertEqual(summary.resumedAt, 1)
+        XCTAssertTrue(summary.wroteModel)
         let a = try XCTUnwrap(FileManager.default.contents(atPath: whole))
         let b = try XCTUnwrap(FileManager.default.contents(atPath: resumed))
         XCTAssertEqual(a, b, "a resumed run must write the same file as an uninterrupted one")

@@ -135,6 +135,26 @@ final class CommandLineTests: XCTestCase {
         XCTAssertFalse(chat.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
     }
 
+    /// `calibrate --blocks N`: calibrates the first N blocks, prints their losses, writes no
+    /// model and keeps the checkpoint; an N the model does not have fails in one line.
+    func testCalibrateBlocksStopsWithoutWritingAModel() throws {
+        let model = try TestPaths.requireDemoModel()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-blocks-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("w2.gguf").path, data = TestPaths.shared + "/data/wikitext2/wiki.valid.raw"
+        assertCleanFailure(try run("tessera", ["calibrate", model, "--bits", "2", "--group", "64", "--blocks", "30", "--data", data, "-o", out]),
+                           mentioning: "--blocks must be between 1 and 29")
+        let r = try run("tessera", ["calibrate", model, "--bits", "2", "--group", "64", "--samples", "2", "--seq-len", "32",
+                                    "--stages", "exp:4:2", "--steps", "2", "-t", "2", "--blocks", "2", "-o", out, "--data", data], timeout: 600)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertNotNil(r.stdout.range(of: #"block  1: loss [0-9.e+]+ → [0-9.e+]+"#, options: .regularExpression), r.stdout)
+        XCTAssertTrue(r.stdout.contains("stopped after 2 of 30 blocks (--blocks); no model written"), r.stdout)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out), "--blocks writes no model")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".log.json"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out + ".calib/state.json"), "the checkpoint stays")
+    }
+
     /// `tessera tune`: bad input fails in one line; a short run on an RTN file writes a model that chats.
     func testTuneBadInputAndAShortRun() throws {
         let model = try TestPaths.requireDemoModel()

@@ -51,7 +51,7 @@ final class EndToEndTests: XCTestCase {
     func testForwardMatchesThePackedModel() throws {
         let (teacher, student) = try models()
         let pool = ThreadPool(threads: 2)
-        let tuner = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(), outputPath: temporaryPath("x.gguf"), pool: pool)
+        let tuner = try EndToEndModel(teacher: teacher, student: student, sequenceLength: 16, pool: pool)
         let window = Array(CalibrationTests.tokens()[100..<116])
         tuner.forward(window)
         let model = try WeightBinder(source: student, linears: .fp32).model(pool: pool)
@@ -67,14 +67,14 @@ final class EndToEndTests: XCTestCase {
     func testGradientsMatchFiniteDifferences() throws {
         let (teacher, student) = try models()
         let pool = ThreadPool(threads: 2)
-        let tuner = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(), outputPath: temporaryPath("x.gguf"), pool: pool)
+        let tuner = try EndToEndModel(teacher: teacher, student: student, sequenceLength: 16, pool: pool)
         let window = Array(CalibrationTests.tokens()[200..<216])
         let state = try tuner.teacherStates([window], progress: { _ in })[0]
         let dAlpha = FloatBuffer(count: tuner.alpha.count), dBeta = FloatBuffer(count: tuner.beta.count)
         let dGamma = FloatBuffer(count: tuner.gamma.count)
         let kl = tuner.trainingStep(window, teacherState: state, dAlpha: dAlpha.pointer, dBeta: dBeta.pointer, dGamma: dGamma.pointer)
         XCTAssertGreaterThan(kl, 1e-3, "the quantized model should differ from the teacher")
-        func klAt(_ set: (EndToEndTuner) -> Void) -> Double {
+        func klAt(_ set: (EndToEndModel) -> Void) -> Double {
             set(tuner)
             tuner.materialize()
             tuner.projectTeacher(state)
@@ -84,7 +84,7 @@ final class EndToEndTests: XCTestCase {
         let h: Float = 1e-2
         let C = student.config.hidden, normCount = tuner.norms.count
         XCTAssertEqual(normCount, 2 * student.config.blockCount + 1)
-        let parameters: [(String, FloatBuffer, ReferenceWritableKeyPath<EndToEndTuner, [Float]>, [Int])] = [
+        let parameters: [(String, FloatBuffer, ReferenceWritableKeyPath<EndToEndModel, [Float]>, [Int])] = [
             // First group of each layer of block 1; the first channel of each norm of block 1 and of the output norm.
             ("α", dAlpha, \.alpha, tuner.layers.suffix(7).map { $0.first }),
             ("β", dBeta, \.beta, tuner.layers.suffix(7).map { $0.first }),
@@ -106,7 +106,8 @@ final class EndToEndTests: XCTestCase {
     }
 
     /// Training lowers the held-out KL, the output loads and runs with the tuned scales, and
-    /// only scales and offsets changed (the codes did not).
+    /// only scales and offsets changed (the codes did not). The calibrated input says its zero
+    /// point is integer; the tuned file says float, as its trained offsets are (PackedRewrite).
     func testTuningLowersHeldOutKLAndWritesAPackedModel() throws {
         let (teacher, student) = try models()
         let path = temporaryPath("tuned.gguf")
@@ -119,6 +120,11 @@ final class EndToEndTests: XCTestCase {
 
         let tuned = try PackedModelSource(gguf: GGUFFile(path: path))
         XCTAssertEqual(tuned.gguf.string("tessera.e2e.kept"), "true")
+        XCTAssertEqual(student.gguf.string("tessera.zero_point"), "integer")
+        XCTAssertEqual(tuned.gguf.string("tessera.zero_point"), "float")
+        XCTAssertEqual(tuned.scheme.zeroPoint, .float)
+        XCTAssertEqual(tuned.scheme, PackedFormat.Scheme(bits: student.bits, group: student.group, activation: student.activation,
+                                                         zeroPoint: .float, embedding: student.scheme.embedding))
         XCTAssertEqual(tuned.gguf.string("tessera.calibration.method"), student.gguf.string("tessera.calibration.method"))
         let name = TensorName.block(1, "ffn_down")
         let a = try student.quantizedTensor(name), b = try tuned.quantizedTensor(name)
@@ -141,7 +147,7 @@ final class EndToEndTests: XCTestCase {
         XCTAssertLessThan(report.evalKL.last![1], 0.9 * report.evalKL[0][1])
         let tuned = try PackedModelSource(gguf: GGUFFile(path: path))
         XCTAssertEqual(tuned.gguf.string("tessera.e2e.settings")?.contains("norms=true"), true)
-        for (name, norm) in zip(tuner.normNames, tuner.norms) {
+        for (name, norm) in zip(tuner.model.normNames, tuner.model.norms) {
             XCTAssertEqual(try tuned.floatTensor(name).array, norm.array, name)
         }
         let name = TensorName.block(1, "ffn_norm")
@@ -224,6 +230,7 @@ final class EndToEndTests: XCTestCase {
         try ModelAverage.write(tunes, weights: [1, 3], to: out)
         let mean = try PackedModelSource(gguf: GGUFFile(path: out))
         XCTAssertEqual(mean.gguf.string("tessera.average.weights"), "0.25,0.75")
+        XCTAssertEqual(mean.gguf.string("tessera.zero_point"), "float")   // means of trained offsets
         for name in [TensorName.block(0, "attn_q"), TensorName.block(1, "ffn_down")] {
             let a = try tunes[0].quantizedTensor(name), b = try tunes[1].quantizedTensor(name), m = try mean.quantizedTensor(name)
             XCTAssertEqual(m.unpackedCodes(), a.unpackedCodes(), name)
