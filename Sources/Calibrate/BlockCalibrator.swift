@@ -181,8 +181,8 @@ final class BlockCalibrator {
         let attention = strided(captured.attention, C), attnOut = strided(captured.attentionOutput, HD)
         let mlp = strided(captured.mlp, C), down = strided(captured.down, F)
         let clipped: [(String, FloatBuffer, Int, Int, FloatBuffer)] = [
-            ("attn_v", p.value, shape.KVH * shape.D, C, attention), ("attn_output", p.attentionOutput, C, HD, attnOut),
-            ("ffn_gate", p.gate, F, C, mlp), ("ffn_up", p.up, F, C, mlp), ("ffn_down", p.down, C, F, down)]
+            (BlockLinear.value.rawValue, p.value, shape.KVH * shape.D, C, attention), (BlockLinear.attentionOutput.rawValue, p.attentionOutput, C, HD, attnOut),
+            (BlockLinear.gate.rawValue, p.gate, F, C, mlp), (BlockLinear.up.rawValue, p.up, F, C, mlp), (BlockLinear.down.rawValue, p.down, C, F, down)]
         for (name, w, rows, cols, x) in clipped {
             status.phase = "clip \(name)"; progress(status)
             clipRatios[name] = AWQ.clip(w, rows: rows, cols: cols, inputs: x.pointer, tokens: tokens, bits: o.bits, group: o.group, pool: pool)

@@ -150,8 +150,8 @@ public final class Calibrator {
 
     func writeBlock(_ out: BlockCalibrator.Output, index b: Int) throws {
         var w = GGUFWriter()
-        try w.addTensor(name: TensorName.block(b, "attn_norm"), shape: [out.quantized.attentionNorm.count], values: out.quantized.attentionNorm)
-        try w.addTensor(name: TensorName.block(b, "ffn_norm"), shape: [out.quantized.mlpNorm.count], values: out.quantized.mlpNorm)
+        try w.addTensor(name: TensorName.block(b, .norm(.attention)), shape: [out.quantized.attentionNorm.count], values: out.quantized.attentionNorm)
+        try w.addTensor(name: TensorName.block(b, .norm(.mlp)), shape: [out.quantized.mlpNorm.count], values: out.quantized.mlpNorm)
         for (name, p) in zip(BlockParameters.linearNames, out.linears) {
             try PackedFormat.add(&w, name: TensorName.block(b, name), p)
         }
@@ -199,7 +199,7 @@ extension BlockParameters {
     /// Block `b`'s fp32 weights read from a model source.
     convenience init(source: ModelSource, block b: Int, shape: BlockShape) throws {
         self.init(shape: shape)
-        let parts = ["attn_norm", "ffn_norm"] + BlockParameters.linearNames
+        let parts = BlockNorm.allCases.map(\.rawValue) + BlockParameters.linearNames
         for (part, buffer) in zip(parts, [attentionNorm, mlpNorm] + linears) {
             let name = TensorName.block(b, part)
             let values = try source.floatTensor(name)

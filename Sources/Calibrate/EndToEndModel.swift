@@ -69,7 +69,7 @@ public final class EndToEndModel {
         outputNorm.pointer.update(from: teacherOutputNorm.pointer, count: c.hidden)
         norms = blocks.flatMap { [$0.attentionNorm, $0.mlpNorm] } + [outputNorm]
         normInitial = norms.map(\.array)
-        normNames = (0..<c.blockCount).flatMap { [TensorName.block($0, "attn_norm"), TensorName.block($0, "ffn_norm")] } + [TensorName.outputNorm]
+        normNames = (0..<c.blockCount).flatMap { [TensorName.block($0, .norm(.attention)), TensorName.block($0, .norm(.mlp))] } + [TensorName.outputNorm]
         gamma = [Float](repeating: 0, count: norms.count * c.hidden)
         tapes = (0..<c.blockCount).map { _ in BlockTape(shape: shape, batch: 1, tokens: sequenceLength) }
         activations = (0...c.blockCount).map { _ in FloatBuffer(count: sequenceLength * c.hidden) }

@@ -25,15 +25,14 @@ public enum PackedRewrite {
     public static func write(base: ModelSource, tokenizer: Tokenizer?, scheme: PackedFormat.Scheme, method: String,
                              metadata: [(String, String)], to path: String,
                              replacement: (String) throws -> PackedFormat.TensorContent?) throws -> PackedFormat.Scheme {
-        let packed = base as? PackedModelSource
         var labels = Labels(scheme: scheme)
         try PackedFormat.write(source: base, tokenizer: tokenizer, scheme: scheme, method: method, metadata: metadata, to: path,
                                settledScheme: { labels.scheme }) { name, shape in
             let content: PackedFormat.TensorContent
             if let replaced = try replacement(name) {
                 content = replaced
-            } else if let packed, packed.isPacked(name) {
-                content = .quantized(try packed.quantizedTensor(name))
+            } else if case .quantized(let q) = try base.storedMatrix(name) {
+                content = .quantized(q)
             } else {
                 content = try RoundToNearest.content(base, scheme: scheme, name: name, shape: shape)
             }

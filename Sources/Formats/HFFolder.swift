@@ -151,8 +151,8 @@ public final class HFModelSource: ModelSource {
         }
         let values = try shards[loc.shard].floatData(info)
         let part = HFModelSource.blockPart(ggufName: name)
-        if part == "attn_q" || part == "attn_k" {
-            let heads = part == "attn_q" ? config.heads : config.kvHeads
+        if part == BlockLinear.query.rawValue || part == BlockLinear.key.rawValue {
+            let heads = part == BlockLinear.query.rawValue ? config.heads : config.kvHeads
             return HFModelSource.permuteRotaryHalfToInterleaved(values, rows: info.shape[0], cols: info.shape[1], heads: heads)
         }
         return values
@@ -164,15 +164,15 @@ public final class HFModelSource: ModelSource {
     // MARK: names and the Q/K permutation
 
     private static let layerParts: [String: String] = [
-        "input_layernorm.weight": "attn_norm",
-        "self_attn.q_proj.weight": "attn_q",
-        "self_attn.k_proj.weight": "attn_k",
-        "self_attn.v_proj.weight": "attn_v",
-        "self_attn.o_proj.weight": "attn_output",
-        "post_attention_layernorm.weight": "ffn_norm",
-        "mlp.gate_proj.weight": "ffn_gate",
-        "mlp.up_proj.weight": "ffn_up",
-        "mlp.down_proj.weight": "ffn_down",
+        "input_layernorm.weight": BlockNorm.attention.rawValue,
+        "self_attn.q_proj.weight": BlockLinear.query.rawValue,
+        "self_attn.k_proj.weight": BlockLinear.key.rawValue,
+        "self_attn.v_proj.weight": BlockLinear.value.rawValue,
+        "self_attn.o_proj.weight": BlockLinear.attentionOutput.rawValue,
+        "post_attention_layernorm.weight": BlockNorm.mlp.rawValue,
+        "mlp.gate_proj.weight": BlockLinear.gate.rawValue,
+        "mlp.up_proj.weight": BlockLinear.up.rawValue,
+        "mlp.down_proj.weight": BlockLinear.down.rawValue,
     ]
 
     /// The GGUF name of an HF Llama tensor, or nil for tensors Tessera does not use.
