@@ -1,15 +1,6 @@
 import Foundation
 import XCTest
-@testable import Core
-@testable import Kernels
-@testable import Quant
-@testable import ChatTemplate
-@testable import Tokenizer
-@testable import Architecture
-@testable import Formats
-@testable import Model
 @testable import Engine
-@testable import Eval
 @testable import Calibrate
 
 /// One Llama block in float64 with plain loops, written independently of Calibrate: the

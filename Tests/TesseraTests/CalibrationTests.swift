@@ -1,15 +1,6 @@
 import Foundation
 import XCTest
-@testable import Core
-@testable import Kernels
-@testable import Quant
-@testable import ChatTemplate
-@testable import Tokenizer
-@testable import Architecture
-@testable import Formats
-@testable import Model
 @testable import Engine
-@testable import Eval
 @testable import Calibrate
 
 /// TesseraQ on a tiny synthetic model: the pieces against float64 references, the schedule,

@@ -1,16 +1,6 @@
 import XCTest
 import Foundation
-@testable import Core
-@testable import Kernels
-@testable import Quant
-@testable import ChatTemplate
-@testable import Tokenizer
-@testable import Architecture
-@testable import Formats
-@testable import Model
 @testable import Engine
-@testable import Eval
-@testable import Calibrate
 
 // Chat templates rendered by the Jinja-subset interpreter must equal what HF transformers'
 // apply_chat_template (jinja2, trim_blocks + lstrip_blocks) produces. The expected strings

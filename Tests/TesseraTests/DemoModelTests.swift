@@ -1,15 +1,6 @@
 import XCTest
-@testable import Core
-@testable import Kernels
-@testable import Quant
-@testable import ChatTemplate
-@testable import Tokenizer
-@testable import Architecture
-@testable import Formats
-@testable import Model
 @testable import Engine
 @testable import Eval
-@testable import Calibrate
 
 /// Tests on the real demo model (SmolLM2-135M-Instruct, Q4_1 GGUF) against figures measured
 /// with llama.cpp on the same file (bench/RESULTS.md has the commands).

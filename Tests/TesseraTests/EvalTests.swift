@@ -1,15 +1,6 @@
 import XCTest
-@testable import Core
-@testable import Kernels
-@testable import Quant
-@testable import ChatTemplate
-@testable import Tokenizer
-@testable import Architecture
-@testable import Formats
-@testable import Model
 @testable import Engine
 @testable import Eval
-@testable import Calibrate
 
 /// Zero-shot evaluation: prompts as lm-eval builds them, its tokenization of
 /// (context, continuation) pairs, the scorer against a float64 reference, and the metrics.

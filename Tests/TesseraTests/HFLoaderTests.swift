@@ -1,16 +1,6 @@
 import Foundation
 import XCTest
-@testable import Core
-@testable import Kernels
-@testable import Quant
-@testable import ChatTemplate
-@testable import Tokenizer
-@testable import Architecture
-@testable import Formats
-@testable import Model
 @testable import Engine
-@testable import Eval
-@testable import Calibrate
 
 /// Builds synthetic Hugging Face Llama folders (LLaMA-3.2-like config, tiny dimensions).
 struct SyntheticHF {

@@ -1,16 +1,7 @@
 import XCTest
 import KernelsC
-@testable import Core
 @testable import Kernels
-@testable import Quant
-@testable import ChatTemplate
-@testable import Tokenizer
-@testable import Architecture
-@testable import Formats
-@testable import Model
 @testable import Engine
-@testable import Eval
-@testable import Calibrate
 
 /// Every SIMD path against its scalar reference and a float64 computation, on random data
 /// with ragged sizes. Each comparison first asserts which path the dispatcher runs

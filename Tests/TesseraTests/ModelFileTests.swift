@@ -1,15 +1,5 @@
 import XCTest
-@testable import Core
-@testable import Kernels
-@testable import Quant
-@testable import ChatTemplate
-@testable import Tokenizer
-@testable import Architecture
-@testable import Formats
-@testable import Model
 @testable import Engine
-@testable import Eval
-@testable import Calibrate
 
 /// A model written to disk (GGUF, or a sharded Hugging Face folder) loads and computes the
 /// same logits as the float64 reference: loaders, name mapping, RoPE layouts and the forward

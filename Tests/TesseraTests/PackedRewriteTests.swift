@@ -1,11 +1,5 @@
 import Foundation
 import XCTest
-@testable import Core
-@testable import Kernels
-@testable import Quant
-@testable import Architecture
-@testable import Formats
-@testable import Model
 @testable import Engine
 @testable import Calibrate
 

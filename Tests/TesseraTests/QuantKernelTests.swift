@@ -1,16 +1,7 @@
 import XCTest
 import KernelsC
-@testable import Core
 @testable import Kernels
-@testable import Quant
-@testable import ChatTemplate
-@testable import Tokenizer
-@testable import Architecture
-@testable import Formats
-@testable import Model
 @testable import Engine
-@testable import Eval
-@testable import Calibrate
 
 /// Group-quantized weights: layout, every SIMD kernel against its scalar reference and a
 /// float64 computation from the dequantized weights, on random non-zero data with ragged sizes.

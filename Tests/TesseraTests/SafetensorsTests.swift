@@ -1,16 +1,7 @@
 import Foundation
 import XCTest
 import KernelsC
-@testable import Core
-@testable import Kernels
-@testable import Quant
-@testable import ChatTemplate
-@testable import Tokenizer
-@testable import Architecture
-@testable import Formats
-@testable import Model
 @testable import Engine
-@testable import Eval
 @testable import Calibrate
 
 final class SafetensorsTests: XCTestCase {

@@ -1,15 +1,6 @@
 import XCTest
-@testable import Core
-@testable import Kernels
-@testable import Quant
-@testable import ChatTemplate
-@testable import Tokenizer
-@testable import Architecture
-@testable import Formats
-@testable import Model
 @testable import Engine
 @testable import Eval
-@testable import Calibrate
 
 final class SamplerTests: XCTestCase {
     func sample(_ logits: [Float], _ p: SamplingParameters, recent: [Int32] = []) -> Int32 {

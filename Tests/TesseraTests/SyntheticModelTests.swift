@@ -1,15 +1,5 @@
 import XCTest
-@testable import Core
-@testable import Kernels
-@testable import Quant
-@testable import ChatTemplate
-@testable import Tokenizer
-@testable import Architecture
-@testable import Formats
-@testable import Model
 @testable import Engine
-@testable import Eval
-@testable import Calibrate
 
 final class SyntheticModelTests: XCTestCase {
     func testShapesAreTheTargetModels() {

@@ -1,15 +1,6 @@
 import XCTest
-@testable import Core
-@testable import Kernels
-@testable import Quant
-@testable import ChatTemplate
 @testable import Tokenizer
-@testable import Architecture
-@testable import Formats
-@testable import Model
 @testable import Engine
-@testable import Eval
-@testable import Calibrate
 
 /// A tokenizer exported as GGUF metadata and loaded back (Tessera's GGUF path, which follows
 /// llama.cpp's) still reproduces llama.cpp's test vectors.
