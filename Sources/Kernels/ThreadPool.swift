@@ -1,8 +1,10 @@
 import Core
 import KernelsC
 
-/// A persistent pool of worker threads (spin briefly, then sleep). The calling thread is
-/// worker 0, so a pool of 1 runs everything inline.
+/// A persistent pool of worker threads (spin briefly, then sleep). A parallel region is cut
+/// into `threads` chunks; each runs once, on whichever thread claims it first, the caller
+/// included, so a worker that is asleep or descheduled (another process on its core) does not
+/// stall the region. A pool of 1 runs everything inline.
 public final class ThreadPool: @unchecked Sendable {
     private let pool: OpaquePointer
     public let threads: Int
@@ -22,7 +24,10 @@ public final class ThreadPool: @unchecked Sendable {
 
     public static var physicalCores: Int { Int(tsr_physical_cores()) }
 
-    /// Runs `body(worker, workerCount)` once on every worker and waits for all of them.
+    /// Runs `body(chunk, chunkCount)` once for every chunk in 0..<threads and waits for all of
+    /// them. The chunk index is what a per-worker partition or scratch buffer is keyed on; the
+    /// same chunk always gets the same work, whichever thread runs it (so results do not depend
+    /// on scheduling). A body must not wait for another chunk.
     public func run(_ body: (Int, Int) -> Void) {
         withoutActuallyEscaping(body) { escapable in
             var closure = escapable

@@ -1,12 +1,19 @@
-// A persistent worker pool. The caller is worker 0; workers 1..n-1 wait for a generation
-// counter to change. They spin for a short while (cheap hand-off during decode, where one
-// token issues ~200 small parallel regions) and then block on a condition variable so that
-// an idle or contended machine is not burned by spinning.
+// A persistent worker pool. A run is cut into as many chunks as the pool has threads; chunk i
+// is what "worker i" computes (its rows, its scratch), so results do not depend on which
+// thread runs it. Threads claim chunks from one atomic counter: the caller and every worker
+// that is awake take the next unclaimed chunk until none is left, and the caller waits only
+// for chunks that were claimed. A worker that is asleep or descheduled (another process on
+// its core) therefore costs nothing: the caller runs its chunk instead of waiting a
+// scheduler time slice for it.
+// Workers wait for a generation counter to change. They spin for a short while (cheap
+// hand-off during decode, where one token issues ~200 small parallel regions) and then block
+// on a condition variable so that an idle or contended machine is not burned by spinning.
 #define _GNU_SOURCE
 #include "KernelsC.h"
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <numa.h>
@@ -27,11 +34,13 @@ struct tsr_pool {
     pthread_t *handles;
     pthread_mutex_t mutex;
     pthread_cond_t wake;
-    _Atomic unsigned generation;   // bumped once per run
-    _Atomic int pending;           // workers still running the current task
+    _Atomic unsigned generation;   // bumped once per run (what sleeping workers wait on)
+    _Atomic uint64_t claim;        // generation << 32 | the next unclaimed chunk of that run
+    _Atomic int done;              // chunks of the current run finished
     _Atomic int stop;
-    tsr_task_fn fn;
-    void *context;
+    // The task of generation g sits in slot[g & 1]: a slot is rewritten only two runs later,
+    // after every chunk of its run has finished.
+    struct { _Atomic(tsr_task_fn) fn; _Atomic(void *) context; } slot[2];
 };
 
 typedef struct { tsr_pool *pool; int index; int numa; } worker_arg;
@@ -43,6 +52,23 @@ static void pin_to_cpu(int index) {
     if (n <= 0) return;
     CPU_SET(index % n, &set);
     pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+// Claims and runs chunks of generation g until none is left (or a newer run has started).
+static void run_chunks(tsr_pool *pool, unsigned g) {
+    const int n = pool->threads;
+    for (;;) {
+        uint64_t word = atomic_load_explicit(&pool->claim, memory_order_acquire);
+        if ((unsigned)(word >> 32) != g || (int)(uint32_t)word >= n) return;
+        // Read the task before claiming: if the claim succeeds, the run was still g throughout,
+        // so its slot had not been rewritten.
+        tsr_task_fn fn = atomic_load_explicit(&pool->slot[g & 1].fn, memory_order_relaxed);
+        void *context = atomic_load_explicit(&pool->slot[g & 1].context, memory_order_relaxed);
+        if (!atomic_compare_exchange_weak_explicit(&pool->claim, &word, word + 1,
+                                                   memory_order_acq_rel, memory_order_relaxed)) continue;
+        fn(context, (int)(uint32_t)word, n);
+        atomic_fetch_add_explicit(&pool->done, 1, memory_order_acq_rel);
+    }
 }
 
 static void *worker_main(void *raw) {
@@ -67,8 +93,7 @@ static void *worker_main(void *raw) {
         }
         if (atomic_load(&pool->stop)) return NULL;
         seen = g;
-        pool->fn(pool->context, arg.index, pool->threads);
-        atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel);
+        run_chunks(pool, g);
     }
 }
 
@@ -96,17 +121,22 @@ tsr_pool *tsr_pool_create(int threads, int numa) {
 int tsr_pool_threads(const tsr_pool *pool) { return pool->threads; }
 
 void tsr_pool_run(tsr_pool *pool, tsr_task_fn fn, void *context) {
-    if (pool->threads == 1) { fn(context, 0, 1); return; }
-    pool->fn = fn;
-    pool->context = context;
-    atomic_store_explicit(&pool->pending, pool->threads - 1, memory_order_release);
+    const int n = pool->threads;
+    if (n == 1) { fn(context, 0, 1); return; }
+    // The caller is the only writer of generation, slot, done and the claim's generation.
+    unsigned g = atomic_load_explicit(&pool->generation, memory_order_relaxed) + 1;
+    atomic_store_explicit(&pool->slot[g & 1].fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&pool->slot[g & 1].context, context, memory_order_relaxed);
+    atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool->claim, (uint64_t)g << 32, memory_order_release);
     pthread_mutex_lock(&pool->mutex);
-    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_acq_rel);
+    atomic_store_explicit(&pool->generation, g, memory_order_release);
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->mutex);
-    fn(context, 0, pool->threads);
+    run_chunks(pool, g);
+    // Every chunk is claimed now; wait for those still running on other threads.
     int spins = 0;
-    while (atomic_load_explicit(&pool->pending, memory_order_acquire) > 0) {
+    while (atomic_load_explicit(&pool->done, memory_order_acquire) < n) {
         if (++spins < SPIN_ITERATIONS) CPU_RELAX(); else sched_yield();
     }
 }

@@ -248,6 +248,26 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// Every chunk of every run runs exactly once, whichever thread claims it (3 threads on 2
+    /// cores: workers are often descheduled, so the caller runs their chunks).
+    func testThreadPoolRunsEachChunkExactlyOncePerRun() {
+        for threads in [2, 3] {
+            let pool = ThreadPool(threads: threads)
+            var perChunk = [Int](repeating: 0, count: threads)
+            let runs = 20_000
+            perChunk.withUnsafeMutableBufferPointer { counts in
+                let p = counts.baseAddress!
+                for _ in 0..<runs {
+                    pool.run { chunk, count in
+                        precondition(count == threads)
+                        p[chunk] += 1  // one thread per chunk and run: no race
+                    }
+                }
+            }
+            XCTAssertEqual(perChunk, [Int](repeating: runs, count: threads), "\(threads) threads")
+        }
+    }
+
     func testBandwidthProbeChecksumMatchesReference() throws {
         // No SIMD path on AArch64 (there the scalar loop is the probe); the checksum is computed
         // here either way.

@@ -54,7 +54,9 @@ const char *tsr_path_name(int path);
 // ---- thread pool --------------------------------------------------------------------------
 /// A persistent pool: workers spin briefly, then sleep on a condition variable.
 typedef struct tsr_pool tsr_pool;
-/// Work callback: `index` in [0, count) identifies the worker, the caller is worker 0.
+/// Work callback: `index` in [0, count) is the chunk to compute (count = the pool's threads);
+/// each chunk runs exactly once, on whichever thread claims it first (the caller included),
+/// so a callback must not wait for another chunk.
 typedef void (*tsr_task_fn)(void *context, int index, int count);
 /// Creates a pool with `threads` workers in total (the calling thread counts as one).
 /// `numa` non-zero pins worker i to CPU i and prefers node-local memory when libnuma finds
@@ -62,7 +64,8 @@ typedef void (*tsr_task_fn)(void *context, int index, int count);
 tsr_pool *tsr_pool_create(int threads, int numa);
 void tsr_pool_destroy(tsr_pool *pool);
 int tsr_pool_threads(const tsr_pool *pool);
-/// Runs fn(context, i, n) on every worker and returns when all have finished.
+/// Runs fn(context, i, n) for every chunk i in [0, n) and returns when all have finished. The
+/// caller runs the chunks no awake worker has claimed, so a descheduled worker delays nothing.
 void tsr_pool_run(tsr_pool *pool, tsr_task_fn fn, void *context);
 
 // ---- fp16 ----------------------------------------------------------------------------------
