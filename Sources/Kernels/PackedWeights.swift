@@ -5,8 +5,9 @@ import KernelsC
 /// q, and per (row, group of `group` consecutive weights) an fp16 scale s and offset m, with
 /// w = q·s + m. The byte layout of codes is the kernels' (KernelsQuant.h) and may change with
 /// them: files and tools exchange `QuantizedTensor` (the canonical layout), which
-/// `init(_:)` repacks at load and `canonical` converts back. Scales and offsets are
-/// [rows, cols / group] row-major. All buffers are 64-byte aligned.
+/// `init(_:)` repacks at load and `canonical` converts back. Scales and offsets hold
+/// rows·(cols / group) values in the kernels' row-panel order (`groupIndex(row:group:)`; plain
+/// row-major for 3-bit codes and for the last rows % panel rows). All buffers are 64-byte aligned.
 public final class PackedWeights: @unchecked Sendable {
     public let bits: Int
     /// Weights per group (== cols for row-wide groups).
@@ -18,6 +19,12 @@ public final class PackedWeights: @unchecked Sendable {
     public let offsets: UnsafeMutablePointer<UInt16>
 
     public var groupsPerRow: Int { cols / group }
+    /// Rows per panel of the kernels' layout (KernelsQuant.h).
+    public var panelRows: Int { Int(tsr_q_panel_rows(Int32(bits))) }
+    /// Where (row, group g) sits in `scales` and `offsets`.
+    public func groupIndex(row: Int, group g: Int) -> Int {
+        Int(tsr_q_group_index(Int32(bits), Int32(rows), Int32(groupsPerRow), Int32(row), Int32(g)))
+    }
     public var rowBytes: Int { Int(tsr_q_row_bytes(Int32(bits), Int32(cols))) }
     public var codeBytes: Int { rows * rowBytes }
     /// Bytes in memory: codes plus fp16 scales and offsets.
@@ -47,8 +54,8 @@ public final class PackedWeights: @unchecked Sendable {
     public convenience init(_ t: QuantizedTensor, name: String = "weights") throws {
         try self.init(bits: t.bits, group: t.group, rows: t.rows, cols: t.cols, name: name)
         tsr_q_from_canonical(t.codes, Int32(bits), Int32(rows), Int32(cols), codes)
-        scales.update(from: t.scales, count: t.scales.count)
-        offsets.update(from: t.offsets, count: t.offsets.count)
+        tsr_q_pack_groups(t.scales, Int32(bits), Int32(rows), Int32(groupsPerRow), scales)
+        tsr_q_pack_groups(t.offsets, Int32(bits), Int32(rows), Int32(groupsPerRow), offsets)
     }
 
     /// These weights in the canonical layout.
@@ -56,9 +63,10 @@ public final class PackedWeights: @unchecked Sendable {
         var c = [UInt8](repeating: 0, count: rows * QuantizedTensor.rowBytes(bits: bits, cols: cols))
         tsr_q_to_canonical(codes, Int32(bits), Int32(rows), Int32(cols), &c)
         let n = rows * groupsPerRow
-        return try! QuantizedTensor(bits: bits, group: group, rows: rows, cols: cols, codes: c,
-                                    scales: Array(UnsafeBufferPointer(start: scales, count: n)),
-                                    offsets: Array(UnsafeBufferPointer(start: offsets, count: n)))
+        var s = [UInt16](repeating: 0, count: n), m = [UInt16](repeating: 0, count: n)
+        tsr_q_unpack_groups(scales, Int32(bits), Int32(rows), Int32(groupsPerRow), &s)
+        tsr_q_unpack_groups(offsets, Int32(bits), Int32(rows), Int32(groupsPerRow), &m)
+        return try! QuantizedTensor(bits: bits, group: group, rows: rows, cols: cols, codes: c, scales: s, offsets: m)
     }
 
     deinit {
@@ -97,12 +105,12 @@ public final class PackedWeights: @unchecked Sendable {
     public func unpackedCodes() -> [UInt8] {
         var q = [UInt8](repeating: 0, count: rows * cols)
         q.withUnsafeMutableBufferPointer { buffer in
-            for r in 0..<rows { tsr_q_unpack_row(codes + r * rowBytes, Int32(bits), Int32(cols), buffer.baseAddress! + r * cols) }
+            for r in 0..<rows { tsr_q_unpack_row(codes, Int32(bits), Int32(rows), Int32(cols), Int32(r), buffer.baseAddress! + r * cols) }
         }
         return q
     }
 
-    public func scale(row: Int, group g: Int) -> Float { tsr_f16_to_f32(scales[row * groupsPerRow + g]) }
-    public func offset(row: Int, group g: Int) -> Float { tsr_f16_to_f32(offsets[row * groupsPerRow + g]) }
+    public func scale(row: Int, group g: Int) -> Float { tsr_f16_to_f32(scales[groupIndex(row: row, group: g)]) }
+    public func offset(row: Int, group g: Int) -> Float { tsr_f16_to_f32(offsets[groupIndex(row: row, group: g)]) }
 }
 

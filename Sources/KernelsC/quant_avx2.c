@@ -61,6 +61,9 @@ INLINE __m256i unpack(const uint8_t *p, const int bits) {
     return _mm256_or_si256(v, _mm256_and_si256(h, _mm256_set1_epi8(4)));
 }
 
+/// The row's block stride, a constant for B = 3 (no panels: always the block size).
+INLINE size_t q_bstride(q_rowview v, const int bits) { return bits == 3 ? 12 : v.bstride; }
+
 INLINE __m256i mul16(__m256i q, __m256i x, const int bits) {
     if (bits == 8) {
         __m256i ws = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
@@ -84,19 +87,20 @@ INLINE void to_float(__m256i q, __m256 f[4]) {
 }
 
 /// Σ_g m'_g · sums[g] with m' = m, or m + 128·s when fold128 (8-bit codes under the sign
-/// trick): the offset term of one row.
-INLINE float offset_term(const uint16_t *m, const uint16_t *s, const float *sums, int groups, const int fold128) {
+/// trick): the offset term of one row, whose group g values sit at m[g·gs], s[g·gs].
+INLINE float offset_term(const uint16_t *m, const uint16_t *s, size_t gs, const float *sums, int groups, const int fold128) {
     __m256 a = _mm256_setzero_ps();
     int g = 0;
-    for (; g + 8 <= groups; g += 8) {
-        __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(m + g)));
-        if (fold128) mv = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + g))), _mm256_set1_ps(128.0f), mv);
-        a = _mm256_fmadd_ps(mv, _mm256_loadu_ps(sums + g), a);
-    }
+    if (gs == 1)
+        for (; g + 8 <= groups; g += 8) {
+            __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(m + g)));
+            if (fold128) mv = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + g))), _mm256_set1_ps(128.0f), mv);
+            a = _mm256_fmadd_ps(mv, _mm256_loadu_ps(sums + g), a);
+        }
     float r = hsum_ps(a);
     for (; g < groups; g++) {
-        float mv = h2f(m[g]);
-        if (fold128) mv += 128.0f * h2f(s[g]);
+        float mv = h2f(m[g * gs]);
+        if (fold128) mv += 128.0f * h2f(s[g * gs]);
         r += mv * sums[g];
     }
     return r;
@@ -134,17 +138,16 @@ AVX2 void tsr_quantize_blocks_avx2(const float *x, int n, int levels, int8_t *xq
 
 // ---- dequantization -------------------------------------------------------------------------
 INLINE void dequant_body(const tsr_qweights *w, float *dst, int rowBegin, int rowEnd, const int bits) {
-    const int groups = w->cols / w->group, nb = w->group / 32, bb = tsr_q_block_bytes(bits);
-    const size_t rb = tsr_q_row_bytes(bits, w->cols);
+    const int groups = w->cols / w->group, nb = w->group / 32;
     for (int r = rowBegin; r < rowEnd; r++) {
-        const uint8_t *row = w->codes + (size_t)r * rb;
+        const q_rowview v = q_row(w, r);
         float *out = dst + (size_t)(r - rowBegin) * w->cols;
         for (int g = 0; g < groups; g++) {
-            __m256 s = _mm256_set1_ps(h2f(w->scales[(size_t)r * groups + g]));
-            __m256 m = _mm256_set1_ps(h2f(w->offsets[(size_t)r * groups + g]));
+            __m256 s = _mm256_set1_ps(h2f(v.s[g * v.gstride]));
+            __m256 m = _mm256_set1_ps(h2f(v.m[g * v.gstride]));
             for (int b = g * nb; b < (g + 1) * nb; b++) {
                 __m256 f[4];
-                to_float(unpack(row + (size_t)b * bb, bits), f);
+                to_float(unpack(v.p + (size_t)b * v.bstride, bits), f);
                 for (int j = 0; j < 4; j++) _mm256_storeu_ps(out + b * 32 + 8 * j, _mm256_fmadd_ps(f[j], s, m));
             }
         }
@@ -160,23 +163,157 @@ AVX2 void tsr_q_dequantize_avx2(const tsr_qweights *w, float *dst, int rowBegin,
 #undef CALL
 }
 
+// ---- row panels (B = 2, 4, 8): 8 rows per activation block, one row per lane ------------------
+// A full panel keeps block b of its 8 rows in one run of 8·blockBytes bytes (KernelsQuant.h).
+// The activation block is loaded (broadcast) once for all 8 rows; each 32-byte code load holds
+// several rows, and the int16/int32 sums come out with one row per lane, so there is no
+// horizontal sum per row: per block one int32 vector of the 8 rows' exact dots, one convert and
+// one FMA with dx_b; per group one FMA with the 8 rows' scales and one with their offsets
+// (folded through the activation group sums), all loaded as one fp16 vector each.
+//   B = 2: two loads (rows 0-3, 4-7; 8 bytes each); `srli_epi16` by 0/2/4/6 + `and 3` gives four
+//          code vectors whose 64-bit lane i is q[8s..8s+7] of row i; the activation bytes
+//          x[8s..8s+7] are broadcast to every 64-bit lane. Four maddubs summed in int16
+//          (≤ 4·2·3·127 = 3048), one hadd_epi16 of the two halves (≤ 6096), one madd → int32
+//          lanes in row order 0 1 4 5 | 2 3 6 7.
+//   B = 4: four loads (rows 2h, 2h+1 per 128-bit lane); `and 15` / `srli 4 + and 15` give
+//          q[0..15] / q[16..31] of each lane's row against x[0..15] / x[16..31] broadcast to
+//          both lanes. Two maddubs summed (≤ 7620), three hadd_epi16 levels (≤ 30480 < 2^15),
+//          one madd → row order 0 2 4 6 | 1 3 5 7.
+//   B = 8: eight loads (one row each), the sign trick of mul16 (q − 128, offset m + 128·s),
+//          one madd per row, then hadd_epi32 twice and a lane swap → row order 0..7.
+// The GEMV sums each group's blocks in that lane order and puts the group sum into row order
+// with one permute.
+
+/// Row r of lane i of the panel block dot (see above), as permutevar8x32 indices that put the
+/// lanes into row order.
+INLINE __m256i panel_to_rows(const int bits) {
+    if (bits == 2) return _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    if (bits == 4) return _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+}
+
+/// The exact int32 dots Σ q·xq (B = 8: Σ (q − 128)·xq) of one block of 8 panel rows, lanes in
+/// the order of panel_to_rows.
+INLINE __m256i panel_dot(const uint8_t *pb, const int8_t *xb, const int bits) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    if (bits == 2) {
+        const __m256i m3 = _mm256_set1_epi8(3);
+        __m256i x[4];
+        for (int s = 0; s < 4; s++) x[s] = _mm256_set1_epi64x(*(const long long *)(const void *)(xb + 8 * s));
+        __m256i p[2];
+        for (int h = 0; h < 2; h++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(pb + 32 * h));
+            __m256i a = _mm256_maddubs_epi16(_mm256_and_si256(v, m3), x[0]);
+            __m256i b = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 2), m3), x[1]);
+            __m256i c = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m3), x[2]);
+            __m256i d = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 6), m3), x[3]);
+            p[h] = _mm256_add_epi16(_mm256_add_epi16(a, b), _mm256_add_epi16(c, d));
+        }
+        return _mm256_madd_epi16(_mm256_hadd_epi16(p[0], p[1]), ones);
+    }
+    if (bits == 4) {
+        const __m256i m15 = _mm256_set1_epi8(15);
+        const __m256i x0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)xb));
+        const __m256i x1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(xb + 16)));
+        __m256i p[4];
+        for (int h = 0; h < 4; h++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(pb + 32 * h));
+            p[h] = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v, m15), x0),
+                                    _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m15), x1));
+        }
+        __m256i t = _mm256_hadd_epi16(_mm256_hadd_epi16(p[0], p[1]), _mm256_hadd_epi16(p[2], p[3]));
+        return _mm256_madd_epi16(t, ones);
+    }
+    // bits == 8
+    const __m256i x = _mm256_loadu_si256((const __m256i *)xb);
+    __m256i d[8];
+    for (int i = 0; i < 8; i++) d[i] = dot32(_mm256_loadu_si256((const __m256i *)(pb + 32 * i)), x, 8);
+    __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(d[0], d[1]), _mm256_hadd_epi32(d[2], d[3])); // r0..r3 | r0..r3
+    __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(d[4], d[5]), _mm256_hadd_epi32(d[6], d[7])); // r4..r7 | r4..r7
+    return _mm256_add_epi32(_mm256_blend_epi32(a, b, 0xF0), _mm256_permute2x128_si256(a, b, 0x21));
+}
+
+/// tsr_qdot_i8 for the full panel at r0 (a multiple of 8).
+INLINE void qdot_panel(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int r0, int rowBegin, const int bits) {
+    const int blocks = w->cols / 32, bb = tsr_q_block_bytes(bits);
+    const uint8_t *panel = w->codes + (size_t)r0 * tsr_q_row_bytes(bits, w->cols);
+    const __m256i perm = panel_to_rows(bits);
+    int32_t d[8];
+    for (int b = 0; b < blocks; b++) {
+        __m256i v = _mm256_permutevar8x32_epi32(panel_dot(panel + (size_t)b * 8 * bb, xq + 32 * b, bits), perm);
+        if (bits == 8) v = _mm256_add_epi32(v, _mm256_set1_epi32(128 * bsums[b]));
+        _mm256_storeu_si256((__m256i *)d, v);
+        for (int i = 0; i < 8; i++) out[(size_t)(r0 + i - rowBegin) * blocks + b] = d[i];
+    }
+}
+
+/// The A8/A4 GEMV of the full panel at r0: y[r0..r0+7]. NB > 0 fixes the blocks per group.
+INLINE void gemv_i8_panel(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int r0,
+                          const int bits, const int NB) {
+    const int groups = w->cols / w->group, nb = NB ? NB : w->group / 32, bb = tsr_q_block_bytes(bits);
+    const uint8_t *panel = w->codes + (size_t)r0 * tsr_q_row_bytes(bits, w->cols);
+    const uint16_t *sp = w->scales + (size_t)r0 * groups, *mp = w->offsets + (size_t)r0 * groups;
+    const __m256i perm = panel_to_rows(bits);
+    __m256 acc = _mm256_setzero_ps(), macc = _mm256_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        __m256 ga = _mm256_setzero_ps();
+        for (int b = g * nb; b < (g + 1) * nb; b++)
+            ga = _mm256_fmadd_ps(_mm256_cvtepi32_ps(panel_dot(panel + (size_t)b * 8 * bb, xq + 32 * b, bits)), _mm256_broadcast_ss(dx + b), ga);
+        if (bits != 8) ga = _mm256_permutevar8x32_ps(ga, perm);
+        __m256 s = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sp + 8 * g)));
+        __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(mp + 8 * g)));
+        if (bits == 8) m = _mm256_fmadd_ps(s, _mm256_set1_ps(128.0f), m);
+        acc = _mm256_fmadd_ps(ga, s, acc);
+        macc = _mm256_fmadd_ps(m, _mm256_broadcast_ss(xsums + g), macc);
+    }
+    _mm256_storeu_ps(y + r0, _mm256_add_ps(acc, macc));
+}
+
 // ---- integer part (exact) -------------------------------------------------------------------
 INLINE void qdot_body(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd, const int bits) {
-    const int blocks = w->cols / 32, bb = tsr_q_block_bytes(bits);
-    const size_t rb = tsr_q_row_bytes(bits, w->cols);
+    const int blocks = w->cols / 32;
     for (int r = rowBegin; r < rowEnd; r++) {
-        const uint8_t *row = w->codes + (size_t)r * rb;
+        const q_rowview v = q_row(w, r);
         for (int b = 0; b < blocks; b++) {
-            __m256i d = dot32(unpack(row + (size_t)b * bb, bits), _mm256_loadu_si256((const __m256i *)(xq + 32 * b)), bits);
+            __m256i d = dot32(unpack(v.p + (size_t)b * v.bstride, bits), _mm256_loadu_si256((const __m256i *)(xq + 32 * b)), bits);
             out[(size_t)(r - rowBegin) * blocks + b] = hsum_epi32(d) + (bits == 8 ? 128 * bsums[b] : 0);
         }
     }
 }
 
+/// Rows [rowBegin, rowEnd): whole panels through `panel`, every other row (tail rows, rows of a
+/// panel cut by the range, B = 3) through `rows`.
+#define FOR_PANELS(w, rowBegin, rowEnd, panel, rows)                                                \
+    do {                                                                                           \
+        const int full_ = q_full_rows(w), R_ = q_panel_rows((w)->bits);                            \
+        int r_ = (rowBegin);                                                                       \
+        while (r_ < (rowEnd)) {                                                                    \
+            if (R_ > 1 && r_ % R_ == 0 && r_ + R_ <= full_ && r_ + R_ <= (rowEnd)) { panel(r_); r_ += R_; } \
+            else { int e_ = r_ + 1;                                                                \
+                   while (e_ < (rowEnd) && !(R_ > 1 && e_ % R_ == 0 && e_ + R_ <= full_ && e_ + R_ <= (rowEnd))) e_++; \
+                   rows(r_, e_); r_ = e_; }                                                        \
+        }                                                                                          \
+    } while (0)
+
 AVX2 void tsr_qdot_i8_avx2(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd) {
-#define CALL(B) qdot_body(w, xq, bsums, out, rowBegin, rowEnd, B)
-    BY_BITS(CALL, w->bits)
-#undef CALL
+    switch (w->bits) {
+#define PANEL(r) qdot_panel(w, xq, bsums, out, r, rowBegin, B)
+#define ROWS(a, e) qdot_body(w, xq, bsums, out + (size_t)((a) - rowBegin) * (w->cols / 32), a, e, B)
+#define B 2
+    case 2: FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS); break;
+#undef B
+#define B 4
+    case 4: FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS); break;
+#undef B
+#define B 8
+    case 8: FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS); break;
+#undef B
+#define B 3
+    case 3: ROWS(rowBegin, rowEnd); break;
+#undef B
+#undef PANEL
+#undef ROWS
+    }
 }
 
 // ---- A8/A4 GEMV -----------------------------------------------------------------------------
@@ -185,34 +322,41 @@ AVX2 void tsr_qdot_i8_avx2(const tsr_qweights *w, const int8_t *xq, const int32_
 /// accumulator in registers.
 INLINE void gemv_i8_rows(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int r0,
                          const int NR, const int bits, const int NB) {
-    const int groups = w->cols / w->group, nb = NB ? NB : w->group / 32, bb = tsr_q_block_bytes(bits);
-    const size_t rb = tsr_q_row_bytes(bits, w->cols);
-    const uint8_t *row[4];
+    const int groups = w->cols / w->group, nb = NB ? NB : w->group / 32;
+    q_rowview row[4];
     __m256 acc[4];
-    for (int i = 0; i < NR; i++) { row[i] = w->codes + (size_t)(r0 + i) * rb; acc[i] = _mm256_setzero_ps(); }
+    for (int i = 0; i < NR; i++) { row[i] = q_row(w, r0 + i); acc[i] = _mm256_setzero_ps(); }
     for (int g = 0; g < groups; g++) {
-        const uint16_t *sg = w->scales + (size_t)r0 * groups + g;
         __m256 ga[4];
         for (int i = 0; i < NR; i++) ga[i] = _mm256_setzero_ps();
         for (int b = g * nb; b < (g + 1) * nb; b++) {
             __m256i x = _mm256_loadu_si256((const __m256i *)(xq + 32 * b));
             __m256 d = _mm256_broadcast_ss(dx + b);
             for (int i = 0; i < NR; i++)
-                ga[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32(unpack(row[i] + (size_t)b * bb, bits), x, bits)), d, ga[i]);
+                ga[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32(unpack(row[i].p + (size_t)b * q_bstride(row[i], bits), bits), x, bits)), d, ga[i]);
         }
-        for (int i = 0; i < NR; i++) acc[i] = _mm256_fmadd_ps(ga[i], _mm256_set1_ps(h2f(sg[(size_t)i * groups])), acc[i]);
+        for (int i = 0; i < NR; i++) acc[i] = _mm256_fmadd_ps(ga[i], _mm256_set1_ps(h2f(row[i].s[g * row[i].gstride])), acc[i]);
     }
-    for (int i = 0; i < NR; i++) {
-        size_t o = (size_t)(r0 + i) * groups;
-        y[r0 + i] = hsum_ps(acc[i]) + offset_term(w->offsets + o, w->scales + o, xsums, groups, bits == 8);
-    }
+    for (int i = 0; i < NR; i++)
+        y[r0 + i] = hsum_ps(acc[i]) + offset_term(row[i].m, row[i].s, row[i].gstride, xsums, groups, bits == 8);
+}
+
+/// Rows outside full panels: 4 at a time, then one by one.
+INLINE void gemv_i8_plain(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin, int rowEnd,
+                          const int bits, const int NB) {
+    int r = rowBegin;
+    for (; r + 4 <= rowEnd; r += 4) gemv_i8_rows(w, xq, dx, xsums, y, r, 4, bits, NB);
+    for (; r < rowEnd; r++) gemv_i8_rows(w, xq, dx, xsums, y, r, 1, bits, NB);
 }
 
 INLINE void gemv_i8_nb(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin, int rowEnd,
                        const int bits, const int NB) {
-    int r = rowBegin;
-    for (; r + 4 <= rowEnd; r += 4) gemv_i8_rows(w, xq, dx, xsums, y, r, 4, bits, NB);
-    for (; r < rowEnd; r++) gemv_i8_rows(w, xq, dx, xsums, y, r, 1, bits, NB);
+    if (bits == 3) { gemv_i8_plain(w, xq, dx, xsums, y, rowBegin, rowEnd, bits, NB); return; }
+#define PANEL(r) gemv_i8_panel(w, xq, dx, xsums, y, r, bits, NB)
+#define ROWS(a, e) gemv_i8_plain(w, xq, dx, xsums, y, a, e, bits, NB)
+    FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS);
+#undef PANEL
+#undef ROWS
 }
 
 INLINE void gemv_i8_body(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin, int rowEnd,
@@ -233,11 +377,10 @@ AVX2 void tsr_qgemv_i8_avx2(const tsr_qweights *w, const int8_t *xq, const float
 
 // ---- A16 GEMV -------------------------------------------------------------------------------
 INLINE void gemv_f32_rows(const tsr_qweights *w, const float *x, const float *xsums, float *y, int r0, const int NR, const int bits) {
-    const int groups = w->cols / w->group, nb = w->group / 32, bb = tsr_q_block_bytes(bits);
-    const size_t rb = tsr_q_row_bytes(bits, w->cols);
-    const uint8_t *row[4];
+    const int groups = w->cols / w->group, nb = w->group / 32;
+    q_rowview row[4];
     __m256 acc[4];
-    for (int i = 0; i < NR; i++) { row[i] = w->codes + (size_t)(r0 + i) * rb; acc[i] = _mm256_setzero_ps(); }
+    for (int i = 0; i < NR; i++) { row[i] = q_row(w, r0 + i); acc[i] = _mm256_setzero_ps(); }
     for (int g = 0; g < groups; g++) {
         __m256 d0[4], d1[4];
         for (int i = 0; i < NR; i++) { d0[i] = _mm256_setzero_ps(); d1[i] = _mm256_setzero_ps(); }
@@ -246,7 +389,7 @@ INLINE void gemv_f32_rows(const tsr_qweights *w, const float *x, const float *xs
             __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8), x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
             for (int i = 0; i < NR; i++) {
                 __m256 f[4];
-                to_float(unpack(row[i] + (size_t)b * bb, bits), f);
+                to_float(unpack(row[i].p + (size_t)b * q_bstride(row[i], bits), bits), f);
                 d0[i] = _mm256_fmadd_ps(f[0], x0, d0[i]);
                 d1[i] = _mm256_fmadd_ps(f[1], x1, d1[i]);
                 d0[i] = _mm256_fmadd_ps(f[2], x2, d0[i]);
@@ -254,10 +397,10 @@ INLINE void gemv_f32_rows(const tsr_qweights *w, const float *x, const float *xs
             }
         }
         for (int i = 0; i < NR; i++)
-            acc[i] = _mm256_fmadd_ps(_mm256_add_ps(d0[i], d1[i]), _mm256_set1_ps(h2f(w->scales[(size_t)(r0 + i) * groups + g])), acc[i]);
+            acc[i] = _mm256_fmadd_ps(_mm256_add_ps(d0[i], d1[i]), _mm256_set1_ps(h2f(row[i].s[g * row[i].gstride])), acc[i]);
     }
     for (int i = 0; i < NR; i++)
-        y[r0 + i] = hsum_ps(acc[i]) + offset_term(w->offsets + (size_t)(r0 + i) * groups, NULL, xsums, groups, 0);
+        y[r0 + i] = hsum_ps(acc[i]) + offset_term(row[i].m, NULL, row[i].gstride, xsums, groups, 0);
 }
 
 INLINE void gemv_f32_body(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd, const int bits) {
@@ -278,14 +421,13 @@ static int xperm(int bits, int i) {
 }
 
 INLINE void gemv_f32_shift_rows(const tsr_qweights *w, const float *xp, const float *xsums, float *y, int r0, const int NR, const int bits) {
-    const int groups = w->cols / w->group, nb = w->group / 32, bb = tsr_q_block_bytes(bits);
-    const size_t rb = tsr_q_row_bytes(bits, w->cols);
+    const int groups = w->cols / w->group, nb = w->group / 32;
     const __m256i mask = _mm256_set1_epi32(bits == 4 ? 15 : 3);
     const __m256i sh0 = bits == 4 ? _mm256_setr_epi32(0, 8, 16, 24, 4, 12, 20, 28) : _mm256_setr_epi32(0, 8, 16, 24, 2, 10, 18, 26);
     const __m256i sh1 = _mm256_setr_epi32(4, 12, 20, 28, 6, 14, 22, 30); // bits == 2 only
-    const uint8_t *row[4];
+    q_rowview row[4];
     __m256 acc[4];
-    for (int i = 0; i < NR; i++) { row[i] = w->codes + (size_t)(r0 + i) * rb; acc[i] = _mm256_setzero_ps(); }
+    for (int i = 0; i < NR; i++) { row[i] = q_row(w, r0 + i); acc[i] = _mm256_setzero_ps(); }
     for (int g = 0; g < groups; g++) {
         __m256 d0[4], d1[4];
         for (int i = 0; i < NR; i++) { d0[i] = _mm256_setzero_ps(); d1[i] = _mm256_setzero_ps(); }
@@ -294,7 +436,7 @@ INLINE void gemv_f32_shift_rows(const tsr_qweights *w, const float *xp, const fl
             for (int j = 0; j < 4; j += 2) {
                 __m256 x0 = _mm256_loadu_ps(xb + 8 * j), x1 = _mm256_loadu_ps(xb + 8 * j + 8);
                 for (int i = 0; i < NR; i++) {
-                    const uint8_t *p = row[i] + (size_t)b * bb;
+                    const uint8_t *p = row[i].p + (size_t)b * row[i].bstride;
                     __m256i c0, c1;
                     if (bits == 4) {
                         c0 = _mm256_set1_epi32(*(const int32_t *)(const void *)(p + 4 * j));
@@ -311,10 +453,10 @@ INLINE void gemv_f32_shift_rows(const tsr_qweights *w, const float *xp, const fl
             }
         }
         for (int i = 0; i < NR; i++)
-            acc[i] = _mm256_fmadd_ps(_mm256_add_ps(d0[i], d1[i]), _mm256_set1_ps(h2f(w->scales[(size_t)(r0 + i) * groups + g])), acc[i]);
+            acc[i] = _mm256_fmadd_ps(_mm256_add_ps(d0[i], d1[i]), _mm256_set1_ps(h2f(row[i].s[g * row[i].gstride])), acc[i]);
     }
     for (int i = 0; i < NR; i++)
-        y[r0 + i] = hsum_ps(acc[i]) + offset_term(w->offsets + (size_t)(r0 + i) * groups, NULL, xsums, groups, 0);
+        y[r0 + i] = hsum_ps(acc[i]) + offset_term(row[i].m, NULL, row[i].gstride, xsums, groups, 0);
 }
 
 AVX2 static void gemv_f32_shift(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd, float *xp) {
@@ -346,26 +488,25 @@ AVX2 void tsr_qgemv_f32_avx2(const tsr_qweights *w, const float *x, const float 
 // ---- A8/A4 GEMM: one row × NT tokens per weight load ------------------------------------------
 INLINE void gemm_i8_tile(const tsr_qweights *w, const int8_t *Xq, const float *dx, const float *xsums,
                          float *Y, int ldy, int r, int t0, const int NT, const int bits) {
-    const int cols = w->cols, groups = cols / w->group, nb = w->group / 32, blocks = cols / 32, bb = tsr_q_block_bytes(bits);
-    const uint8_t *row = w->codes + (size_t)r * tsr_q_row_bytes(bits, cols);
+    const int cols = w->cols, groups = cols / w->group, nb = w->group / 32, blocks = cols / 32;
+    const q_rowview v = q_row(w, r);
     __m256 acc[4];
     for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
     for (int g = 0; g < groups; g++) {
         __m256 ga[4];
         for (int t = 0; t < NT; t++) ga[t] = _mm256_setzero_ps();
         for (int b = g * nb; b < (g + 1) * nb; b++) {
-            __m256i q = unpack(row + (size_t)b * bb, bits);
+            __m256i q = unpack(v.p + (size_t)b * v.bstride, bits);
             for (int t = 0; t < NT; t++) {
                 __m256i x = _mm256_loadu_si256((const __m256i *)(Xq + (size_t)(t0 + t) * cols + 32 * b));
                 ga[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32(q, x, bits)), _mm256_broadcast_ss(dx + (size_t)(t0 + t) * blocks + b), ga[t]);
             }
         }
-        __m256 s = _mm256_set1_ps(h2f(w->scales[(size_t)r * groups + g]));
+        __m256 s = _mm256_set1_ps(h2f(v.s[g * v.gstride]));
         for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(ga[t], s, acc[t]);
     }
-    size_t o = (size_t)r * groups;
     for (int t = 0; t < NT; t++)
-        Y[(size_t)(t0 + t) * ldy + r] = hsum_ps(acc[t]) + offset_term(w->offsets + o, w->scales + o, xsums + (size_t)(t0 + t) * groups, groups, bits == 8);
+        Y[(size_t)(t0 + t) * ldy + r] = hsum_ps(acc[t]) + offset_term(v.m, v.s, v.gstride, xsums + (size_t)(t0 + t) * groups, groups, bits == 8);
 }
 
 /// Rows are visited in panels small enough to stay in L1 while every token quad passes over them.
@@ -393,8 +534,8 @@ AVX2 void tsr_qgemm_i8_avx2(const tsr_qweights *w, int T, const int8_t *Xq, cons
 // ---- A16 GEMM: one row × NT tokens per weight load ------------------------------------------
 INLINE void gemm_f32_tile(const tsr_qweights *w, const float *X, const float *xsums, float *Y, int ldy, int r, int t0,
                           const int NT, const int bits) {
-    const int cols = w->cols, groups = cols / w->group, nb = w->group / 32, bb = tsr_q_block_bytes(bits);
-    const uint8_t *row = w->codes + (size_t)r * tsr_q_row_bytes(bits, cols);
+    const int cols = w->cols, groups = cols / w->group, nb = w->group / 32;
+    const q_rowview v = q_row(w, r);
     __m256 acc[4];
     for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
     for (int g = 0; g < groups; g++) {
@@ -402,7 +543,7 @@ INLINE void gemm_f32_tile(const tsr_qweights *w, const float *X, const float *xs
         for (int t = 0; t < NT; t++) d[t] = _mm256_setzero_ps();
         for (int b = g * nb; b < (g + 1) * nb; b++) {
             __m256 f[4];
-            to_float(unpack(row + (size_t)b * bb, bits), f);
+            to_float(unpack(v.p + (size_t)b * v.bstride, bits), f);
             for (int t = 0; t < NT; t++) {
                 const float *xb = X + (size_t)(t0 + t) * cols + b * 32;
                 __m256 a = _mm256_mul_ps(f[0], _mm256_loadu_ps(xb));
@@ -412,11 +553,11 @@ INLINE void gemm_f32_tile(const tsr_qweights *w, const float *X, const float *xs
                 d[t] = _mm256_add_ps(d[t], _mm256_add_ps(a, c));
             }
         }
-        __m256 s = _mm256_set1_ps(h2f(w->scales[(size_t)r * groups + g]));
+        __m256 s = _mm256_set1_ps(h2f(v.s[g * v.gstride]));
         for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(d[t], s, acc[t]);
     }
     for (int t = 0; t < NT; t++)
-        Y[(size_t)(t0 + t) * ldy + r] = hsum_ps(acc[t]) + offset_term(w->offsets + (size_t)r * groups, NULL, xsums + (size_t)(t0 + t) * groups, groups, 0);
+        Y[(size_t)(t0 + t) * ldy + r] = hsum_ps(acc[t]) + offset_term(v.m, NULL, v.gstride, xsums + (size_t)(t0 + t) * groups, groups, 0);
 }
 
 INLINE void gemm_f32_body(const tsr_qweights *w, int T, const float *X, const float *xsums, float *Y, int ldy,

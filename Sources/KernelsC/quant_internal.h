@@ -3,6 +3,46 @@
 #define TESSERA_QUANT_INTERNAL_H
 #include "KernelsC.h"
 
+/// Rows per panel of the codes/scales layout (KernelsQuant.h): 8, or 1 (plain rows) for B = 3.
+enum { TSR_Q_PANEL = 8 };
+static inline int q_panel_rows(int bits) { return bits == 3 ? 1 : TSR_Q_PANEL; }
+
+/// Rows in full panels (the rest, rows % R, is the plain-row tail).
+static inline int q_full_rows(const tsr_qweights *w) { return w->rows - w->rows % q_panel_rows(w->bits); }
+
+/// Where one row's data sits: block b of its codes at p + b·bstride, group g's scale and
+/// offset at s[g·gstride], m[g·gstride]. Every kernel that walks a single row reads it so.
+typedef struct {
+    const uint8_t *p;
+    size_t bstride;
+    const uint16_t *s, *m;
+    size_t gstride;
+} q_rowview;
+
+static inline q_rowview q_row(const tsr_qweights *w, int r) {
+    const int R = q_panel_rows(w->bits), groups = w->cols / w->group;
+    int bb;
+    switch (w->bits) { case 2: bb = 8; break; case 3: bb = 12; break; case 4: bb = 16; break; default: bb = 32; }
+    const size_t rb = (size_t)(w->cols / 32) * (size_t)bb;
+    q_rowview v;
+    if (r < q_full_rows(w)) {
+        int p0 = r - r % R, i = r % R;
+        v.p = w->codes + (size_t)p0 * rb + (size_t)i * bb;
+        v.bstride = (size_t)R * bb;
+        size_t o = (size_t)p0 * groups + i;
+        v.s = w->scales + o;
+        v.m = w->offsets + o;
+        v.gstride = (size_t)R;
+    } else {
+        v.p = w->codes + (size_t)r * rb;
+        v.bstride = (size_t)bb;
+        v.s = w->scales + (size_t)r * groups;
+        v.m = w->offsets + (size_t)r * groups;
+        v.gstride = 1;
+    }
+    return v;
+}
+
 #if defined(__x86_64__)
 /// dx, xq and bsums of tsr_quantize_act (the dispatcher adds the group sums).
 void tsr_quantize_blocks_avx2(const float *x, int n, int levels, int8_t *xq, float *dx, int32_t *bsums);

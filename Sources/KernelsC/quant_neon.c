@@ -101,19 +101,21 @@ INLINE void to_float(uint8x16x2_t q, float32x4_t f[8]) {
     to_float16(q.val[1], f + 4);
 }
 
-/// Σ_g m'_g · sums[g] with m' = m, or m + 128·s when fold128 (8-bit codes used as q − 128).
-INLINE float offset_term(const uint16_t *m, const uint16_t *s, const float *sums, int groups, const int fold128) {
+/// Σ_g m'_g · sums[g] with m' = m, or m + 128·s when fold128 (8-bit codes used as q − 128);
+/// group g's values at m[g·gs], s[g·gs].
+INLINE float offset_term(const uint16_t *m, const uint16_t *s, size_t gs, const float *sums, int groups, const int fold128) {
     float32x4_t a = vdupq_n_f32(0);
     int g = 0;
-    for (; g + 4 <= groups; g += 4) {
+    if (gs == 1)
+        for (; g + 4 <= groups; g += 4) {
         float32x4_t mv = load_h4(m + g);
         if (fold128) mv = vfmaq_f32(mv, load_h4(s + g), vdupq_n_f32(128.0f));
         a = vfmaq_f32(a, mv, vld1q_f32(sums + g));
     }
     float r = vaddvq_f32(a);
     for (; g < groups; g++) {
-        float mv = h2f(m[g]);
-        if (fold128) mv += 128.0f * h2f(s[g]);
+        float mv = h2f(m[g * gs]);
+        if (fold128) mv += 128.0f * h2f(s[g * gs]);
         r += mv * sums[g];
     }
     return r;
@@ -156,17 +158,16 @@ void tsr_quantize_blocks_neon(const float *x, int n, int levels, int8_t *xq, flo
 
 // ---- dequantization -------------------------------------------------------------------------
 INLINE void dequant_body(const tsr_qweights *w, float *dst, int rowBegin, int rowEnd, const int bits) {
-    const int groups = w->cols / w->group, nb = w->group / 32, bb = tsr_q_block_bytes(bits);
-    const size_t rb = tsr_q_row_bytes(bits, w->cols);
+    const int groups = w->cols / w->group, nb = w->group / 32;
     for (int r = rowBegin; r < rowEnd; r++) {
-        const uint8_t *row = w->codes + (size_t)r * rb;
+        const q_rowview v = q_row(w, r);
         float *out = dst + (size_t)(r - rowBegin) * w->cols;
         for (int g = 0; g < groups; g++) {
-            float32x4_t s = vdupq_n_f32(h2f(w->scales[(size_t)r * groups + g]));
-            float32x4_t m = vdupq_n_f32(h2f(w->offsets[(size_t)r * groups + g]));
+            float32x4_t s = vdupq_n_f32(h2f(v.s[g * v.gstride]));
+            float32x4_t m = vdupq_n_f32(h2f(v.m[g * v.gstride]));
             for (int b = g * nb; b < (g + 1) * nb; b++) {
                 float32x4_t f[8];
-                to_float(unpack(row + (size_t)b * bb, bits), f);
+                to_float(unpack(v.p + (size_t)b * v.bstride, bits), f);
                 for (int j = 0; j < 8; j++) vst1q_f32(out + b * 32 + 4 * j, vfmaq_f32(m, f[j], s));
             }
         }
@@ -182,11 +183,10 @@ void tsr_q_dequantize_neon(const tsr_qweights *w, float *dst, int rowBegin, int 
 // ---- A16 GEMV -------------------------------------------------------------------------------
 /// NR consecutive rows from r0 share every load of x; two accumulators per row and group.
 INLINE void gemv_f32_rows(const tsr_qweights *w, const float *x, const float *xsums, float *y, int r0, const int NR, const int bits) {
-    const int groups = w->cols / w->group, nb = w->group / 32, bb = tsr_q_block_bytes(bits);
-    const size_t rb = tsr_q_row_bytes(bits, w->cols);
-    const uint8_t *row[4];
+    const int groups = w->cols / w->group, nb = w->group / 32;
+    q_rowview row[4];
     float32x4_t acc[4];
-    for (int i = 0; i < NR; i++) { row[i] = w->codes + (size_t)(r0 + i) * rb; acc[i] = vdupq_n_f32(0); }
+    for (int i = 0; i < NR; i++) { row[i] = q_row(w, r0 + i); acc[i] = vdupq_n_f32(0); }
     for (int g = 0; g < groups; g++) {
         float32x4_t d0[4], d1[4];
         for (int i = 0; i < NR; i++) { d0[i] = vdupq_n_f32(0); d1[i] = vdupq_n_f32(0); }
@@ -196,7 +196,7 @@ INLINE void gemv_f32_rows(const tsr_qweights *w, const float *x, const float *xs
             for (int j = 0; j < 8; j++) xv[j] = vld1q_f32(xb + 4 * j);
             for (int i = 0; i < NR; i++) {
                 float32x4_t f[8];
-                to_float(unpack(row[i] + (size_t)b * bb, bits), f);
+                to_float(unpack(row[i].p + (size_t)b * row[i].bstride, bits), f);
                 for (int j = 0; j < 8; j += 2) {
                     d0[i] = vfmaq_f32(d0[i], f[j], xv[j]);
                     d1[i] = vfmaq_f32(d1[i], f[j + 1], xv[j + 1]);
@@ -204,10 +204,10 @@ INLINE void gemv_f32_rows(const tsr_qweights *w, const float *x, const float *xs
             }
         }
         for (int i = 0; i < NR; i++)
-            acc[i] = vfmaq_f32(acc[i], vaddq_f32(d0[i], d1[i]), vdupq_n_f32(h2f(w->scales[(size_t)(r0 + i) * groups + g])));
+            acc[i] = vfmaq_f32(acc[i], vaddq_f32(d0[i], d1[i]), vdupq_n_f32(h2f(row[i].s[g * row[i].gstride])));
     }
     for (int i = 0; i < NR; i++)
-        y[r0 + i] = vaddvq_f32(acc[i]) + offset_term(w->offsets + (size_t)(r0 + i) * groups, NULL, xsums, groups, 0);
+        y[r0 + i] = vaddvq_f32(acc[i]) + offset_term(row[i].m, NULL, row[i].gstride, xsums, groups, 0);
 }
 
 INLINE void gemv_f32_body(const tsr_qweights *w, const float *x, const float *xsums, float *y, int rowBegin, int rowEnd, const int bits) {
@@ -228,8 +228,8 @@ enum { PANEL_ROWS = 16 };
 
 INLINE void gemm_f32_tile(const tsr_qweights *w, const float *X, const float *xsums, float *Y, int ldy, int r, int t0,
                           const int NT, const int bits) {
-    const int cols = w->cols, groups = cols / w->group, nb = w->group / 32, bb = tsr_q_block_bytes(bits);
-    const uint8_t *row = w->codes + (size_t)r * tsr_q_row_bytes(bits, cols);
+    const int cols = w->cols, groups = cols / w->group, nb = w->group / 32;
+    const q_rowview v = q_row(w, r);
     float32x4_t acc[4];
     for (int t = 0; t < NT; t++) acc[t] = vdupq_n_f32(0);
     for (int g = 0; g < groups; g++) {
@@ -237,7 +237,7 @@ INLINE void gemm_f32_tile(const tsr_qweights *w, const float *X, const float *xs
         for (int t = 0; t < NT; t++) { d0[t] = vdupq_n_f32(0); d1[t] = vdupq_n_f32(0); }
         for (int b = g * nb; b < (g + 1) * nb; b++) {
             float32x4_t f[8];
-            to_float(unpack(row + (size_t)b * bb, bits), f);
+            to_float(unpack(v.p + (size_t)b * v.bstride, bits), f);
             for (int t = 0; t < NT; t++) {
                 const float *xb = X + (size_t)(t0 + t) * cols + b * 32;
                 for (int j = 0; j < 8; j += 2) {
@@ -246,12 +246,12 @@ INLINE void gemm_f32_tile(const tsr_qweights *w, const float *X, const float *xs
                 }
             }
         }
-        float32x4_t s = vdupq_n_f32(h2f(w->scales[(size_t)r * groups + g]));
+        float32x4_t s = vdupq_n_f32(h2f(v.s[g * v.gstride]));
         for (int t = 0; t < NT; t++) acc[t] = vfmaq_f32(acc[t], vaddq_f32(d0[t], d1[t]), s);
     }
     for (int t = 0; t < NT; t++)
         Y[(size_t)(t0 + t) * ldy + r] =
-            vaddvq_f32(acc[t]) + offset_term(w->offsets + (size_t)r * groups, NULL, xsums + (size_t)(t0 + t) * groups, groups, 0);
+            vaddvq_f32(acc[t]) + offset_term(v.m, NULL, v.gstride, xsums + (size_t)(t0 + t) * groups, groups, 0);
 }
 
 INLINE void gemm_f32_body(const tsr_qweights *w, int T, const float *X, const float *xsums, float *Y, int ldy,

@@ -1,5 +1,6 @@
 // Group-quantized weights: packing, scalar references, and run-time dispatch to the SIMD paths
-// (quant_avx2.c, quant_neon.c). The references read one code at a time through code_at() and follow the
+// (quant_avx2.c, quant_neon.c). The references read one code at a time through code_at() (rows located
+// by q_row(), quant_internal.h, in the panel layout) and follow the
 // formulas in KernelsQuant.h literally.
 #include "quant_internal.h"
 #include <math.h>
@@ -18,10 +19,34 @@ int tsr_q_block_bytes(int bits) {
 
 size_t tsr_q_row_bytes(int bits, int cols) { return (size_t)(cols / 32) * (size_t)tsr_q_block_bytes(bits); }
 
-/// Code k of a packed row.
-static inline int code_at(const uint8_t *row, int bits, int k) {
+int tsr_q_panel_rows(int bits) { return q_panel_rows(bits); }
+
+size_t tsr_q_group_index(int bits, int rows, int groups, int r, int g) {
+    int R = q_panel_rows(bits), full = rows - rows % R;
+    if (r < full) return (size_t)(r - r % R) * groups + (size_t)g * R + (size_t)(r % R);
+    return (size_t)r * groups + g;
+}
+
+void tsr_q_pack_groups(const uint16_t *src, int bits, int rows, int groups, uint16_t *dst) {
+    for (int r = 0; r < rows; r++)
+        for (int g = 0; g < groups; g++) dst[tsr_q_group_index(bits, rows, groups, r, g)] = src[(size_t)r * groups + g];
+}
+
+void tsr_q_unpack_groups(const uint16_t *src, int bits, int rows, int groups, uint16_t *dst) {
+    for (int r = 0; r < rows; r++)
+        for (int g = 0; g < groups; g++) dst[(size_t)r * groups + g] = src[tsr_q_group_index(bits, rows, groups, r, g)];
+}
+
+/// A view of a bare codes buffer (no scales) for the layout functions.
+static inline q_rowview codes_row(const uint8_t *codes, int bits, int rows, int cols, int r) {
+    tsr_qweights w = {codes, NULL, NULL, rows, cols, bits, 32};
+    return q_row(&w, r);
+}
+
+/// Code k of a row (the row's block b at v.p + b·v.bstride).
+static inline int code_at(q_rowview v, int bits, int k) {
     int j = k & 31;
-    const uint8_t *p = row + (size_t)(k >> 5) * tsr_q_block_bytes(bits);
+    const uint8_t *p = v.p + (size_t)(k >> 5) * v.bstride;
     switch (bits) {
     case 8: return p[j];
     case 4: return j < 16 ? (p[j] & 15) : (p[j - 16] >> 4);
@@ -31,28 +56,31 @@ static inline int code_at(const uint8_t *row, int bits, int k) {
     }
 }
 
-void tsr_q_pack(const uint8_t *q, int bits, int rows, int cols, uint8_t *dst) {
-    int bb = tsr_q_block_bytes(bits);
-    memset(dst, 0, (size_t)rows * tsr_q_row_bytes(bits, cols));
-    for (int r = 0; r < rows; r++) {
-        for (int k = 0; k < cols; k++) {
-            int v = q[(size_t)r * cols + k], j = k & 31;
-            uint8_t *p = dst + (size_t)r * tsr_q_row_bytes(bits, cols) + (size_t)(k >> 5) * bb;
-            switch (bits) {
-            case 8: p[j] = (uint8_t)v; break;
-            case 4: p[j & 15] |= (uint8_t)((v & 15) << (j < 16 ? 0 : 4)); break;
-            case 2: p[j & 7] |= (uint8_t)((v & 3) << (2 * (j >> 3))); break;
-            case 3:
-                p[j & 7] |= (uint8_t)((v & 3) << (2 * (j >> 3)));
-                p[8 + (j >> 3)] |= (uint8_t)(((v >> 2) & 1) << (j & 7));
-                break;
-            }
+/// Writes the cols codes q of one row into its blocks (which must be zero).
+static void pack_row(const uint8_t *q, int bits, int cols, q_rowview v) {
+    for (int k = 0; k < cols; k++) {
+        int val = q[k], j = k & 31;
+        uint8_t *p = (uint8_t *)v.p + (size_t)(k >> 5) * v.bstride;
+        switch (bits) {
+        case 8: p[j] = (uint8_t)val; break;
+        case 4: p[j & 15] |= (uint8_t)((val & 15) << (j < 16 ? 0 : 4)); break;
+        case 2: p[j & 7] |= (uint8_t)((val & 3) << (2 * (j >> 3))); break;
+        case 3:
+            p[j & 7] |= (uint8_t)((val & 3) << (2 * (j >> 3)));
+            p[8 + (j >> 3)] |= (uint8_t)(((val >> 2) & 1) << (j & 7));
+            break;
         }
     }
 }
 
-void tsr_q_unpack_row(const uint8_t *row, int bits, int cols, uint8_t *q) {
-    for (int k = 0; k < cols; k++) q[k] = (uint8_t)code_at(row, bits, k);
+void tsr_q_pack(const uint8_t *q, int bits, int rows, int cols, uint8_t *dst) {
+    memset(dst, 0, (size_t)rows * tsr_q_row_bytes(bits, cols));
+    for (int r = 0; r < rows; r++) pack_row(q + (size_t)r * cols, bits, cols, codes_row(dst, bits, rows, cols, r));
+}
+
+void tsr_q_unpack_row(const uint8_t *codes, int bits, int rows, int cols, int r, uint8_t *q) {
+    q_rowview v = codes_row(codes, bits, rows, cols, r);
+    for (int k = 0; k < cols; k++) q[k] = (uint8_t)code_at(v, bits, k);
 }
 
 static inline int canonical_code(const uint8_t *row, int bits, int k) {
@@ -63,41 +91,39 @@ static inline int canonical_code(const uint8_t *row, int bits, int k) {
 }
 
 void tsr_q_from_canonical(const uint8_t *src, int bits, int rows, int cols, uint8_t *dst) {
-    size_t crb = (size_t)cols * bits / 8, rb = tsr_q_row_bytes(bits, cols);
+    size_t crb = (size_t)cols * bits / 8;
     uint8_t *q = malloc((size_t)cols);
+    memset(dst, 0, (size_t)rows * tsr_q_row_bytes(bits, cols));
     for (int r = 0; r < rows; r++) {
         for (int k = 0; k < cols; k++) q[k] = (uint8_t)canonical_code(src + (size_t)r * crb, bits, k);
-        tsr_q_pack(q, bits, 1, cols, dst + (size_t)r * rb);
+        pack_row(q, bits, cols, codes_row(dst, bits, rows, cols, r));
     }
     free(q);
 }
 
 void tsr_q_to_canonical(const uint8_t *src, int bits, int rows, int cols, uint8_t *dst) {
-    size_t crb = (size_t)cols * bits / 8, rb = tsr_q_row_bytes(bits, cols);
+    size_t crb = (size_t)cols * bits / 8;
     memset(dst, 0, (size_t)rows * crb);
     for (int r = 0; r < rows; r++) {
         uint8_t *out = dst + (size_t)r * crb;
+        q_rowview v = codes_row(src, bits, rows, cols, r);
         for (int k = 0; k < cols; k++) {
             size_t bit = (size_t)k * bits;
-            int v = code_at(src + (size_t)r * rb, bits, k);
-            out[bit >> 3] |= (uint8_t)(v << (bit & 7));
-            if ((bit & 7) + bits > 8) out[(bit >> 3) + 1] |= (uint8_t)(v >> (8 - (bit & 7)));
+            int val = code_at(v, bits, k);
+            out[bit >> 3] |= (uint8_t)(val << (bit & 7));
+            if ((bit & 7) + bits > 8) out[(bit >> 3) + 1] |= (uint8_t)(val >> (8 - (bit & 7)));
         }
     }
-}
-
-static inline const uint8_t *row_codes(const tsr_qweights *w, int r) {
-    return w->codes + (size_t)r * tsr_q_row_bytes(w->bits, w->cols);
 }
 
 void tsr_q_dequantize_ref(const tsr_qweights *w, float *dst, int rowBegin, int rowEnd) {
     int groups = w->cols / w->group;
     for (int r = rowBegin; r < rowEnd; r++) {
-        const uint8_t *row = row_codes(w, r);
+        q_rowview row = q_row(w, r);
         float *out = dst + (size_t)(r - rowBegin) * w->cols;
         for (int g = 0; g < groups; g++) {
-            float s = tsr_f16_to_f32(w->scales[(size_t)r * groups + g]);
-            float m = tsr_f16_to_f32(w->offsets[(size_t)r * groups + g]);
+            float s = tsr_f16_to_f32(row.s[g * row.gstride]);
+            float m = tsr_f16_to_f32(row.m[g * row.gstride]);
             for (int i = g * w->group; i < (g + 1) * w->group; i++) out[i] = (float)code_at(row, w->bits, i) * s + m;
         }
     }
@@ -149,7 +175,7 @@ void tsr_qdot_i8_ref(const tsr_qweights *w, const int8_t *xq, const int32_t *bsu
     (void)bsums;
     int blocks = w->cols / 32;
     for (int r = rowBegin; r < rowEnd; r++) {
-        const uint8_t *row = row_codes(w, r);
+        q_rowview row = q_row(w, r);
         for (int b = 0; b < blocks; b++) {
             int32_t sum = 0;
             for (int i = 32 * b; i < 32 * b + 32; i++) sum += code_at(row, w->bits, i) * xq[i];
@@ -162,11 +188,11 @@ void tsr_qgemv_f32_ref(const tsr_qweights *w, const float *x, const float *xsums
     (void)xsums;
     int groups = w->cols / w->group;
     for (int r = rowBegin; r < rowEnd; r++) {
-        const uint8_t *row = row_codes(w, r);
+        q_rowview row = q_row(w, r);
         float sum = 0;
         for (int g = 0; g < groups; g++) {
-            float s = tsr_f16_to_f32(w->scales[(size_t)r * groups + g]);
-            float m = tsr_f16_to_f32(w->offsets[(size_t)r * groups + g]);
+            float s = tsr_f16_to_f32(row.s[g * row.gstride]);
+            float m = tsr_f16_to_f32(row.m[g * row.gstride]);
             for (int i = g * w->group; i < (g + 1) * w->group; i++) sum += ((float)code_at(row, w->bits, i) * s + m) * x[i];
         }
         y[r] = sum;
@@ -177,11 +203,11 @@ void tsr_qgemv_i8_ref(const tsr_qweights *w, const int8_t *xq, const float *dx, 
     (void)xsums;
     int groups = w->cols / w->group, nb = w->group / 32;
     for (int r = rowBegin; r < rowEnd; r++) {
-        const uint8_t *row = row_codes(w, r);
+        q_rowview row = q_row(w, r);
         float sum = 0;
         for (int g = 0; g < groups; g++) {
-            float s = tsr_f16_to_f32(w->scales[(size_t)r * groups + g]);
-            float m = tsr_f16_to_f32(w->offsets[(size_t)r * groups + g]);
+            float s = tsr_f16_to_f32(row.s[g * row.gstride]);
+            float m = tsr_f16_to_f32(row.m[g * row.gstride]);
             for (int b = g * nb; b < (g + 1) * nb; b++) {
                 int32_t dot = 0, xs = 0;
                 for (int i = 32 * b; i < 32 * b + 32; i++) { dot += code_at(row, w->bits, i) * xq[i]; xs += xq[i]; }

@@ -12,8 +12,9 @@ final class QuantKernelTests: XCTestCase {
     static let bitsList = [2, 3, 4, 8]
     /// (cols, group): one group, several groups of each size, row-wide groups (group 0).
     static let shapes = [(32, 32), (96, 32), (192, 64), (256, 128), (384, 128), (96, 0), (576, 64), (576, 0),
-                         (1536, 32), (1024, 64)]
-    static let rowCounts = [1, 3, 17, 33]
+                         (1536, 32), (1024, 64), (8256, 64)]
+    /// Fewer rows than one 8-row panel, whole panels, and panels with a tail.
+    static let rowCounts = [1, 3, 8, 17, 33]
     let u = 1.2e-7 // fp32 unit roundoff, rounded up
 
     struct Case {
@@ -109,8 +110,54 @@ final class QuantKernelTests: XCTestCase {
             }
             XCTAssertEqual(packed, expected, "bits \(bits)")
             var back = [UInt8](repeating: 0, count: cols)
-            tsr_q_unpack_row(packed, Int32(bits), Int32(cols), &back)
+            tsr_q_unpack_row(packed, Int32(bits), 1, Int32(cols), 0, &back)
             XCTAssertEqual(back, q)
+        }
+    }
+
+    /// The row panels of KernelsQuant.h, rebuilt here from the formulas: block b of row r of a
+    /// full panel at panelStart·rowBytes + (b·R + i)·blockBytes, tail rows plain; the scales and
+    /// offsets of a panel's rows side by side per group.
+    func testRowPanelsFollowTheDocumentedLayout() throws {
+        var rng = SplitMix64(seed: 14)
+        for bits in Self.bitsList {
+            for rows in [1, 7, 8, 19, 24] {
+                let cols = 96, groups = 3, R = Int(tsr_q_panel_rows(Int32(bits)))
+                XCTAssertEqual(R, bits == 3 ? 1 : 8)
+                let qmax = UInt64((1 << bits) - 1)
+                let q = (0..<rows * cols).map { _ in UInt8(rng.next() % (qmax + 1)) }
+                let bb = Int(tsr_q_block_bytes(Int32(bits))), rowBytes = cols / 32 * bb
+                var packed = [UInt8](repeating: 0, count: rows * rowBytes)
+                tsr_q_pack(q, Int32(bits), Int32(rows), Int32(cols), &packed)
+                let full = rows - rows % R
+                for r in 0..<rows {
+                    // The row alone, packed as a one-row matrix (the documented block format).
+                    var one = [UInt8](repeating: 0, count: rowBytes)
+                    tsr_q_pack(Array(q[r * cols..<(r + 1) * cols]), Int32(bits), 1, Int32(cols), &one)
+                    for b in 0..<cols / 32 {
+                        let at = r < full ? (r - r % R) * rowBytes + (b * R + r % R) * bb : r * rowBytes + b * bb
+                        XCTAssertEqual(Array(packed[at..<at + bb]), Array(one[b * bb..<(b + 1) * bb]), "B\(bits) rows \(rows) r\(r) b\(b)")
+                    }
+                    var back = [UInt8](repeating: 0, count: cols)
+                    tsr_q_unpack_row(packed, Int32(bits), Int32(rows), Int32(cols), Int32(r), &back)
+                    XCTAssertEqual(back, Array(q[r * cols..<(r + 1) * cols]))
+                    for g in 0..<groups {
+                        let at = r < full ? (r - r % R) * groups + g * R + r % R : r * groups + g
+                        XCTAssertEqual(Int(tsr_q_group_index(Int32(bits), Int32(rows), Int32(groups), Int32(r), Int32(g))), at)
+                    }
+                }
+                // pack_groups puts row-major values there, unpack_groups brings them back.
+                let values = (0..<rows * groups).map { UInt16($0) }
+                var panel = [UInt16](repeating: 0, count: values.count), back = panel
+                tsr_q_pack_groups(values, Int32(bits), Int32(rows), Int32(groups), &panel)
+                tsr_q_unpack_groups(panel, Int32(bits), Int32(rows), Int32(groups), &back)
+                XCTAssertEqual(back, values)
+                for r in 0..<rows {
+                    for g in 0..<groups {
+                        XCTAssertEqual(panel[Int(tsr_q_group_index(Int32(bits), Int32(rows), Int32(groups), Int32(r), Int32(g)))], values[r * groups + g])
+                    }
+                }
+            }
         }
     }
 
@@ -305,6 +352,19 @@ final class QuantKernelTests: XCTestCase {
                 c.w.withView { w in
                     tsr_qgemv_i8(w, a.xq, a.dx, a.xsums, fast.pointer, 0, Int32(rows))
                     tsr_qgemv_i8_ref(w, a.xq, a.dx, a.xsums, ref.pointer, 0, Int32(rows))
+                }
+                // Rows [1, rows): a panel cut by the range runs row by row; nothing else is written.
+                if rows > 1 {
+                    let part = FloatBuffer(count: rows)
+                    for i in 0..<rows { part[i] = 777 }
+                    c.w.withView { tsr_qgemv_i8($0, a.xq, a.dx, a.xsums, part.pointer, 1, Int32(rows)) }
+                    XCTAssertEqual(part[0], 777, "B\(bits) G\(group) \(rows)×\(cols): row 0 written")
+                    for r in 1..<rows {
+                        let (exact, bound) = a.xq.withUnsafeBufferPointer { xq in
+                            a.dx.withUnsafeBufferPointer { i8Exact(c, row: r, xq.baseAddress!, $0.baseAddress!) }
+                        }
+                        XCTAssertLessThanOrEqual(abs(Double(part[r]) - exact), bound, "simd rows 1..<\(rows) B\(bits) G\(group) ×\(cols) row \(r)")
+                    }
                 }
                 for r in 0..<rows {
                     let (exact, bound) = a.xq.withUnsafeBufferPointer { xq in

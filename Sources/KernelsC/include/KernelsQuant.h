@@ -5,17 +5,28 @@
 // [0, 2^B − 1] and one fp16 scale s and one fp16 offset m per (row, group).
 //   * cols % 32 == 0. Groups are G consecutive weights of a row; G % 32 == 0 and G divides cols
 //     (G = cols is a row-wide group).
-//   * codes: row r starts at codes + r·rowBytes, rowBytes = (cols / 32)·blockBytes(B); the row is
-//     a sequence of blocks of 32 consecutive weights q[0..31]:
+//   * codes: every row is a sequence of blocks of 32 consecutive weights q[0..31], each
+//     blockBytes(B) bytes in this format:
 //       B = 8: 32 bytes, byte j = q[j]
 //       B = 4: 16 bytes, byte j = q[j] | q[j+16] << 4                              (j < 16)
 //              (ggml's Q4_0/Q4_1 nibble order: their 16 code bytes copy unchanged)
 //       B = 2:  8 bytes, byte j = q[j] | q[j+8] << 2 | q[j+16] << 4 | q[j+24] << 6   (j < 8)
 //       B = 3: 12 bytes: bytes 0..7 = the B = 2 layout of (q & 3); bytes 8..11 = a little-endian
 //              uint32 whose bit j is bit 2 of q[j]
-//     blockBytes: B2 8, B3 12, B4 16, B8 32. The codes buffer starts 64-byte aligned; rows are
-//     not padded (rowBytes need not be a multiple of 64).
-//   * scales, offsets: two separate fp16 (IEEE binary16) arrays [rows, cols / G], row-major.
+//     blockBytes: B2 8, B3 12, B4 16, B8 32; rowBytes = (cols / 32)·blockBytes(B).
+//   * row panels: rows are grouped in panels of R = tsr_q_panel_rows(B) consecutive rows (R = 8
+//     for B = 2, 4, 8; R = 1, i.e. plain rows, for B = 3). Panel p (rows pR ..< pR + R) starts at
+//     codes + pR·rowBytes and holds, for each block b in turn, the R rows' block b one after the
+//     other: row pR + i's block b is at codes + pR·rowBytes + (b·R + i)·blockBytes. One
+//     activation block thus meets R rows' codes in one contiguous R·blockBytes run (the GEMV
+//     computes R rows per activation load, one row per SIMD lane). The last rows % R rows
+//     (the tail) are plain rows: row r's block b at codes + r·rowBytes + b·blockBytes; so a
+//     matrix of fewer than R rows is all tail. The codes buffer starts 64-byte aligned and has
+//     rows·rowBytes bytes.
+//   * scales, offsets: two separate fp16 (IEEE binary16) arrays of rows·(cols / G) values in the
+//     same panel order: for a row r in a full panel p, group g sits at pR·groups + g·R + (r − pR)
+//     (the R rows' values of one group side by side); a tail row's at r·groups + g.
+//     tsr_q_group_index() computes it. (For R = 1 both are plain row-major [rows, groups].)
 // Bits per weight = B + 32 / G (two fp16 per group).
 //
 // ==== Activations =============================================================================
@@ -53,12 +64,19 @@ typedef struct tsr_qweights {
 
 /// Bytes of one 32-weight block for `bits` (0 for an unsupported width).
 int tsr_q_block_bytes(int bits);
-/// Bytes of one packed row of `cols` weights.
+/// Bytes of one packed row of `cols` weights (a matrix's codes take rows·rowBytes bytes).
 size_t tsr_q_row_bytes(int bits, int cols);
-/// Packs rows×cols codes (one byte each, values < 2^bits) into the layout above.
+/// Rows per panel for `bits` (R above: 8 for B = 2, 4, 8; 1 for B = 3).
+int tsr_q_panel_rows(int bits);
+/// Index of (row r, group g) in the scales and offsets arrays of a rows × groups matrix.
+size_t tsr_q_group_index(int bits, int rows, int groups, int r, int g);
+/// Rearranges row-major [rows, groups] fp16 values into the panel order above, and back.
+void tsr_q_pack_groups(const uint16_t *src, int bits, int rows, int groups, uint16_t *dst);
+void tsr_q_unpack_groups(const uint16_t *src, int bits, int rows, int groups, uint16_t *dst);
+/// Packs rows×cols codes (one byte each, values < 2^bits) into the layout above (panels included).
 void tsr_q_pack(const uint8_t *q, int bits, int rows, int cols, uint8_t *dst);
-/// Unpacks one packed row back to one code per byte.
-void tsr_q_unpack_row(const uint8_t *row, int bits, int cols, uint8_t *q);
+/// Unpacks row r of packed codes (a rows × cols matrix) back to one code per byte.
+void tsr_q_unpack_row(const uint8_t *codes, int bits, int rows, int cols, int r, uint8_t *q);
 /// The load-time repack: rows×cols codes in the canonical file layout (each row cols·bits/8
 /// bytes, a little-endian bit stream: code k at bits k·bits ..< (k+1)·bits; Core's
 /// QuantizedTensor) into the layout above, and back. Files never hold the kernels' layout, so
