@@ -7,7 +7,7 @@ import KernelsC
 /// them: files and tools exchange `QuantizedTensor` (the canonical layout), which
 /// `init(_:)` repacks at load and `canonical` converts back. Scales and offsets hold
 /// rows·(cols / group) values in the kernels' row-panel order (`groupIndex(row:group:)`; plain
-/// row-major for 3-bit codes and for the last rows % panel rows). All buffers are 64-byte aligned.
+/// row-major for the last rows % panel rows). All buffers are 64-byte aligned.
 public final class PackedWeights: @unchecked Sendable {
     public let bits: Int
     /// Weights per group (== cols for row-wide groups).

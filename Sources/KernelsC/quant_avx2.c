@@ -61,8 +61,18 @@ INLINE __m256i unpack(const uint8_t *p, const int bits) {
     return _mm256_or_si256(v, _mm256_and_si256(h, _mm256_set1_epi8(4)));
 }
 
-/// The row's block stride, a constant for B = 3 (no panels: always the block size).
-INLINE size_t q_bstride(q_rowview v, const int bits) { return bits == 3 ? 12 : v.bstride; }
+/// Block b of a row (q_row): unpack(), except for a B = 3 panel row, whose bit 2 comes from the
+/// panel's high plane (byte j, bit q_hbit(hs, s) for q[8s + j]): one 64-bit shift per 8 codes.
+INLINE __m256i unpack_at(q_rowview v, int b, const int bits) {
+    const uint8_t *p = v.p + (size_t)b * v.bstride;
+    if (bits != 3 || v.hs < 0) return unpack(p, bits);
+    uint64_t hl;
+    memcpy(&hl, v.h + (size_t)b * v.bstride, 8);
+    __m256i h = _mm256_srlv_epi64(_mm256_set1_epi64x((long long)hl),
+                                  _mm256_add_epi64(_mm256_set1_epi64x(v.hs), _mm256_set_epi64x(5, 4, 1, 0)));
+    h = _mm256_and_si256(h, _mm256_set1_epi8(1));
+    return _mm256_or_si256(unpack(p, 2), _mm256_slli_epi64(h, 2));
+}
 
 INLINE __m256i mul16(__m256i q, __m256i x, const int bits) {
     if (bits == 8) {
@@ -86,17 +96,24 @@ INLINE void to_float(__m256i q, __m256 f[4]) {
     f[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
 }
 
+/// 8 fp16 values p[0], p[gs], …, p[7·gs] as one vector.
+INLINE __m128i load8_strided(const uint16_t *p, size_t gs) {
+    if (gs == 1) return _mm_loadu_si128((const __m128i *)p);
+    return _mm_setr_epi16((short)p[0], (short)p[gs], (short)p[2 * gs], (short)p[3 * gs], (short)p[4 * gs], (short)p[5 * gs],
+                          (short)p[6 * gs], (short)p[7 * gs]);
+}
+
 /// Σ_g m'_g · sums[g] with m' = m, or m + 128·s when fold128 (8-bit codes under the sign
-/// trick): the offset term of one row, whose group g values sit at m[g·gs], s[g·gs].
+/// trick): the offset term of one row, whose group g values sit at m[g·gs], s[g·gs]. The same
+/// operations for every gs (a panel row gives the bits of a plain row).
 INLINE float offset_term(const uint16_t *m, const uint16_t *s, size_t gs, const float *sums, int groups, const int fold128) {
     __m256 a = _mm256_setzero_ps();
     int g = 0;
-    if (gs == 1)
-        for (; g + 8 <= groups; g += 8) {
-            __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(m + g)));
-            if (fold128) mv = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + g))), _mm256_set1_ps(128.0f), mv);
-            a = _mm256_fmadd_ps(mv, _mm256_loadu_ps(sums + g), a);
-        }
+    for (; g + 8 <= groups; g += 8) {
+        __m256 mv = _mm256_cvtph_ps(load8_strided(m + g * gs, gs));
+        if (fold128) mv = _mm256_fmadd_ps(_mm256_cvtph_ps(load8_strided(s + g * gs, gs)), _mm256_set1_ps(128.0f), mv);
+        a = _mm256_fmadd_ps(mv, _mm256_loadu_ps(sums + g), a);
+    }
     float r = hsum_ps(a);
     for (; g < groups; g++) {
         float mv = h2f(m[g * gs]);
@@ -147,7 +164,7 @@ INLINE void dequant_body(const tsr_qweights *w, float *dst, int rowBegin, int ro
             __m256 m = _mm256_set1_ps(h2f(v.m[g * v.gstride]));
             for (int b = g * nb; b < (g + 1) * nb; b++) {
                 __m256 f[4];
-                to_float(unpack(v.p + (size_t)b * v.bstride, bits), f);
+                to_float(unpack_at(v, b, bits), f);
                 for (int j = 0; j < 4; j++) _mm256_storeu_ps(out + b * 32 + 8 * j, _mm256_fmadd_ps(f[j], s, m));
             }
         }
@@ -163,7 +180,7 @@ AVX2 void tsr_q_dequantize_avx2(const tsr_qweights *w, float *dst, int rowBegin,
 #undef CALL
 }
 
-// ---- row panels (B = 2, 4, 8): 8 rows per activation block, one row per lane ------------------
+// ---- row panels: 8 rows per activation block, one row per lane -------------------------------
 // A full panel keeps block b of its 8 rows in one run of 8·blockBytes bytes (KernelsQuant.h).
 // The activation block is loaded (broadcast) once for all 8 rows; each 32-byte code load holds
 // several rows, and the int16/int32 sums come out with one row per lane, so there is no
@@ -175,6 +192,12 @@ AVX2 void tsr_q_dequantize_avx2(const tsr_qweights *w, float *dst, int rowBegin,
 //          x[8s..8s+7] are broadcast to every 64-bit lane. Four maddubs summed in int16
 //          (≤ 4·2·3·127 = 3048), one hadd_epi16 of the two halves (≤ 6096), one madd → int32
 //          lanes in row order 0 1 4 5 | 2 3 6 7.
+//   B = 3: the B = 2 loads of the low bits plus one 32-byte load of the high plane (byte j of
+//          64-bit lane i: bits 2 3 6 7 for row i's code vectors 0 1 2 3, bits 0 1 4 5 for row
+//          i + 4's). Per half, `and 0x33` / `srli 2 + and 0x33` of the low bits or'ed with the
+//          plane moved to bits 2 and 6 (one shift and mask) give q[8s+j] | q[8s+16+j] << 4 for
+//          s = 0, 1; `and 7` / `srli 4 + and 7` split them into the four code vectors of B = 2.
+//          int16 sums ≤ 4·2·7·127 = 7112, after hadd ≤ 14224.
 //   B = 4: four loads (rows 2h, 2h+1 per 128-bit lane); `and 15` / `srli 4 + and 15` give
 //          q[0..15] / q[16..31] of each lane's row against x[0..15] / x[16..31] broadcast to
 //          both lanes. Two maddubs summed (≤ 7620), three hadd_epi16 levels (≤ 30480 < 2^15),
@@ -187,7 +210,7 @@ AVX2 void tsr_q_dequantize_avx2(const tsr_qweights *w, float *dst, int rowBegin,
 /// Row r of lane i of the panel block dot (see above), as permutevar8x32 indices that put the
 /// lanes into row order.
 INLINE __m256i panel_to_rows(const int bits) {
-    if (bits == 2) return _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    if (bits == 2 || bits == 3) return _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
     if (bits == 4) return _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
 }
@@ -207,6 +230,27 @@ INLINE __m256i panel_dot(const uint8_t *pb, const int8_t *xb, const int bits) {
             __m256i b = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 2), m3), x[1]);
             __m256i c = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m3), x[2]);
             __m256i d = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 6), m3), x[3]);
+            p[h] = _mm256_add_epi16(_mm256_add_epi16(a, b), _mm256_add_epi16(c, d));
+        }
+        return _mm256_madd_epi16(_mm256_hadd_epi16(p[0], p[1]), ones);
+    }
+    if (bits == 3) {
+        const __m256i m33 = _mm256_set1_epi8(0x33), m44 = _mm256_set1_epi8(0x44), m7 = _mm256_set1_epi8(7);
+        __m256i x[4];
+        for (int s = 0; s < 4; s++) x[s] = _mm256_set1_epi64x(*(const long long *)(const void *)(xb + 8 * s));
+        // The plane's bits moved to 2 and 6: code vectors 0 | 2 and 1 | 3 of rows 0-3 and of rows 4-7.
+        const __m256i hv = _mm256_loadu_si256((const __m256i *)(pb + 64));
+        const __m256i hA[2] = {_mm256_and_si256(hv, m44), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m44)};
+        const __m256i hB[2] = {_mm256_and_si256(_mm256_srli_epi16(hv, 1), m44), _mm256_and_si256(_mm256_slli_epi16(hv, 1), m44)};
+        __m256i p[2];
+        for (int h = 0; h < 2; h++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(pb + 32 * h));
+            __m256i A = _mm256_or_si256(_mm256_and_si256(v, m33), hA[h]);                         // q0 | q2 << 4
+            __m256i B = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 2), m33), hB[h]);   // q1 | q3 << 4
+            __m256i a = _mm256_maddubs_epi16(_mm256_and_si256(A, m7), x[0]);
+            __m256i b = _mm256_maddubs_epi16(_mm256_and_si256(B, m7), x[1]);
+            __m256i c = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(A, 4), m7), x[2]);
+            __m256i d = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(B, 4), m7), x[3]);
             p[h] = _mm256_add_epi16(_mm256_add_epi16(a, b), _mm256_add_epi16(c, d));
         }
         return _mm256_madd_epi16(_mm256_hadd_epi16(p[0], p[1]), ones);
@@ -275,14 +319,14 @@ INLINE void qdot_body(const tsr_qweights *w, const int8_t *xq, const int32_t *bs
     for (int r = rowBegin; r < rowEnd; r++) {
         const q_rowview v = q_row(w, r);
         for (int b = 0; b < blocks; b++) {
-            __m256i d = dot32(unpack(v.p + (size_t)b * v.bstride, bits), _mm256_loadu_si256((const __m256i *)(xq + 32 * b)), bits);
+            __m256i d = dot32(unpack_at(v, b, bits), _mm256_loadu_si256((const __m256i *)(xq + 32 * b)), bits);
             out[(size_t)(r - rowBegin) * blocks + b] = hsum_epi32(d) + (bits == 8 ? 128 * bsums[b] : 0);
         }
     }
 }
 
 /// Rows [rowBegin, rowEnd): whole panels through `panel`, every other row (tail rows, rows of a
-/// panel cut by the range, B = 3) through `rows`.
+/// panel cut by the range) through `rows`.
 #define FOR_PANELS(w, rowBegin, rowEnd, panel, rows)                                                \
     do {                                                                                           \
         const int full_ = q_full_rows(w), R_ = q_panel_rows((w)->bits);                            \
@@ -309,7 +353,7 @@ AVX2 void tsr_qdot_i8_avx2(const tsr_qweights *w, const int8_t *xq, const int32_
     case 8: FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS); break;
 #undef B
 #define B 3
-    case 3: ROWS(rowBegin, rowEnd); break;
+    case 3: FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS); break;
 #undef B
 #undef PANEL
 #undef ROWS
@@ -333,7 +377,7 @@ INLINE void gemv_i8_rows(const tsr_qweights *w, const int8_t *xq, const float *d
             __m256i x = _mm256_loadu_si256((const __m256i *)(xq + 32 * b));
             __m256 d = _mm256_broadcast_ss(dx + b);
             for (int i = 0; i < NR; i++)
-                ga[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32(unpack(row[i].p + (size_t)b * q_bstride(row[i], bits), bits), x, bits)), d, ga[i]);
+                ga[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32(unpack_at(row[i], b, bits), x, bits)), d, ga[i]);
         }
         for (int i = 0; i < NR; i++) acc[i] = _mm256_fmadd_ps(ga[i], _mm256_set1_ps(h2f(row[i].s[g * row[i].gstride])), acc[i]);
     }
@@ -351,7 +395,6 @@ INLINE void gemv_i8_plain(const tsr_qweights *w, const int8_t *xq, const float *
 
 INLINE void gemv_i8_nb(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin, int rowEnd,
                        const int bits, const int NB) {
-    if (bits == 3) { gemv_i8_plain(w, xq, dx, xsums, y, rowBegin, rowEnd, bits, NB); return; }
 #define PANEL(r) gemv_i8_panel(w, xq, dx, xsums, y, r, bits, NB)
 #define ROWS(a, e) gemv_i8_plain(w, xq, dx, xsums, y, a, e, bits, NB)
     FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS);
@@ -389,7 +432,7 @@ INLINE void gemv_f32_rows(const tsr_qweights *w, const float *x, const float *xs
             __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8), x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
             for (int i = 0; i < NR; i++) {
                 __m256 f[4];
-                to_float(unpack(row[i].p + (size_t)b * q_bstride(row[i], bits), bits), f);
+                to_float(unpack_at(row[i], b, bits), f);
                 d0[i] = _mm256_fmadd_ps(f[0], x0, d0[i]);
                 d1[i] = _mm256_fmadd_ps(f[1], x1, d1[i]);
                 d0[i] = _mm256_fmadd_ps(f[2], x2, d0[i]);
@@ -496,7 +539,7 @@ INLINE void gemm_i8_tile(const tsr_qweights *w, const int8_t *Xq, const float *d
         __m256 ga[4];
         for (int t = 0; t < NT; t++) ga[t] = _mm256_setzero_ps();
         for (int b = g * nb; b < (g + 1) * nb; b++) {
-            __m256i q = unpack(v.p + (size_t)b * v.bstride, bits);
+            __m256i q = unpack_at(v, b, bits);
             for (int t = 0; t < NT; t++) {
                 __m256i x = _mm256_loadu_si256((const __m256i *)(Xq + (size_t)(t0 + t) * cols + 32 * b));
                 ga[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32(q, x, bits)), _mm256_broadcast_ss(dx + (size_t)(t0 + t) * blocks + b), ga[t]);
@@ -543,7 +586,7 @@ INLINE void gemm_f32_tile(const tsr_qweights *w, const float *X, const float *xs
         for (int t = 0; t < NT; t++) d[t] = _mm256_setzero_ps();
         for (int b = g * nb; b < (g + 1) * nb; b++) {
             __m256 f[4];
-            to_float(unpack(v.p + (size_t)b * v.bstride, bits), f);
+            to_float(unpack_at(v, b, bits), f);
             for (int t = 0; t < NT; t++) {
                 const float *xb = X + (size_t)(t0 + t) * cols + b * 32;
                 __m256 a = _mm256_mul_ps(f[0], _mm256_loadu_ps(xb));

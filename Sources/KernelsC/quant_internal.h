@@ -3,18 +3,28 @@
 #define TESSERA_QUANT_INTERNAL_H
 #include "KernelsC.h"
 
-/// Rows per panel of the codes/scales layout (KernelsQuant.h): 8, or 1 (plain rows) for B = 3.
+/// Rows per panel of the codes/scales layout (KernelsQuant.h): 8 for every width.
 enum { TSR_Q_PANEL = 8 };
-static inline int q_panel_rows(int bits) { return bits == 3 ? 1 : TSR_Q_PANEL; }
+static inline int q_panel_rows(int bits) { (void)bits; return TSR_Q_PANEL; }
+
+/// The bit of a B = 3 panel plane byte holding code vector s (0..3) of a row with base hs
+/// (q_rowview): hs + 0, 1, 4, 5, i.e. bits 2 3 6 7 for rows 0-3 of the panel, 0 1 4 5 for 4-7.
+static inline int q_hbit(int hs, int s) { return hs + (s & 1) + 4 * (s >> 1); }
 
 /// Rows in full panels (the rest, rows % R, is the plain-row tail).
 static inline int q_full_rows(const tsr_qweights *w) { return w->rows - w->rows % q_panel_rows(w->bits); }
 
 /// Where one row's data sits: block b of its codes at p + b·bstride, group g's scale and
 /// offset at s[g·gstride], m[g·gstride]. Every kernel that walks a single row reads it so.
+/// B = 3: p + b·bstride holds the 8 bytes of the low two bits (the B = 2 block); bit 2 of the
+/// codes sits at h + b·bstride: hs < 0 (a plain row) the uint32 whose bit k is bit 2 of q[k];
+/// hs = 2 or 0 (a panel row, rows 0-3 or 4-7 of its panel) 8 bytes, bit q_hbit(hs, s) of byte j
+/// is bit 2 of q[8s + j] (s < 4).
 typedef struct {
     const uint8_t *p;
     size_t bstride;
+    const uint8_t *h;
+    int hs;
     const uint16_t *s, *m;
     size_t gstride;
 } q_rowview;
@@ -27,7 +37,15 @@ static inline q_rowview q_row(const tsr_qweights *w, int r) {
     q_rowview v;
     if (r < q_full_rows(w)) {
         int p0 = r - r % R, i = r % R;
-        v.p = w->codes + (size_t)p0 * rb + (size_t)i * bb;
+        if (w->bits == 3) { // panel block: the 8 rows' low-bit blocks (8 bytes each), then the 32-byte high plane
+            v.p = w->codes + (size_t)p0 * rb + (size_t)i * 8;
+            v.h = w->codes + (size_t)p0 * rb + 64 + (size_t)(i % 4) * 8;
+            v.hs = 2 * (1 - i / 4);
+        } else {
+            v.p = w->codes + (size_t)p0 * rb + (size_t)i * bb;
+            v.h = NULL;
+            v.hs = -1;
+        }
         v.bstride = (size_t)R * bb;
         size_t o = (size_t)p0 * groups + i;
         v.s = w->scales + o;
@@ -35,6 +53,8 @@ static inline q_rowview q_row(const tsr_qweights *w, int r) {
         v.gstride = (size_t)R;
     } else {
         v.p = w->codes + (size_t)r * rb;
+        v.h = v.p + 8;
+        v.hs = -1;
         v.bstride = (size_t)bb;
         v.s = w->scales + (size_t)r * groups;
         v.m = w->offsets + (size_t)r * groups;

@@ -10,7 +10,9 @@
 //   unpack(p, bits)   32 codes of one block → two uint8x16_t (q[0..15], q[16..31]). One shift
 //                     and one mask make 16 codes: B4 `b & 15` / `b >> 4`; B2 a per-lane shift
 //                     (0/−2 and −4/−6 on the 8 code bytes duplicated) then `& 3`; B3 adds bit 2
-//                     from the bit plane with a byte table lookup and a bit test.
+//                     from the bit plane with a byte table lookup and a bit test (a plain row),
+//                     or with a per-lane shift and a mask of the panel's high plane
+//                     (unpack3_panel; unpack_at picks the form from the row view).
 //   signed codes      the dot instructions are int8 × int8: codes ≤ 15 are already valid int8;
 //                     8-bit codes are used as q − 128 (xor 0x80) and the missing 128·Σx comes
 //                     back from the activation sums (folded into the offset: m + 128·s), as in
@@ -73,9 +75,27 @@ INLINE uint8x16x2_t unpack(const uint8_t *p, const int bits) {
     return q;
 }
 
-/// The codes of one block as int8 for the dot instructions (q − 128 for B = 8).
-INLINE int8x16x2_t signed_codes(const uint8_t *p, const int bits) {
-    uint8x16x2_t u = unpack(p, bits);
+static const int8_t kPanelHi[16] = {0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1}; // code vectors 0, 1 (2, 3: − 4)
+
+/// A B = 3 block of a panel row: the low bits at p (a B = 2 block), bit 2 of q[8s + j] at bit
+/// q_hbit(hs, s) of h[j] (the panel's high plane, KernelsQuant.h): one shift and one mask per 16 codes.
+INLINE uint8x16x2_t unpack3_panel(const uint8_t *p, const uint8_t *h, int hs) {
+    uint8x16x2_t q = unpack(p, 2);
+    uint8x8_t hb = vld1_u8(h);
+    uint8x16_t d = vcombine_u8(hb, hb), one = vdupq_n_u8(1);
+    int8x16_t sh = vsubq_s8(vld1q_s8(kPanelHi), vdupq_n_s8((int8_t)hs));
+    q.val[0] = vorrq_u8(q.val[0], vshlq_n_u8(vandq_u8(vshlq_u8(d, sh), one), 2));
+    q.val[1] = vorrq_u8(q.val[1], vshlq_n_u8(vandq_u8(vshlq_u8(d, vsubq_s8(sh, vdupq_n_s8(4))), one), 2));
+    return q;
+}
+
+/// Block b of a row (q_row): unpack(), or unpack3_panel for a B = 3 panel row.
+INLINE uint8x16x2_t unpack_at(q_rowview v, int b, const int bits) {
+    if (bits == 3 && v.hs >= 0) return unpack3_panel(v.p + (size_t)b * v.bstride, v.h + (size_t)b * v.bstride, v.hs);
+    return unpack(v.p + (size_t)b * v.bstride, bits);
+}
+
+INLINE int8x16x2_t to_signed(uint8x16x2_t u, const int bits) {
     if (bits == 8) {
         u.val[0] = veorq_u8(u.val[0], vdupq_n_u8(0x80));
         u.val[1] = veorq_u8(u.val[1], vdupq_n_u8(0x80));
@@ -85,6 +105,10 @@ INLINE int8x16x2_t signed_codes(const uint8_t *p, const int bits) {
     s.val[1] = vreinterpretq_s8_u8(u.val[1]);
     return s;
 }
+
+/// The codes of one block as int8 for the dot instructions (q − 128 for B = 8).
+INLINE int8x16x2_t signed_codes(const uint8_t *p, const int bits) { return to_signed(unpack(p, bits), bits); }
+INLINE int8x16x2_t signed_codes_at(q_rowview v, int b, const int bits) { return to_signed(unpack_at(v, b, bits), bits); }
 
 /// The 4 fp32 vectors of 16 unpacked codes.
 INLINE void to_float16(uint8x16_t q, float32x4_t f[4]) {
@@ -102,14 +126,20 @@ INLINE void to_float(uint8x16x2_t q, float32x4_t f[8]) {
 }
 
 /// Σ_g m'_g · sums[g] with m' = m, or m + 128·s when fold128 (8-bit codes used as q − 128);
-/// group g's values at m[g·gs], s[g·gs].
+/// group g's values at m[g·gs], s[g·gs]. The same operations for every gs (a panel row gives the
+/// bits of a plain row).
+INLINE float32x4_t load_h4_strided(const uint16_t *p, size_t gs) {
+    if (gs == 1) return load_h4(p);
+    const uint16_t v[4] = {p[0], p[gs], p[2 * gs], p[3 * gs]};
+    return load_h4(v);
+}
+
 INLINE float offset_term(const uint16_t *m, const uint16_t *s, size_t gs, const float *sums, int groups, const int fold128) {
     float32x4_t a = vdupq_n_f32(0);
     int g = 0;
-    if (gs == 1)
-        for (; g + 4 <= groups; g += 4) {
-        float32x4_t mv = load_h4(m + g);
-        if (fold128) mv = vfmaq_f32(mv, load_h4(s + g), vdupq_n_f32(128.0f));
+    for (; g + 4 <= groups; g += 4) {
+        float32x4_t mv = load_h4_strided(m + g * gs, gs);
+        if (fold128) mv = vfmaq_f32(mv, load_h4_strided(s + g * gs, gs), vdupq_n_f32(128.0f));
         a = vfmaq_f32(a, mv, vld1q_f32(sums + g));
     }
     float r = vaddvq_f32(a);
@@ -167,7 +197,7 @@ INLINE void dequant_body(const tsr_qweights *w, float *dst, int rowBegin, int ro
             float32x4_t m = vdupq_n_f32(h2f(v.m[g * v.gstride]));
             for (int b = g * nb; b < (g + 1) * nb; b++) {
                 float32x4_t f[8];
-                to_float(unpack(v.p + (size_t)b * v.bstride, bits), f);
+                to_float(unpack_at(v, b, bits), f);
                 for (int j = 0; j < 8; j++) vst1q_f32(out + b * 32 + 4 * j, vfmaq_f32(m, f[j], s));
             }
         }
@@ -196,7 +226,7 @@ INLINE void gemv_f32_rows(const tsr_qweights *w, const float *x, const float *xs
             for (int j = 0; j < 8; j++) xv[j] = vld1q_f32(xb + 4 * j);
             for (int i = 0; i < NR; i++) {
                 float32x4_t f[8];
-                to_float(unpack(row[i].p + (size_t)b * row[i].bstride, bits), f);
+                to_float(unpack_at(row[i], b, bits), f);
                 for (int j = 0; j < 8; j += 2) {
                     d0[i] = vfmaq_f32(d0[i], f[j], xv[j]);
                     d1[i] = vfmaq_f32(d1[i], f[j + 1], xv[j + 1]);
@@ -237,7 +267,7 @@ INLINE void gemm_f32_tile(const tsr_qweights *w, const float *X, const float *xs
         for (int t = 0; t < NT; t++) { d0[t] = vdupq_n_f32(0); d1[t] = vdupq_n_f32(0); }
         for (int b = g * nb; b < (g + 1) * nb; b++) {
             float32x4_t f[8];
-            to_float(unpack(v.p + (size_t)b * v.bstride, bits), f);
+            to_float(unpack_at(v, b, bits), f);
             for (int t = 0; t < NT; t++) {
                 const float *xb = X + (size_t)(t0 + t) * cols + b * 32;
                 for (int j = 0; j < 8; j += 2) {

@@ -11,11 +11,12 @@
 #define I8_NAME(n) I8_CAT(n, I8_SUFFIX)
 #define I8_INLINE static inline __attribute__((always_inline)) I8_ATTR
 
-// ---- row panels (B = 2, 4, 8) -----------------------------------------------------------------
+// ---- row panels ------------------------------------------------------------------------------
 // A full panel (KernelsQuant.h) keeps block b of its 8 rows in one run; the activation block is
 // loaded once for the 8 rows, each row's block dot (I8_DOT, 4 exact int32 lanes) is folded with
 // pairwise adds into two int32x4 whose lane i is row i (rows 0-3, 4-7): no per-row horizontal
-// sum to a scalar; dx_b, the 8 rows' scales and offsets are applied with vector FMAs.
+// sum to a scalar; dx_b, the 8 rows' scales and offsets are applied with vector FMAs. B = 3 rows
+// take their low bits from the run's first 64 bytes and bit 2 from its 32-byte high plane.
 
 #ifndef TSR_NEON_FOR_PANELS
 #define TSR_NEON_FOR_PANELS
@@ -38,7 +39,10 @@ I8_INLINE void I8_NAME(panel_dot)(const uint8_t *pb, const int8_t *xb, const int
     const int bb = tsr_q_block_bytes(bits);
     const int8x16_t x0 = vld1q_s8(xb), x1 = vld1q_s8(xb + 16);
     int32x4_t d[8];
-    for (int i = 0; i < 8; i++) d[i] = I8_DOT(signed_codes(pb + (size_t)i * bb, bits), x0, x1);
+    if (bits == 3) // low bits of row i at pb + 8i, its high bits in the 32-byte plane at pb + 64
+        for (int i = 0; i < 8; i++) d[i] = I8_DOT(to_signed(unpack3_panel(pb + 8 * i, pb + 64 + 8 * (i % 4), 2 * (1 - i / 4)), 3), x0, x1);
+    else
+        for (int i = 0; i < 8; i++) d[i] = I8_DOT(signed_codes(pb + (size_t)i * bb, bits), x0, x1);
     *lo = vpaddq_s32(vpaddq_s32(d[0], d[1]), vpaddq_s32(d[2], d[3]));
     *hi = vpaddq_s32(vpaddq_s32(d[4], d[5]), vpaddq_s32(d[6], d[7]));
 }
@@ -89,7 +93,7 @@ I8_INLINE void I8_NAME(qdot_body)(const tsr_qweights *w, const int8_t *xq, const
     for (int r = rowBegin; r < rowEnd; r++) {
         const q_rowview v = q_row(w, r);
         for (int b = 0; b < blocks; b++) {
-            int32x4_t d = I8_DOT(signed_codes(v.p + (size_t)b * v.bstride, bits), vld1q_s8(xq + 32 * b), vld1q_s8(xq + 32 * b + 16));
+            int32x4_t d = I8_DOT(signed_codes_at(v, b, bits), vld1q_s8(xq + 32 * b), vld1q_s8(xq + 32 * b + 16));
             out[(size_t)(r - rowBegin) * blocks + b] = vaddvq_s32(d) + (bits == 8 ? 128 * bsums[b] : 0);
         }
     }
@@ -109,7 +113,7 @@ I8_ATTR void I8_NAME(tsr_qdot_i8)(const tsr_qweights *w, const int8_t *xq, const
     if (bits == 8) FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS);
 #undef B
 #define B 3
-    if (bits == 3) ROWS(rowBegin, rowEnd);
+    if (bits == 3) FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS);
 #undef B
 #undef PANEL
 #undef ROWS
@@ -131,7 +135,7 @@ I8_INLINE void I8_NAME(gemv_i8_rows)(const tsr_qweights *w, const int8_t *xq, co
             int8x16_t x0 = vld1q_s8(xq + 32 * b), x1 = vld1q_s8(xq + 32 * b + 16);
             float32x4_t d = vdupq_n_f32(dx[b]);
             for (int i = 0; i < NR; i++)
-                ga[i] = vfmaq_f32(ga[i], vcvtq_f32_s32(I8_DOT(signed_codes(row[i].p + (size_t)b * row[i].bstride, bits), x0, x1)), d);
+                ga[i] = vfmaq_f32(ga[i], vcvtq_f32_s32(I8_DOT(signed_codes_at(row[i], b, bits), x0, x1)), d);
         }
         for (int i = 0; i < NR; i++) acc[i] = vfmaq_f32(acc[i], ga[i], vdupq_n_f32(h2f(row[i].s[g * row[i].gstride])));
     }
@@ -148,7 +152,6 @@ I8_INLINE void I8_NAME(gemv_i8_plain)(const tsr_qweights *w, const int8_t *xq, c
 
 I8_INLINE void I8_NAME(gemv_i8_nb)(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin,
                                    int rowEnd, const int bits, const int NB) {
-    if (bits == 3) { I8_NAME(gemv_i8_plain)(w, xq, dx, xsums, y, rowBegin, rowEnd, bits, NB); return; }
 #define PANEL(r) I8_NAME(gemv_i8_panel)(w, xq, dx, xsums, y, r, bits, NB)
 #define ROWS(a, e) I8_NAME(gemv_i8_plain)(w, xq, dx, xsums, y, a, e, bits, NB)
     FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS);
@@ -184,7 +187,7 @@ I8_INLINE void I8_NAME(gemm_i8_tile)(const tsr_qweights *w, const int8_t *Xq, co
         float32x4_t ga[4];
         for (int t = 0; t < NT; t++) ga[t] = vdupq_n_f32(0);
         for (int b = g * nb; b < (g + 1) * nb; b++) {
-            int8x16x2_t q = signed_codes(v.p + (size_t)b * v.bstride, bits);
+            int8x16x2_t q = signed_codes_at(v, b, bits);
             for (int t = 0; t < NT; t++) {
                 const int8_t *xb = Xq + (size_t)(t0 + t) * cols + 32 * b;
                 int32x4_t d = I8_DOT(q, vld1q_s8(xb), vld1q_s8(xb + 16));

@@ -51,7 +51,11 @@ static inline int code_at(q_rowview v, int bits, int k) {
     case 8: return p[j];
     case 4: return j < 16 ? (p[j] & 15) : (p[j - 16] >> 4);
     case 2: return (p[j & 7] >> (2 * (j >> 3))) & 3;
-    case 3: return ((p[j & 7] >> (2 * (j >> 3))) & 3) | (((p[8 + (j >> 3)] >> (j & 7)) & 1) << 2);
+    case 3: {
+        const uint8_t *h = v.h + (size_t)(k >> 5) * v.bstride;
+        int hi = v.hs < 0 ? (h[j >> 3] >> (j & 7)) & 1 : (h[j & 7] >> q_hbit(v.hs, j >> 3)) & 1;
+        return ((p[j & 7] >> (2 * (j >> 3))) & 3) | (hi << 2);
+    }
     default: return 0;
     }
 }
@@ -65,10 +69,13 @@ static void pack_row(const uint8_t *q, int bits, int cols, q_rowview v) {
         case 8: p[j] = (uint8_t)val; break;
         case 4: p[j & 15] |= (uint8_t)((val & 15) << (j < 16 ? 0 : 4)); break;
         case 2: p[j & 7] |= (uint8_t)((val & 3) << (2 * (j >> 3))); break;
-        case 3:
+        case 3: {
+            uint8_t *h = (uint8_t *)v.h + (size_t)(k >> 5) * v.bstride;
             p[j & 7] |= (uint8_t)((val & 3) << (2 * (j >> 3)));
-            p[8 + (j >> 3)] |= (uint8_t)(((val >> 2) & 1) << (j & 7));
+            if (v.hs < 0) h[j >> 3] |= (uint8_t)(((val >> 2) & 1) << (j & 7));
+            else h[j & 7] |= (uint8_t)(((val >> 2) & 1) << q_hbit(v.hs, j >> 3));
             break;
+        }
         }
     }
 }

@@ -116,14 +116,16 @@ final class QuantKernelTests: XCTestCase {
     }
 
     /// The row panels of KernelsQuant.h, rebuilt here from the formulas: block b of row r of a
-    /// full panel at panelStart·rowBytes + (b·R + i)·blockBytes, tail rows plain; the scales and
-    /// offsets of a panel's rows side by side per group.
+    /// full panel at panelStart·rowBytes + (b·R + i)·blockBytes (B = 3: the low-bit bytes at
+    /// panelStart·rowBytes + b·96 + 8i, bit 2 of q[8s + j] at bit (s & 1) + 4·(s / 2) + (2 if
+    /// i < 4) of byte 64 + 8·(i % 4) + j of the block's run), tail rows plain; the scales and offsets of a
+    /// panel's rows side by side per group.
     func testRowPanelsFollowTheDocumentedLayout() throws {
         var rng = SplitMix64(seed: 14)
         for bits in Self.bitsList {
             for rows in [1, 7, 8, 19, 24] {
                 let cols = 96, groups = 3, R = Int(tsr_q_panel_rows(Int32(bits)))
-                XCTAssertEqual(R, bits == 3 ? 1 : 8)
+                XCTAssertEqual(R, 8)
                 let qmax = UInt64((1 << bits) - 1)
                 let q = (0..<rows * cols).map { _ in UInt8(rng.next() % (qmax + 1)) }
                 let bb = Int(tsr_q_block_bytes(Int32(bits))), rowBytes = cols / 32 * bb
@@ -135,6 +137,18 @@ final class QuantKernelTests: XCTestCase {
                     var one = [UInt8](repeating: 0, count: rowBytes)
                     tsr_q_pack(Array(q[r * cols..<(r + 1) * cols]), Int32(bits), 1, Int32(cols), &one)
                     for b in 0..<cols / 32 {
+                        if bits == 3 && r < full {
+                            let run = (r - r % R) * rowBytes + b * R * bb, i = r % R
+                            XCTAssertEqual(Array(packed[run + 8 * i..<run + 8 * i + 8]), Array(one[b * bb..<b * bb + 8]),
+                                           "B3 low bits rows \(rows) r\(r) b\(b)")
+                            for j in 0..<8 {
+                                for s in 0..<4 {
+                                    let bit = (packed[run + 64 + 8 * (i % 4) + j] >> UInt8((s & 1) + 4 * (s / 2) + (i < 4 ? 2 : 0))) & 1
+                                    XCTAssertEqual(bit, (q[r * cols + 32 * b + 8 * s + j] >> 2) & 1, "B3 high plane rows \(rows) r\(r) b\(b) j\(j) s\(s)")
+                                }
+                            }
+                            continue
+                        }
                         let at = r < full ? (r - r % R) * rowBytes + (b * R + r % R) * bb : r * rowBytes + b * bb
                         XCTAssertEqual(Array(packed[at..<at + bb]), Array(one[b * bb..<(b + 1) * bb]), "B\(bits) rows \(rows) r\(r) b\(b)")
                     }

@@ -438,6 +438,33 @@ static void check_i8(const wcase *c, int levels, const char *where0) {
 }
 
 // ---- fp32 / fp16 helpers ----------------------------------------------------------------------
+/// The B = 3 panel layout of KernelsQuant.h rebuilt from its formulas (the NEON panel kernels
+/// read the low-bit run and the high-bit plane directly): 13 rows = one panel and a 5-row tail.
+static void check_layout3(void) {
+    stat_t *s = stat_for("q_pack B3 panels", "layout", 1);
+    enum { ROWS = 13, COLS = 96 };
+    uint8_t q[ROWS * COLS], codes[ROWS * COLS * 3 / 8];
+    for (int i = 0; i < ROWS * COLS; i++) q[i] = (uint8_t)(((uint32_t)i * 2654435761u) >> 17 & 7);
+    tsr_q_pack(q, 3, ROWS, COLS, codes);
+    const size_t rb = tsr_q_row_bytes(3, COLS);
+    s->calls++;
+    for (int r = 0; r < ROWS; r++)
+        for (int k = 0; k < COLS; k++) {
+            int b = k / 32, j = k % 8, sv = k % 32 / 8, lo, hi;
+            if (r < 8) { // panel: run of 96 bytes per block, low bits of row r at 8r, the plane at 64
+                const uint8_t *run = codes + (size_t)b * 96;
+                lo = run[8 * r + j] >> (2 * sv) & 3;
+                hi = run[64 + 8 * (r % 4) + j] >> ((sv & 1) + 4 * (sv / 2) + (r < 4 ? 2 : 0)) & 1;
+            } else { // tail: the 12-byte block, bit k % 32 of the uint32 at byte 8
+                const uint8_t *blk = codes + (size_t)r * rb + (size_t)b * 12;
+                lo = blk[j] >> (2 * sv) & 3;
+                hi = blk[8 + sv] >> j & 1;
+            }
+            s->outputs++;
+            if ((lo | hi << 2) != q[r * COLS + k]) { fail(s, "row %d code %d: %d, expected %d", r, k, lo | hi << 2, q[r * COLS + k]); return; }
+        }
+}
+
 static void check_dense(void) {
     // fp16 → fp32 over all 65536 patterns (plus a ragged tail): identical bits, NaN ↔ NaN.
     {
@@ -579,6 +606,7 @@ int main(int argc, char **argv) {
     const int shapes[][2] = {{32, 32}, {64, 64}, {128, 128}, {32, 352}, {64, 576}, {128, 1152}, {96, 96}, {1056, 1056}, {64, 8256}};
     const int rowsList[] = {1, 6, 16, 37}, bitsList[] = {2, 3, 4, 8};
     int ncase = 0;
+    check_layout3();
     for (int bi = 0; bi < 4; bi++)
         for (int si = 0; si < (int)(sizeof shapes / sizeof *shapes); si++)
             for (int ri = 0; ri < 4; ri++)

@@ -14,19 +14,24 @@
 //       B = 3: 12 bytes: bytes 0..7 = the B = 2 layout of (q & 3); bytes 8..11 = a little-endian
 //              uint32 whose bit j is bit 2 of q[j]
 //     blockBytes: B2 8, B3 12, B4 16, B8 32; rowBytes = (cols / 32)·blockBytes(B).
-//   * row panels: rows are grouped in panels of R = tsr_q_panel_rows(B) consecutive rows (R = 8
-//     for B = 2, 4, 8; R = 1, i.e. plain rows, for B = 3). Panel p (rows pR ..< pR + R) starts at
-//     codes + pR·rowBytes and holds, for each block b in turn, the R rows' block b one after the
-//     other: row pR + i's block b is at codes + pR·rowBytes + (b·R + i)·blockBytes. One
-//     activation block thus meets R rows' codes in one contiguous R·blockBytes run (the GEMV
-//     computes R rows per activation load, one row per SIMD lane). The last rows % R rows
+//   * row panels: rows are grouped in panels of R = tsr_q_panel_rows(B) = 8 consecutive rows.
+//     Panel p (rows pR ..< pR + R) starts at codes + pR·rowBytes and holds, for each block b in
+//     turn, the R rows' block b one after the other: row pR + i's block b is at
+//     codes + pR·rowBytes + (b·R + i)·blockBytes. One activation block thus meets R rows' codes
+//     in one contiguous R·blockBytes run (the GEMV computes R rows per activation load, one row
+//     per SIMD lane). B = 3 panels split the run instead: its first 64 bytes are the B = 2 run of
+//     the 8 rows' low two bits (row i's 8 bytes at 8i), its last 32 bytes one high-bit plane:
+//     byte 8·(i % 4) + j holds bit 2 of row i's q[j], q[8+j], q[16+j], q[24+j] in bits
+//     2, 3, 6, 7 for i < 4, in bits 0, 1, 4, 5 for i ≥ 4 (rows i and i + 4 share a byte; one
+//     shift and one mask of the plane put two code vectors' high bits where the B = 2 bytes
+//     masked with 0x33 leave room: bits 2 and 6). The last rows % R rows
 //     (the tail) are plain rows: row r's block b at codes + r·rowBytes + b·blockBytes; so a
 //     matrix of fewer than R rows is all tail. The codes buffer starts 64-byte aligned and has
 //     rows·rowBytes bytes.
 //   * scales, offsets: two separate fp16 (IEEE binary16) arrays of rows·(cols / G) values in the
 //     same panel order: for a row r in a full panel p, group g sits at pR·groups + g·R + (r − pR)
 //     (the R rows' values of one group side by side); a tail row's at r·groups + g.
-//     tsr_q_group_index() computes it. (For R = 1 both are plain row-major [rows, groups].)
+//     tsr_q_group_index() computes it.
 // Bits per weight = B + 32 / G (two fp16 per group).
 //
 // ==== Activations =============================================================================
@@ -66,7 +71,7 @@ typedef struct tsr_qweights {
 int tsr_q_block_bytes(int bits);
 /// Bytes of one packed row of `cols` weights (a matrix's codes take rows·rowBytes bytes).
 size_t tsr_q_row_bytes(int bits, int cols);
-/// Rows per panel for `bits` (R above: 8 for B = 2, 4, 8; 1 for B = 3).
+/// Rows per panel for `bits` (R above: 8 for every width).
 int tsr_q_panel_rows(int bits);
 /// Index of (row r, group g) in the scales and offsets arrays of a rows × groups matrix.
 size_t tsr_q_group_index(int bits, int rows, int groups, int r, int g);
