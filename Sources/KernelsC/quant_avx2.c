@@ -325,19 +325,6 @@ INLINE void qdot_body(const tsr_qweights *w, const int8_t *xq, const int32_t *bs
     }
 }
 
-/// Rows [rowBegin, rowEnd): whole panels through `panel`, every other row (tail rows, rows of a
-/// panel cut by the range) through `rows`.
-#define FOR_PANELS(w, rowBegin, rowEnd, panel, rows)                                                \
-    do {                                                                                           \
-        const int full_ = q_full_rows(w), R_ = q_panel_rows((w)->bits);                            \
-        int r_ = (rowBegin);                                                                       \
-        while (r_ < (rowEnd)) {                                                                    \
-            if (R_ > 1 && r_ % R_ == 0 && r_ + R_ <= full_ && r_ + R_ <= (rowEnd)) { panel(r_); r_ += R_; } \
-            else { int e_ = r_ + 1;                                                                \
-                   while (e_ < (rowEnd) && !(R_ > 1 && e_ % R_ == 0 && e_ + R_ <= full_ && e_ + R_ <= (rowEnd))) e_++; \
-                   rows(r_, e_); r_ = e_; }                                                        \
-        }                                                                                          \
-    } while (0)
 
 AVX2 void tsr_qdot_i8_avx2(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd) {
     switch (w->bits) {

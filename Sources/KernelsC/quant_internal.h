@@ -14,6 +14,20 @@ static inline int q_hbit(int hs, int s) { return hs + (s & 1) + 4 * (s >> 1); }
 /// Rows in full panels (the rest, rows % R, is the plain-row tail).
 static inline int q_full_rows(const tsr_qweights *w) { return w->rows - w->rows % q_panel_rows(w->bits); }
 
+/// Rows [rowBegin, rowEnd): whole panels through `panel`, every other row (tail rows, rows of a
+/// panel cut by the range) through `rows`.
+#define FOR_PANELS(w, rowBegin, rowEnd, panel, rows)                                                \
+    do {                                                                                           \
+        const int full_ = q_full_rows(w), R_ = q_panel_rows((w)->bits);                            \
+        int r_ = (rowBegin);                                                                       \
+        while (r_ < (rowEnd)) {                                                                    \
+            if (R_ > 1 && r_ % R_ == 0 && r_ + R_ <= full_ && r_ + R_ <= (rowEnd)) { panel(r_); r_ += R_; } \
+            else { int e_ = r_ + 1;                                                                \
+                   while (e_ < (rowEnd) && !(R_ > 1 && e_ % R_ == 0 && e_ + R_ <= full_ && e_ + R_ <= (rowEnd))) e_++; \
+                   rows(r_, e_); r_ = e_; }                                                        \
+        }                                                                                          \
+    } while (0)
+
 /// Where one row's data sits: block b of its codes at p + b·bstride, group g's scale and
 /// offset at s[g·gstride], m[g·gstride]. Every kernel that walks a single row reads it so.
 /// B = 3: p + b·bstride holds the 8 bytes of the low two bits (the B = 2 block); bit 2 of the

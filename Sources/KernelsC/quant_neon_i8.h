@@ -18,22 +18,6 @@
 // sum to a scalar; dx_b, the 8 rows' scales and offsets are applied with vector FMAs. B = 3 rows
 // take their low bits from the run's first 64 bytes and bit 2 from its 32-byte high plane.
 
-#ifndef TSR_NEON_FOR_PANELS
-#define TSR_NEON_FOR_PANELS
-/// Rows [rowBegin, rowEnd): whole panels through `panel`, every other row through `rows`.
-#define FOR_PANELS(w, rowBegin, rowEnd, panel, rows)                                                \
-    do {                                                                                           \
-        const int full_ = q_full_rows(w), R_ = q_panel_rows((w)->bits);                            \
-        int r_ = (rowBegin);                                                                       \
-        while (r_ < (rowEnd)) {                                                                    \
-            if (R_ > 1 && r_ % R_ == 0 && r_ + R_ <= full_ && r_ + R_ <= (rowEnd)) { panel(r_); r_ += R_; } \
-            else { int e_ = r_ + 1;                                                                \
-                   while (e_ < (rowEnd) && !(R_ > 1 && e_ % R_ == 0 && e_ + R_ <= full_ && e_ + R_ <= (rowEnd))) e_++; \
-                   rows(r_, e_); r_ = e_; }                                                        \
-        }                                                                                          \
-    } while (0)
-#endif
-
 /// The exact dots of one block of the 8 panel rows: lo = rows 0-3, hi = rows 4-7.
 I8_INLINE void I8_NAME(panel_dot)(const uint8_t *pb, const int8_t *xb, const int bits, int32x4_t *lo, int32x4_t *hi) {
     const int bb = tsr_q_block_bytes(bits);
