@@ -19,8 +19,6 @@ public final class PackedWeights: @unchecked Sendable {
     public let offsets: UnsafeMutablePointer<UInt16>
 
     public var groupsPerRow: Int { cols / group }
-    /// Rows per panel of the kernels' layout (KernelsQuant.h).
-    public var panelRows: Int { Int(tsr_q_panel_rows(Int32(bits))) }
     /// Where (row, group g) sits in `scales` and `offsets`.
     public func groupIndex(row: Int, group g: Int) -> Int {
         Int(tsr_q_group_index(Int32(bits), Int32(rows), Int32(groupsPerRow), Int32(row), Int32(g)))

@@ -11,6 +11,17 @@ static inline int q_panel_rows(int bits) { (void)bits; return TSR_Q_PANEL; }
 /// (q_rowview): hs + 0, 1, 4, 5, i.e. bits 2 3 6 7 for rows 0-3 of the panel, 0 1 4 5 for 4-7.
 static inline int q_hbit(int hs, int s) { return hs + (s & 1) + 4 * (s >> 1); }
 
+/// Bytes of one 32-weight block of B-bit codes (0 for an unsupported width); tsr_q_block_bytes.
+static inline int q_block_bytes(int bits) {
+    switch (bits) {
+    case 2: return 8;
+    case 3: return 12;
+    case 4: return 16;
+    case 8: return 32;
+    default: return 0;
+    }
+}
+
 /// Rows in full panels (the rest, rows % R, is the plain-row tail).
 static inline int q_full_rows(const tsr_qweights *w) { return w->rows - w->rows % q_panel_rows(w->bits); }
 
@@ -45,8 +56,7 @@ typedef struct {
 
 static inline q_rowview q_row(const tsr_qweights *w, int r) {
     const int R = q_panel_rows(w->bits), groups = w->cols / w->group;
-    int bb;
-    switch (w->bits) { case 2: bb = 8; break; case 3: bb = 12; break; case 4: bb = 16; break; default: bb = 32; }
+    const int bb = q_block_bytes(w->bits);
     const size_t rb = (size_t)(w->cols / 32) * (size_t)bb;
     q_rowview v;
     if (r < q_full_rows(w)) {

@@ -7,15 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int tsr_q_block_bytes(int bits) {
-    switch (bits) {
-    case 2: return 8;
-    case 3: return 12;
-    case 4: return 16;
-    case 8: return 32;
-    default: return 0;
-    }
-}
+int tsr_q_block_bytes(int bits) { return q_block_bytes(bits); }
 
 size_t tsr_q_row_bytes(int bits, int cols) { return (size_t)(cols / 32) * (size_t)tsr_q_block_bytes(bits); }
 

@@ -12,11 +12,6 @@ import Core
 /// the reference policy is the calibration reference's grid, ŵ = (q − z)·s, which calibration
 /// turns into the file's (s, m) when it writes.
 public enum MinMaxGrid {
-    public enum Policy: Sendable, Equatable {
-        case stored(ZeroPoint)
-        case reference
-    }
-
     /// (min, max) of `count` values.
     @inline(__always)
     public static func range(_ w: UnsafePointer<Float>, count: Int) -> (lo: Float, hi: Float) {
