@@ -22,6 +22,14 @@ public final class ThreadPool: @unchecked Sendable {
 
     deinit { tsr_pool_destroy(pool) }
 
+    /// Parallel regions run so far, how many the caller ran alone because a descheduled worker
+    /// had stalled it (see tsr_pool_run), and those stalls.
+    public var regionStats: (runs: Int, solo: Int, stalls: Int) {
+        var runs = 0 as Int64, solo = 0 as Int64, stalls = 0 as Int64
+        tsr_pool_stats(pool, &runs, &solo, &stalls)
+        return (Int(runs), Int(solo), Int(stalls))
+    }
+
     public static var physicalCores: Int { Int(tsr_physical_cores()) }
 
     /// Runs `body(chunk, chunkCount)` once for every chunk in 0..<threads and waits for all of

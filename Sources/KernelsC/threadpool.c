@@ -5,6 +5,13 @@
 // for chunks that were claimed. A worker that is asleep or descheduled (another process on
 // its core) therefore costs nothing: the caller runs its chunk instead of waiting a
 // scheduler time slice for it.
+// A worker that claimed a chunk and was then descheduled still stalls the caller for up to a
+// scheduler time slice (milliseconds, against ~35 µs per region in decode). When that happens
+// twice within STALL_WINDOW runs, the pool goes solo: for SOLO_NS the caller runs every chunk
+// itself (the same chunks, so the same results) while the workers sleep, then it tries the
+// workers again. On an idle machine a claimed chunk never waits that long, so nothing changes
+// there; with another process holding a core, decode runs at about the 1-thread speed instead
+// of stalling once per region.
 // Workers wait for a generation counter to change. They spin for a short while (cheap
 // hand-off during decode, where one token issues ~200 small parallel regions) and then block
 // on a condition variable so that an idle or contended machine is not burned by spinning.
@@ -17,6 +24,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include <numa.h>
+#include <time.h>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -28,6 +36,17 @@
 #endif
 
 enum { SPIN_ITERATIONS = 20000 };
+/// A run whose caller waited more than STALL_NS (and more than 4× its own work) for claimed
+/// chunks counts as a stall; two stalls within STALL_WINDOW runs start SOLO_NS of solo runs.
+#define STALL_NS 200000LL
+#define SOLO_NS 100000000LL
+enum { STALL_WINDOW = 64 };
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
 
 struct tsr_pool {
     int threads;
@@ -41,6 +60,9 @@ struct tsr_pool {
     // The task of generation g sits in slot[g & 1]: a slot is rewritten only two runs later,
     // after every chunk of its run has finished.
     struct { _Atomic(tsr_task_fn) fn; _Atomic(void *) context; } slot[2];
+    // Caller-only state (tsr_pool_run is called from one thread at a time).
+    long long soloUntil;           // now_ns() before which runs are solo
+    long long runs, soloRuns, stalls, lastStall;
 };
 
 typedef struct { tsr_pool *pool; int index; int numa; } worker_arg;
@@ -123,6 +145,16 @@ int tsr_pool_threads(const tsr_pool *pool) { return pool->threads; }
 void tsr_pool_run(tsr_pool *pool, tsr_task_fn fn, void *context) {
     const int n = pool->threads;
     if (n == 1) { fn(context, 0, 1); return; }
+    pool->runs++;
+    if (pool->soloUntil) {
+        if (now_ns() < pool->soloUntil) {
+            pool->soloRuns++;
+            for (int i = 0; i < n; i++) fn(context, i, n);
+            return;
+        }
+        pool->soloUntil = 0; // try the workers again
+    }
+    const long long start = now_ns();
     // The caller is the only writer of generation, slot, done and the claim's generation.
     unsigned g = atomic_load_explicit(&pool->generation, memory_order_relaxed) + 1;
     atomic_store_explicit(&pool->slot[g & 1].fn, fn, memory_order_relaxed);
@@ -135,10 +167,24 @@ void tsr_pool_run(tsr_pool *pool, tsr_task_fn fn, void *context) {
     pthread_mutex_unlock(&pool->mutex);
     run_chunks(pool, g);
     // Every chunk is claimed now; wait for those still running on other threads.
+    if (atomic_load_explicit(&pool->done, memory_order_acquire) == n) return;
+    const long long own = now_ns() - start;
     int spins = 0;
     while (atomic_load_explicit(&pool->done, memory_order_acquire) < n) {
         if (++spins < SPIN_ITERATIONS) CPU_RELAX(); else sched_yield();
     }
+    const long long waited = now_ns() - start - own;
+    if (waited > STALL_NS && waited > 4 * own) {
+        pool->stalls++;
+        if (pool->lastStall && pool->runs - pool->lastStall <= STALL_WINDOW) pool->soloUntil = now_ns() + SOLO_NS;
+        pool->lastStall = pool->runs;
+    }
+}
+
+void tsr_pool_stats(const tsr_pool *pool, long long *runs, long long *soloRuns, long long *stalls) {
+    *runs = pool->runs;
+    *soloRuns = pool->soloRuns;
+    *stalls = pool->stalls;
 }
 
 void tsr_pool_destroy(tsr_pool *pool) {

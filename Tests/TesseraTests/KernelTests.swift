@@ -268,6 +268,43 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// A worker that holds a claimed chunk for a millisecond (as if another process had taken
+    /// its core) stalls the caller; after two such stalls the pool runs regions on the caller
+    /// alone for a while, still running every chunk exactly once with the same (index, count).
+    func testThreadPoolGoesSoloAfterStallsAndKeepsChunks() {
+        let pool = ThreadPool(threads: 2)
+        var perChunk = [0, 0]
+        var sleptOnWorker = 0, runs = 0
+        let caller = pthread_self()
+        perChunk.withUnsafeMutableBufferPointer { counts in
+            let p = counts.baseAddress!
+            // Until the pool has gone solo (on a busy machine the worker may need many runs to
+            // claim chunk 1 twice in a window), then 100 more runs.
+            var soloSince: Int?
+            while runs < 5000 && (soloSince.map { runs - $0 < 100 } ?? true) {
+                pool.run { chunk, count in
+                    precondition(count == 2)
+                    p[chunk] += 1
+                    if chunk == 0 {
+                        // ~50 µs of work, so that a spinning worker claims chunk 1
+                        let start = DispatchTime.now().uptimeNanoseconds
+                        while DispatchTime.now().uptimeNanoseconds - start < 50_000 {}
+                    } else if pthread_equal(pthread_self(), caller) == 0 {
+                        sleptOnWorker += 1
+                        usleep(1000)
+                    }
+                }
+                runs += 1
+                if soloSince == nil && pool.regionStats.solo > 0 { soloSince = runs }
+            }
+        }
+        XCTAssertEqual(perChunk, [runs, runs])
+        let stats = pool.regionStats
+        XCTAssertEqual(stats.runs, runs)
+        XCTAssertGreaterThanOrEqual(stats.stalls, 2, "chunk 1 slept on a worker \(sleptOnWorker) times in \(runs) runs")
+        XCTAssertGreaterThan(stats.solo, 0, "\(stats)")
+    }
+
     func testBandwidthProbeChecksumMatchesReference() throws {
         // No SIMD path on AArch64 (there the scalar loop is the probe); the checksum is computed
         // here either way.

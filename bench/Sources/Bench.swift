@@ -90,6 +90,9 @@ struct Bench: ParsableCommand {
         /// With --profile: seconds per step, per generated token (tg) and per prompt (pp).
         var decodeProfile: [String: Double]?
         var prefillProfile: [String: Double]?
+        /// The pool's parallel regions over all tests, those its caller ran alone after stalls
+        /// (a worker descheduled by another process), and the stalls.
+        var poolRegions = 0, poolSoloRegions = 0, poolStalls = 0
     }
 
     struct BandwidthRow: Codable {
@@ -161,6 +164,7 @@ struct Bench: ParsableCommand {
                     }
                 }
                 summary.peakResidentBytes = ProcessStats.peakResidentBytes()
+                (summary.poolRegions, summary.poolSoloRegions, summary.poolStalls) = m.pool.regionStats
                 if profile {
                     let steps = StepProfile()
                     if prompt > 0 {
@@ -191,6 +195,11 @@ struct Bench: ParsableCommand {
                              s.timeToFirstTokenSeconds.map { String(format: "%.0f ms", $0 * 1000) } ?? "—", mib(s.peakResidentBytes),
                              s.decodeBoundTokensPerSecond.map { String(format: "%.0f t/s", $0) } ?? "—",
                              s.generationShareOfBound.map { String(format: "%.0f %%", $0 * 100) } ?? "—"))
+            }
+            for s in report.models where s.poolStalls > 0 {
+                print()
+                print(String(format: "%@, %d threads: %d of %d parallel regions ran on the caller alone after %d stalls (a worker lost its core to another process)",
+                             s.model, s.threads, s.poolSoloRegions, s.poolRegions, s.poolStalls))
             }
             for s in report.models where s.decodeProfile != nil || s.prefillProfile != nil {
                 print()
