@@ -21,7 +21,7 @@ struct Quantize: ParsableCommand {
     @Option(help: "Activation mode the file runs with by default: 16 (fp32), 8 or 4 (integer, one scale per 32 activations).")
     var act: Int = 16
 
-    @Option(help: "Embedding table and tied head: q8 (default: no measurable perplexity cost, 9 bits per weight), f16, q6 (7 bits per weight), or q4 (smaller; +5 % perplexity on the demo model).")
+    @Option(help: "Embedding table and tied head: q8 (default: no measurable perplexity cost, 9 bits per weight), f16, q6 (7 bits per weight; +0.7 % perplexity), or q4 (smaller; +5 % perplexity on the demo model).")
     var embed: PackedFormat.Embedding = .q8
 
     @Option(help: "Offset form: float (group minimum, like Q4_1) or int (integer zero point).")
