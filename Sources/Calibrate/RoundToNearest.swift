@@ -10,7 +10,7 @@ import Quant
 public enum RoundToNearest {
     /// What RTN stores for `name`: norms F32 as the source has them, block linears on the
     /// scheme's grid, the embedding table and an untied head as `scheme.embedding` says
-    /// (f16, or 8/4-bit group-32 codes with a float zero point).
+    /// (f16, or 8/6/4-bit group-32 codes with a float zero point).
     public static func content(_ source: ModelSource, scheme: PackedFormat.Scheme, name: String,
                                shape: [Int]) throws -> PackedFormat.TensorContent {
         let values = try source.floatTensor(name)
@@ -23,6 +23,7 @@ public enum RoundToNearest {
         switch scheme.embedding {  // token_embd, output
         case .f16: return .f16(values)
         case .q8: return try rtn(bits: 8, group: 32, zeroPoint: .float)
+        case .q6: return try rtn(bits: 6, group: 32, zeroPoint: .float)
         case .q4: return try rtn(bits: 4, group: 32, zeroPoint: .float)
         }
     }

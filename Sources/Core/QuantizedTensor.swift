@@ -46,13 +46,13 @@ public enum ActivationMode: Sendable, CaseIterable {
 ///   consecutive weights of the row).
 ///   codes: row r is `rowBytes = cols·bits/8` bytes at r·rowBytes, a little-endian bit stream:
 ///   code k of the row occupies bits k·bits ..< (k+1)·bits, counting from bit 0 of byte 0
-///   (so for B = 4 byte j holds codes 2j (low nibble) and 2j+1 (high nibble); for B = 3 code k
-///   may straddle two bytes).
+///   (so for B = 4 byte j holds codes 2j (low nibble) and 2j+1 (high nibble); for B = 3 and 6
+///   code k may straddle two bytes).
 ///   scales, offsets: fp16 bit patterns [rows, cols / group], row-major.
 ///
 /// cols % 32 == 0 and group % 32 == 0 (group == cols: one group per row).
 public struct QuantizedTensor: Sendable, Equatable {
-    public static let supportedBits = [2, 3, 4, 8]
+    public static let supportedBits = [2, 3, 4, 6, 8]
     /// Group sizes offered besides the whole row.
     public static let standardGroups = [32, 64, 128]
 
@@ -81,7 +81,7 @@ public struct QuantizedTensor: Sendable, Equatable {
     @discardableResult
     public static func validate(bits: Int, group: Int, cols: Int, name: String = "weights") throws -> Int {
         guard supportedBits.contains(bits) else {
-            throw QuantizationError("unsupported bit width \(bits) for \(name); use 2, 3, 4 or 8")
+            throw QuantizationError("unsupported bit width \(bits) for \(name); use 2, 3, 4, 6 or 8")
         }
         guard cols > 0, cols % 32 == 0 else {
             throw QuantizationError("the row width \(cols) of \(name) is not a multiple of 32; group-quantized rows are made of 32-weight blocks")

@@ -15,7 +15,7 @@ import Tokenizer
 ///
 /// Norms stay F32, the embedding table is F16 (or packed like a linear). `tessera.*` keys:
 /// format_version, bits, group (0 = whole row), activation (a16/a8/a4), zero_point
-/// (float/integer), embedding (f16/q8/q4), method, and `tessera.checksum.<tensor>` (FNV-1a 64
+/// (float/integer), embedding (f16/q8/q6/q4), method, and `tessera.checksum.<tensor>` (FNV-1a 64
 /// of each tensor's bytes) so a damaged file names the tensor that is wrong.
 ///
 /// Version 2 stores the canonical layout; version 1 stored the kernels' block layout of the
@@ -27,7 +27,7 @@ public enum PackedFormat {
     public static let codesSuffix = ".codes", scalesSuffix = ".scales", offsetsSuffix = ".offsets"
 
     /// How the embedding table (and a tied output head) is stored.
-    public enum Embedding: String, CaseIterable, Sendable { case f16, q8, q4 }
+    public enum Embedding: String, CaseIterable, Sendable { case f16, q8, q6, q4 }
 
     /// What a packed file's `tessera.*` scheme keys say.
     public struct Scheme: Sendable, Equatable {
@@ -68,7 +68,7 @@ public enum PackedFormat {
         case f32(FloatBuffer)
         /// A 2-D table stored F16 (an `f16` embedding).
         case f16(FloatBuffer)
-        /// Group-quantized weights (block linears; `q8`/`q4` embeddings).
+        /// Group-quantized weights (block linears; `q8`/`q6`/`q4` embeddings).
         case quantized(QuantizedTensor)
     }
 
@@ -145,6 +145,9 @@ public enum PackedFormat {
         }
         func array<T>(_ t: GGUFTensorInfo, _: T.Type, _ n: Int) -> [T] {
             Array(UnsafeBufferPointer(start: gguf.data(of: t).assumingMemoryBound(to: T.self), count: n))
+        }
+        if version == 1 && !LegacyBlockLayout.bits.contains(bits) {
+            throw FormatError.badTensor(path: path, tensor: name, reason: "\(bits)-bit codes in a version-1 file (version 1 had 2, 3, 4 and 8 bits only)")
         }
         var codeBytes = array(codes, UInt8.self, rows * rowBytes)
         if version == 1 { codeBytes = LegacyBlockLayout.canonical(codeBytes, bits: bits, rows: rows, cols: cols) }
@@ -276,6 +279,9 @@ extension PackedModelSource: GGUFTensorListing {}
 /// q[j+16] << 4 | q[j+24] << 6; B = 3: the B = 2 bytes of (q & 3), then a little-endian uint32
 /// whose bit j is bit 2 of q[j].
 enum LegacyBlockLayout {
+    /// The widths version 1 had.
+    static let bits = [2, 3, 4, 8]
+
     static func code(_ block: UnsafePointer<UInt8>, bits: Int, _ j: Int) -> UInt8 {
         switch bits {
         case 8: return block[j]

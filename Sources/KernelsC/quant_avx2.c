@@ -4,8 +4,10 @@
 //
 // Building blocks:
 //   unpack(p, bits)  32 codes of one block → one __m256i, byte k = q[k] (unsigned).
+//   unpack(p, 6)     = unpack(p, 4) | unpack(p + 16, 2) << 4 (B = 6 has no panels: plain rows only).
 //   mul16(q, x)      maddubs: 16 int16 sums of adjacent u8·s8 products of one block. For B ≤ 4
-//                    the pair sums are ≤ 2·15·127 = 3810; for B = 8 (q up to 255 would overflow
+//                    the pair sums are ≤ 2·15·127 = 3810, for B = 6 ≤ 2·63·127 = 16002 (all
+//                    fit int16: the plain maddubs, no sign trick); for B = 8 (q up to 255 would overflow
 //                    int16) the codes are used as q − 128 with the sign trick
 //                    |q−128| · sign(x, q−128) (pair sums ≤ 2·128·127 = 32512), and the missing
 //                    128·Σx is added back from the activation sums (folded into the offset:
@@ -38,18 +40,27 @@ INLINE int32_t hsum_epi32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
-INLINE __m256i unpack(const uint8_t *p, const int bits) {
-    if (bits == 8) return _mm256_loadu_si256((const __m256i *)p);
-    if (bits == 4) {
-        __m128i b = _mm_loadu_si128((const __m128i *)p);
-        __m256i v = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
-        return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
-    }
+INLINE __m256i unpack4(const uint8_t *p) {
+    __m128i b = _mm_loadu_si128((const __m128i *)p);
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+INLINE __m256i unpack2(const uint8_t *p) {
     uint64_t lo;
     memcpy(&lo, p, 8);
     // 64-bit lane i holds the 8 bytes shifted right by 2i: byte j of lane i = q[8i + j].
     __m256i v = _mm256_srlv_epi64(_mm256_set1_epi64x((long long)lo), _mm256_set_epi64x(6, 4, 2, 0));
-    v = _mm256_and_si256(v, _mm256_set1_epi8(3));
+    return _mm256_and_si256(v, _mm256_set1_epi8(3));
+}
+
+INLINE __m256i unpack(const uint8_t *p, const int bits) {
+    if (bits == 8) return _mm256_loadu_si256((const __m256i *)p);
+    if (bits == 4) return unpack4(p);
+    // B = 6: the B = 4 block of the low nibbles, the B = 2 block of bits 4-5 at p + 16 (each
+    // byte ≤ 3, so the 16-bit shift moves no bit across a byte).
+    if (bits == 6) return _mm256_or_si256(unpack4(p), _mm256_slli_epi16(unpack2(p + 16), 4));
+    __m256i v = unpack2(p);
     if (bits == 2) return v;
     uint32_t hi;
     memcpy(&hi, p + 8, 4);
@@ -71,7 +82,7 @@ INLINE __m256i unpack_at(q_rowview v, int b, const int bits) {
     __m256i h = _mm256_srlv_epi64(_mm256_set1_epi64x((long long)hl),
                                   _mm256_add_epi64(_mm256_set1_epi64x(v.hs), _mm256_set_epi64x(5, 4, 1, 0)));
     h = _mm256_and_si256(h, _mm256_set1_epi8(1));
-    return _mm256_or_si256(unpack(p, 2), _mm256_slli_epi64(h, 2));
+    return _mm256_or_si256(unpack2(p), _mm256_slli_epi64(h, 2));
 }
 
 INLINE __m256i mul16(__m256i q, __m256i x, const int bits) {
@@ -172,7 +183,7 @@ INLINE void dequant_body(const tsr_qweights *w, float *dst, int rowBegin, int ro
 }
 
 #define BY_BITS(call, bitsExpr) \
-    switch (bitsExpr) { case 2: call(2); break; case 3: call(3); break; case 4: call(4); break; case 8: call(8); break; }
+    switch (bitsExpr) { case 2: call(2); break; case 3: call(3); break; case 4: call(4); break; case 6: call(6); break; case 8: call(8); break; }
 
 AVX2 void tsr_q_dequantize_avx2(const tsr_qweights *w, float *dst, int rowBegin, int rowEnd) {
 #define CALL(B) dequant_body(w, dst, rowBegin, rowEnd, B)
@@ -341,6 +352,9 @@ AVX2 void tsr_qdot_i8_avx2(const tsr_qweights *w, const int8_t *xq, const int32_
 #undef B
 #define B 3
     case 3: FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS); break;
+#undef B
+#define B 6
+    case 6: ROWS(rowBegin, rowEnd); break; // no panels (R = 1)
 #undef B
 #undef PANEL
 #undef ROWS

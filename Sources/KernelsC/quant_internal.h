@@ -3,9 +3,10 @@
 #define TESSERA_QUANT_INTERNAL_H
 #include "KernelsC.h"
 
-/// Rows per panel of the codes/scales layout (KernelsQuant.h): 8 for every width.
+/// Rows per panel of the codes/scales layout (KernelsQuant.h): 8, except 1 (no panels: every
+/// row plain) for B = 6.
 enum { TSR_Q_PANEL = 8 };
-static inline int q_panel_rows(int bits) { (void)bits; return TSR_Q_PANEL; }
+static inline int q_panel_rows(int bits) { return bits == 6 ? 1 : TSR_Q_PANEL; }
 
 /// The bit of a B = 3 panel plane byte holding code vector s (0..3) of a row with base hs
 /// (q_rowview): hs + 0, 1, 4, 5, i.e. bits 2 3 6 7 for rows 0-3 of the panel, 0 1 4 5 for 4-7.
@@ -17,16 +18,20 @@ static inline int q_block_bytes(int bits) {
     case 2: return 8;
     case 3: return 12;
     case 4: return 16;
+    case 6: return 24;
     case 8: return 32;
     default: return 0;
     }
 }
 
-/// Rows in full panels (the rest, rows % R, is the plain-row tail).
-static inline int q_full_rows(const tsr_qweights *w) { return w->rows - w->rows % q_panel_rows(w->bits); }
+/// Rows in full panels (the rest, rows % R, is the plain-row tail); 0 when R = 1 (no panels).
+static inline int q_full_rows(const tsr_qweights *w) {
+    const int R = q_panel_rows(w->bits);
+    return R > 1 ? w->rows - w->rows % R : 0;
+}
 
 /// Rows [rowBegin, rowEnd): whole panels through `panel`, every other row (tail rows, rows of a
-/// panel cut by the range) through `rows`.
+/// panel cut by the range; every row when R = 1) through `rows`.
 #define FOR_PANELS(w, rowBegin, rowEnd, panel, rows)                                                \
     do {                                                                                           \
         const int full_ = q_full_rows(w), R_ = q_panel_rows((w)->bits);                            \
@@ -44,7 +49,8 @@ static inline int q_full_rows(const tsr_qweights *w) { return w->rows - w->rows 
 /// B = 3: p + b·bstride holds the 8 bytes of the low two bits (the B = 2 block); bit 2 of the
 /// codes sits at h + b·bstride: hs < 0 (a plain row) the uint32 whose bit k is bit 2 of q[k];
 /// hs = 2 or 0 (a panel row, rows 0-3 or 4-7 of its panel) 8 bytes, bit q_hbit(hs, s) of byte j
-/// is bit 2 of q[8s + j] (s < 4).
+/// is bit 2 of q[8s + j] (s < 4). B = 6 (plain rows only): p + b·bstride holds the B = 4 block of
+/// the low four bits, h = p + 16 the B = 2 block of bits 4-5.
 typedef struct {
     const uint8_t *p;
     size_t bstride;
@@ -77,7 +83,7 @@ static inline q_rowview q_row(const tsr_qweights *w, int r) {
         v.gstride = (size_t)R;
     } else {
         v.p = w->codes + (size_t)r * rb;
-        v.h = v.p + 8;
+        v.h = v.p + (w->bits == 6 ? 16 : 8);
         v.hs = -1;
         v.bstride = (size_t)bb;
         v.s = w->scales + (size_t)r * groups;

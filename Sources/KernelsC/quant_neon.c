@@ -12,14 +12,15 @@
 //                     (0/−2 and −4/−6 on the 8 code bytes duplicated) then `& 3`; B3 adds bit 2
 //                     from the bit plane with a byte table lookup and a bit test (a plain row),
 //                     or with a per-lane shift and a mask of the panel's high plane
-//                     (unpack3_panel; unpack_at picks the form from the row view).
-//   signed codes      the dot instructions are int8 × int8: codes ≤ 15 are already valid int8;
+//                     (unpack3_panel; unpack_at picks the form from the row view); B6 (plain
+//                     rows only, no panels) = B4 of the block's first 16 bytes | B2 of its last 8 << 4.
+//   signed codes      the dot instructions are int8 × int8: codes ≤ 63 are already valid int8;
 //                     8-bit codes are used as q − 128 (xor 0x80) and the missing 128·Σx comes
 //                     back from the activation sums (folded into the offset: m + 128·s), as in
 //                     quant_avx2.c.
 //   dot32_sdot        two SDOTs: 4 int32 partial sums of one block's 32 products (exact).
 //   dot32_mull        vmull_s8 + vmlal_s8 pair products in int16 (|pair| ≤ 2·128·127 = 32512
-//                     for xq in [−127, 127], no overflow), vpadal widens to int32 (exact).
+//                     for xq in [−127, 127]; ≤ 2·63·127 = 16002 for B = 6; no overflow), vpadal widens to int32 (exact).
 //   A8/A4 blocks      each block's int32 sums → fp32, scaled by the block's dx_b (one FMA per
 //                     block and row); the group scale s_g multiplies the group's fp32 sum once.
 #if defined(__aarch64__)
@@ -47,6 +48,24 @@ static const uint8_t kPlaneLo[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1
 static const uint8_t kPlaneHi[16] = {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
 static const uint8_t kBit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
 
+INLINE uint8x16x2_t unpack4(const uint8_t *p) {
+    uint8x16x2_t q;
+    uint8x16_t b = vld1q_u8(p);
+    q.val[0] = vandq_u8(b, vdupq_n_u8(15));
+    q.val[1] = vshrq_n_u8(b, 4);
+    return q;
+}
+
+/// B2 and the two low bits of B3: q[8i + j] = (p[j] >> 2i) & 3.
+INLINE uint8x16x2_t unpack2(const uint8_t *p) {
+    uint8x16x2_t q;
+    uint8x8_t b = vld1_u8(p);
+    uint8x16_t d = vcombine_u8(b, b);
+    q.val[0] = vandq_u8(vshlq_u8(d, vld1q_s8(kShiftLo)), vdupq_n_u8(3));
+    q.val[1] = vandq_u8(vshlq_u8(d, vld1q_s8(kShiftHi)), vdupq_n_u8(3));
+    return q;
+}
+
 INLINE uint8x16x2_t unpack(const uint8_t *p, const int bits) {
     uint8x16x2_t q;
     if (bits == 8) {
@@ -54,17 +73,15 @@ INLINE uint8x16x2_t unpack(const uint8_t *p, const int bits) {
         q.val[1] = vld1q_u8(p + 16);
         return q;
     }
-    if (bits == 4) {
-        uint8x16_t b = vld1q_u8(p);
-        q.val[0] = vandq_u8(b, vdupq_n_u8(15));
-        q.val[1] = vshrq_n_u8(b, 4);
+    if (bits == 4) return unpack4(p);
+    if (bits == 6) { // the B = 4 block of the low nibbles, the B = 2 block of bits 4-5 at p + 16
+        q = unpack4(p);
+        uint8x16x2_t h = unpack2(p + 16);
+        q.val[0] = vorrq_u8(q.val[0], vshlq_n_u8(h.val[0], 4));
+        q.val[1] = vorrq_u8(q.val[1], vshlq_n_u8(h.val[1], 4));
         return q;
     }
-    // B2 and the two low bits of B3: q[8i + j] = (p[j] >> 2i) & 3.
-    uint8x8_t b = vld1_u8(p);
-    uint8x16_t d = vcombine_u8(b, b);
-    q.val[0] = vandq_u8(vshlq_u8(d, vld1q_s8(kShiftLo)), vdupq_n_u8(3));
-    q.val[1] = vandq_u8(vshlq_u8(d, vld1q_s8(kShiftHi)), vdupq_n_u8(3));
+    q = unpack2(p);
     if (bits == 2) return q;
     // Bit 2 of q[k] is bit k % 8 of plane byte k / 8 (plane = the uint32 at p + 8).
     uint32_t hi;
@@ -80,7 +97,7 @@ static const int8_t kPanelHi[16] = {0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, 
 /// A B = 3 block of a panel row: the low bits at p (a B = 2 block), bit 2 of q[8s + j] at bit
 /// q_hbit(hs, s) of h[j] (the panel's high plane, KernelsQuant.h): one shift and one mask per 16 codes.
 INLINE uint8x16x2_t unpack3_panel(const uint8_t *p, const uint8_t *h, int hs) {
-    uint8x16x2_t q = unpack(p, 2);
+    uint8x16x2_t q = unpack2(p);
     uint8x8_t hb = vld1_u8(h);
     uint8x16_t d = vcombine_u8(hb, hb), one = vdupq_n_u8(1);
     int8x16_t sh = vsubq_s8(vld1q_s8(kPanelHi), vdupq_n_s8((int8_t)hs));
@@ -152,7 +169,7 @@ INLINE float offset_term(const uint16_t *m, const uint16_t *s, size_t gs, const 
 }
 
 #define BY_BITS(call, bitsExpr) \
-    switch (bitsExpr) { case 2: call(2); break; case 3: call(3); break; case 4: call(4); break; case 8: call(8); break; }
+    switch (bitsExpr) { case 2: call(2); break; case 3: call(3); break; case 4: call(4); break; case 6: call(6); break; case 8: call(8); break; }
 
 // ---- activation quantizer -------------------------------------------------------------------
 // Same operations as quantize_blocks_ref, lane by lane: max with fmaxf semantics (vmaxnm: a

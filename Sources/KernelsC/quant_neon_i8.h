@@ -99,6 +99,9 @@ I8_ATTR void I8_NAME(tsr_qdot_i8)(const tsr_qweights *w, const int8_t *xq, const
 #define B 3
     if (bits == 3) FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS);
 #undef B
+#define B 6
+    if (bits == 6) ROWS(rowBegin, rowEnd); // no panels (R = 1)
+#undef B
 #undef PANEL
 #undef ROWS
 }

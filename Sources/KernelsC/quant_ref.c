@@ -14,7 +14,7 @@ size_t tsr_q_row_bytes(int bits, int cols) { return (size_t)(cols / 32) * (size_
 int tsr_q_panel_rows(int bits) { return q_panel_rows(bits); }
 
 size_t tsr_q_group_index(int bits, int rows, int groups, int r, int g) {
-    int R = q_panel_rows(bits), full = rows - rows % R;
+    int R = q_panel_rows(bits), full = R > 1 ? rows - rows % R : 0;
     if (r < full) return (size_t)(r - r % R) * groups + (size_t)g * R + (size_t)(r % R);
     return (size_t)r * groups + g;
 }
@@ -48,6 +48,11 @@ static inline int code_at(q_rowview v, int bits, int k) {
         int hi = v.hs < 0 ? (h[j >> 3] >> (j & 7)) & 1 : (h[j & 7] >> q_hbit(v.hs, j >> 3)) & 1;
         return ((p[j & 7] >> (2 * (j >> 3))) & 3) | (hi << 2);
     }
+    case 6: {
+        const uint8_t *h = v.h + (size_t)(k >> 5) * v.bstride;
+        int lo = j < 16 ? (p[j] & 15) : (p[j - 16] >> 4);
+        return lo | (((h[j & 7] >> (2 * (j >> 3))) & 3) << 4);
+    }
     default: return 0;
     }
 }
@@ -66,6 +71,12 @@ static void pack_row(const uint8_t *q, int bits, int cols, q_rowview v) {
             p[j & 7] |= (uint8_t)((val & 3) << (2 * (j >> 3)));
             if (v.hs < 0) h[j >> 3] |= (uint8_t)(((val >> 2) & 1) << (j & 7));
             else h[j & 7] |= (uint8_t)(((val >> 2) & 1) << q_hbit(v.hs, j >> 3));
+            break;
+        }
+        case 6: {
+            uint8_t *h = (uint8_t *)v.h + (size_t)(k >> 5) * v.bstride;
+            p[j & 15] |= (uint8_t)((val & 15) << (j < 16 ? 0 : 4));
+            h[j & 7] |= (uint8_t)(((val >> 4) & 3) << (2 * (j >> 3)));
             break;
         }
         }

@@ -57,7 +57,7 @@ final class CanonicalLayoutTests: XCTestCase {
     /// and offset, and the repacked weights dequantize to the canonical tensor's values.
     func testKernelRepackRoundTripsAndDequantizesAlike() throws {
         for bits in QuantizedTensor.supportedBits {
-            for (rows, cols, group) in [(1, 32, 32), (7, 64, 64), (4, 96, 32), (3, 576, 64), (2, 160, 160)] {
+            for (rows, cols, group) in [(1, 32, 32), (7, 64, 64), (4, 96, 32), (3, 576, 64), (2, 160, 160), (13, 96, 32)] {
                 let t = try Self.randomTensor(bits: bits, group: group, rows: rows, cols: cols, seed: UInt64(rows * 7919 + cols + bits))
                 let packed = try PackedWeights(t)
                 let back = packed.canonical

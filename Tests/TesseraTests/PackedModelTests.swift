@@ -82,9 +82,9 @@ final class PackedModelTests: XCTestCase {
                 case .f16:
                     XCTAssertTrue(model.tokenEmbedding is F16Linear, label)
                     tableBytes = V * C * 2
-                case .q8, .q4:
+                case .q8, .q6, .q4:
                     let q = try XCTUnwrap(model.tokenEmbedding as? QuantizedLinear, label)
-                    XCTAssertEqual(q.weights.bits, embedding == .q8 ? 8 : 4, label)
+                    XCTAssertEqual(q.weights.bits, [PackedFormat.Embedding.q8: 8, .q6: 6, .q4: 4][embedding], label)
                     XCTAssertEqual(q.activation, mode, label)
                     tableBytes = V * (C * q.weights.bits / 8 + C / 32 * 4)
                 }
@@ -105,6 +105,55 @@ final class PackedModelTests: XCTestCase {
                 }
             }
         }
+    }
+
+    /// A `--embed q6` file: the table and tied head are 6-bit group-32 codes (24 bytes per 32
+    /// weights plus two fp16), the file says `q6`, reads back to the RTN tensor it was written
+    /// from, rewrites keep the label, and it runs close to the fp32 model, closer than q4.
+    func testSixBitEmbeddingWritesReadsBackAndRuns() throws {
+        let memory = InMemorySource(config: Self.config, seed: 9)
+        let V = Self.config.vocab, C = Self.config.hidden
+        let tokens: [Int32] = [1, 50, 96, 3, 3, 17, 0]
+        var errors: [PackedFormat.Embedding: Float] = [:]
+        for embedding in [PackedFormat.Embedding.q6, .q4] {
+            let path = tempPath(), copy = tempPath()
+            defer { for p in [path, copy] { try? FileManager.default.removeItem(atPath: p) } }
+            try RoundToNearest.write(source: memory, tokenizer: nil, scheme: .init(bits: 8, group: 32, embedding: embedding), to: path)
+            let packed = try XCTUnwrap(try ModelLoader.open(path) as? PackedModelSource)
+            XCTAssertEqual(packed.scheme.embedding, embedding)
+            XCTAssertEqual(packed.gguf.string("tessera.embedding"), embedding.rawValue)
+            let bits = embedding == .q6 ? 6 : 4
+            let table = try packed.quantizedTensor(TensorName.tokenEmbedding)
+            XCTAssertEqual([table.bits, table.group, table.rows, table.cols], [bits, 32, V, C])
+            XCTAssertEqual(packed.gguf.tensor(TensorName.tokenEmbedding + PackedFormat.codesSuffix)?.shape, [V, C * bits / 8])
+            let values = try memory.floatTensor(TensorName.tokenEmbedding)
+            let rtn = try GroupQuantizer.rtn(weights: values.pointer, rows: V, cols: C, bits: bits, group: 32, zeroPoint: .float)
+            XCTAssertEqual(table, rtn)
+            // The kernels' copy of the table gives the canonical tensor back.
+            XCTAssertEqual(try PackedWeights(table).canonical, table)
+            // A rewrite (PackedRewrite) names the stored form again.
+            XCTAssertEqual(try PackedRewrite.write(copying: packed, metadata: [], to: copy) { _ in nil }.embedding, embedding)
+            XCTAssertEqual(try XCTUnwrap(try ModelLoader.open(copy) as? PackedModelSource).scheme.embedding, embedding)
+            // Runs: A16 and A8, prefill and decode, the tied head on the 6-bit kernels.
+            let reference = try Self.prefillThenDecode(try WeightBinder(source: memory, linears: .fp32).model(pool: ThreadPool(threads: 2)), tokens)
+            var worst: Float = 0
+            for mode in [ActivationMode.a16, .a8] {
+                let model = try WeightBinder(source: packed, activation: mode).model(pool: ThreadPool(threads: 2))
+                let head = try XCTUnwrap(model.output as? QuantizedLinear)
+                XCTAssertEqual(head.weights.bits, bits)
+                XCTAssertTrue(model.output === model.tokenEmbedding)
+                XCTAssertEqual(head.byteCount, V * (C / 32) * (4 * bits + 4))
+                let got = try Self.prefillThenDecode(model, tokens)
+                for t in tokens.indices {
+                    XCTAssertTrue(got[t].allSatisfy(\.isFinite), "\(embedding) \(mode) token \(t)")
+                    let e = maxRelativeError(got[t], reference[t])
+                    XCTAssertLessThan(e, 0.1, "\(embedding) \(mode) token \(t)")
+                    if mode == .a16 { worst = max(worst, e) }
+                }
+            }
+            errors[embedding] = worst
+        }
+        XCTAssertLessThan(errors[.q6]!, errors[.q4]!, "q6 head error \(errors[.q6]!) vs q4 \(errors[.q4]!)")
     }
 
     func testWeightsAlreadyOnTheGridAreReproducedExactly() throws {

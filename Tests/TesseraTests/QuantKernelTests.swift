@@ -9,7 +9,7 @@ import KernelsC
 /// CPU should run (AVX2 on x86-64 with AVX2 + FMA), never the reference itself; a CPU without a
 /// SIMD path skips it locally and fails it in CI.
 final class QuantKernelTests: XCTestCase {
-    static let bitsList = [2, 3, 4, 8]
+    static let bitsList = [2, 3, 4, 6, 8]
     /// (cols, group): one group, several groups of each size, row-wide groups (group 0).
     static let shapes = [(32, 32), (96, 32), (192, 64), (256, 128), (384, 128), (96, 0), (576, 64), (576, 0),
                          (1536, 32), (1024, 64), (8256, 64)]
@@ -97,6 +97,13 @@ final class QuantKernelTests: XCTestCase {
                         let b: UInt8 = (v[j + 16] << 4) | (v[j + 24] << 6)
                         expected.append(a | b)
                     }
+                case 6: // the B = 4 block of q & 15, then the B = 2 block of q >> 4
+                    for j in 0..<16 { expected.append((v[j] & 15) | ((v[j + 16] & 15) << 4)) }
+                    for j in 0..<8 {
+                        var byte: UInt8 = 0
+                        for i in 0..<4 { byte |= (v[j + 8 * i] >> 4) << UInt8(2 * i) }
+                        expected.append(byte)
+                    }
                 default:
                     for j in 0..<8 {
                         var byte: UInt8 = 0
@@ -125,13 +132,13 @@ final class QuantKernelTests: XCTestCase {
         for bits in Self.bitsList {
             for rows in [1, 7, 8, 19, 24] {
                 let cols = 96, groups = 3, R = Int(tsr_q_panel_rows(Int32(bits)))
-                XCTAssertEqual(R, 8)
+                XCTAssertEqual(R, bits == 6 ? 1 : 8) // B = 6: no panels, every row plain
                 let qmax = UInt64((1 << bits) - 1)
                 let q = (0..<rows * cols).map { _ in UInt8(rng.next() % (qmax + 1)) }
                 let bb = Int(tsr_q_block_bytes(Int32(bits))), rowBytes = cols / 32 * bb
                 var packed = [UInt8](repeating: 0, count: rows * rowBytes)
                 tsr_q_pack(q, Int32(bits), Int32(rows), Int32(cols), &packed)
-                let full = rows - rows % R
+                let full = R > 1 ? rows - rows % R : 0
                 for r in 0..<rows {
                     // The row alone, packed as a one-row matrix (the documented block format).
                     var one = [UInt8](repeating: 0, count: rowBytes)
@@ -332,6 +339,37 @@ final class QuantKernelTests: XCTestCase {
         }
     }
 
+    /// The largest integer block dots: every code at 2^B − 1 against xq = ±127 (one sign per
+    /// block). The SIMD kernels' int16 pair sums peak here (B = 6: 2·63·127 = 16002; B = 8 under
+    /// the sign trick: 2·128·127); the block sums must still be exact.
+    func testExtremeCodesAndActivationsGiveExactBlockSums() throws {
+        try requireSIMDPath(TSR_KERNEL_QUANT_I8)
+        var rng = SplitMix64(seed: 15)
+        for bits in Self.bitsList {
+            for rows in [1, 8, 9] {
+                let cols = 128, qmax = (1 << bits) - 1
+                let w = try PackedWeights(bits: bits, group: 32, rows: rows, cols: cols)
+                tsr_q_pack([UInt8](repeating: UInt8(qmax), count: rows * cols), Int32(bits), Int32(rows), Int32(cols), w.codes)
+                for i in 0..<rows * w.groupsPerRow { w.scales[i] = Float16(1).bitPattern; w.offsets[i] = 0 }
+                let x = FloatBuffer(count: cols)
+                for k in 0..<cols { x[k] = (k / 32) % 2 == 0 ? rng.uniform(0.9, 1) : -rng.uniform(0.9, 1) }
+                for k in stride(from: 0, to: cols, by: 32) { x[k] = k / 32 % 2 == 0 ? 1 : -1 }
+                let a = quantized(x, group: 32, levels: 127)
+                let blocks = cols / 32
+                var fast = [Int32](repeating: 0, count: rows * blocks)
+                w.withView { tsr_qdot_i8($0, a.xq, a.bsums, &fast, 0, Int32(rows)) }
+                for r in 0..<rows {
+                    for b in 0..<blocks {
+                        let exact = (32 * b..<32 * b + 32).reduce(Int32(0)) { $0 + Int32(qmax) * Int32(a.xq[$1]) }
+                        XCTAssertEqual(fast[r * blocks + b], exact, "B\(bits) rows \(rows) r\(r) b\(b)")
+                    }
+                }
+                XCTAssertEqual(Int(a.xq[0]), 127)
+                XCTAssertEqual(Int(a.xq[32]), -127)
+            }
+        }
+    }
+
     /// The float64 value of the quantized-activation formula (per 32-block scales) and an fp32
     /// error bound for it: every fp32 product or sum on the way adds at most u relative to the
     /// magnitudes involved, and a path has at most blocks + groups + 16 of them.
@@ -464,7 +502,7 @@ final class QuantKernelTests: XCTestCase {
     func testQuantizedLinearEveryModeAndPrefillMethod() throws {
         var rng = SplitMix64(seed: 8)
         let pool = ThreadPool(threads: 2)
-        for bits in [2, 4] {
+        for bits in [2, 4, 6] {
             let rows = 37, cols = 192
             let c = try randomCase(bits: bits, group: 64, rows: rows, cols: cols, &rng)
             for mode in ActivationMode.allCases {
@@ -567,7 +605,8 @@ final class QuantKernelTests: XCTestCase {
         XCTAssertEqual(message(96, 4, 64), "group size 64 does not divide the row width 96 of blk.0.ffn_up; use 32")
         XCTAssertEqual(message(576, 4, 48), "group size 48 of blk.0.ffn_up is not a multiple of 32; use 32 or 64 or the whole row")
         XCTAssertEqual(message(100, 4, 0), "the row width 100 of blk.0.ffn_up is not a multiple of 32; group-quantized rows are made of 32-weight blocks")
-        XCTAssertEqual(message(576, 5, 64), "unsupported bit width 5 for blk.0.ffn_up; use 2, 3, 4 or 8")
+        XCTAssertEqual(message(576, 5, 64), "unsupported bit width 5 for blk.0.ffn_up; use 2, 3, 4, 6 or 8")
+        XCTAssertNil(message(576, 6, 32))
         XCTAssertNil(message(576, 4, 576))
         XCTAssertNil(message(576, 2, 0))
     }

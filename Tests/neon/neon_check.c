@@ -604,10 +604,10 @@ int main(int argc, char **argv) {
     // than one 8-row panel); 16: two whole panels; 37: four panels and a 5-row tail (the checks
     // also start at row 1, cutting the first panel).
     const int shapes[][2] = {{32, 32}, {64, 64}, {128, 128}, {32, 352}, {64, 576}, {128, 1152}, {96, 96}, {1056, 1056}, {64, 8256}};
-    const int rowsList[] = {1, 6, 16, 37}, bitsList[] = {2, 3, 4, 8};
+    const int rowsList[] = {1, 6, 16, 37}, bitsList[] = {2, 3, 4, 6, 8};
     int ncase = 0;
     check_layout3();
-    for (int bi = 0; bi < 4; bi++)
+    for (int bi = 0; bi < (int)(sizeof bitsList / sizeof *bitsList); bi++)
         for (int si = 0; si < (int)(sizeof shapes / sizeof *shapes); si++)
             for (int ri = 0; ri < 4; ri++)
                 for (int kind = 0; kind < 2; kind++) {
@@ -659,7 +659,7 @@ int main(int argc, char **argv) {
         printf("note: neon and neondot A8/A4 GEMV outputs differ in the last bits in %ld of %ld rows (same exact integer\n"
                "      dots, different int32 lane partitions), so the bitwise dispatch check tells the two paths apart\n",
                variant_differ, variant_compared);
-    printf("neon_check: %d weight cases (bits 2/3/4/8, A16 + A8 + A4); A8/A4 dispatch -> %s; %s\n", ncase, dispatch_target,
+    printf("neon_check: %d weight cases (bits 2/3/4/6/8, A16 + A8 + A4); A8/A4 dispatch -> %s; %s\n", ncase, dispatch_target,
            total_failures ? "FAILED" : "all passed");
     return total_failures ? 1 : 0;
 }

@@ -13,8 +13,12 @@
 //       B = 2:  8 bytes, byte j = q[j] | q[j+8] << 2 | q[j+16] << 4 | q[j+24] << 6   (j < 8)
 //       B = 3: 12 bytes: bytes 0..7 = the B = 2 layout of (q & 3); bytes 8..11 = a little-endian
 //              uint32 whose bit j is bit 2 of q[j]
-//     blockBytes: B2 8, B3 12, B4 16, B8 32; rowBytes = (cols / 32)·blockBytes(B).
-//   * row panels: rows are grouped in panels of R = tsr_q_panel_rows(B) = 8 consecutive rows.
+//       B = 6: 24 bytes: bytes 0..15 = the B = 4 layout of (q & 15); bytes 16..23 = the B = 2
+//              layout of (q >> 4). Codes ≤ 63, so the SIMD kernels' u8·s8 pair sums are
+//              ≤ 2·63·127 = 16002 and fit int16: the same dot as B = 2/3/4 (no sign trick).
+//     blockBytes: B2 8, B3 12, B4 16, B6 24, B8 32; rowBytes = (cols / 32)·blockBytes(B).
+//   * row panels: rows are grouped in panels of R = tsr_q_panel_rows(B) consecutive rows: 8 for
+//     B = 2, 3, 4, 8; 1 for B = 6, i.e. no panels: every B = 6 row is a plain row (below).
 //     Panel p (rows pR ..< pR + R) starts at codes + pR·rowBytes and holds, for each block b in
 //     turn, the R rows' block b one after the other: row pR + i's block b is at
 //     codes + pR·rowBytes + (b·R + i)·blockBytes. One activation block thus meets R rows' codes
@@ -26,7 +30,8 @@
 //     shift and one mask of the plane put two code vectors' high bits where the B = 2 bytes
 //     masked with 0x33 leave room: bits 2 and 6). The last rows % R rows
 //     (the tail) are plain rows: row r's block b at codes + r·rowBytes + b·blockBytes; so a
-//     matrix of fewer than R rows is all tail. The codes buffer starts 64-byte aligned and has
+//     matrix of fewer than R rows is all tail, and with R = 1 (B = 6) every row is a tail row
+//     (row-major plain rows, row-major scales and offsets). The codes buffer starts 64-byte aligned and has
 //     rows·rowBytes bytes.
 //   * scales, offsets: two separate fp16 (IEEE binary16) arrays of rows·(cols / G) values in the
 //     same panel order: for a row r in a full panel p, group g sits at pR·groups + g·R + (r − pR)
@@ -71,7 +76,7 @@ typedef struct tsr_qweights {
 int tsr_q_block_bytes(int bits);
 /// Bytes of one packed row of `cols` weights (a matrix's codes take rows·rowBytes bytes).
 size_t tsr_q_row_bytes(int bits, int cols);
-/// Rows per panel for `bits` (R above: 8 for every width).
+/// Rows per panel for `bits` (R above: 8, or 1 for B = 6: no panels).
 int tsr_q_panel_rows(int bits);
 /// Index of (row r, group g) in the scales and offsets arrays of a rows × groups matrix.
 size_t tsr_q_group_index(int bits, int rows, int groups, int r, int g);
