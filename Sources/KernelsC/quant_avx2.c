@@ -568,7 +568,15 @@ AVX2 void tsr_qgemv_f32_avx2(const tsr_qweights *w, const float *x, const float 
 #undef CALL
 }
 
-// ---- A8/A4 GEMM: one row × NT tokens per weight load ------------------------------------------
+// ---- A8/A4 GEMM -----------------------------------------------------------------------------
+// Full panels: gemm_i8_panel, 8 rows × NT tokens per weight load. Each panel block is unpacked
+// once (panel_unpack) and dotted with the NT tokens' activation blocks (panel_dot_codes), so the
+// int32 dots, their convert and the dx FMA come with one row per lane as in the GEMV; the group
+// scales are put into lane order once per group for all tokens, the tokens' sums into row order
+// once at the end. Per row and token these are the GEMV's operations in the GEMV's order (the
+// same fp32 values: bit-identical to tsr_qgemv_i8 token by token). Other rows: gemm_i8_tile.
+
+/// One row × NT tokens (rows outside full panels).
 INLINE void gemm_i8_tile(const tsr_qweights *w, const int8_t *Xq, const float *dx, const float *xsums,
                          float *Y, int ldy, int r, int t0, const int NT, const int bits) {
     const int cols = w->cols, groups = cols / w->group, nb = w->group / 32, blocks = cols / 32;
@@ -592,18 +600,127 @@ INLINE void gemm_i8_tile(const tsr_qweights *w, const int8_t *Xq, const float *d
         Y[(size_t)(t0 + t) * ldy + r] = hsum_ps(acc[t]) + offset_term(v.m, v.s, v.gstride, xsums + (size_t)(t0 + t) * groups, groups, bits == 8);
 }
 
-/// Rows are visited in panels small enough to stay in L1 while every token quad passes over them.
-enum { PANEL_ROWS = 16 };
+/// Rows [r, e) (outside full panels) for tokens [t0, t1): 4 tokens at a time, then one by one.
+INLINE void gemm_i8_rows(const tsr_qweights *w, const int8_t *Xq, const float *dx, const float *xsums,
+                         float *Y, int ldy, int r, int e, int t0, int t1, const int bits) {
+    int t = t0;
+    for (; t + 4 <= t1; t += 4)
+        for (int i = r; i < e; i++) gemm_i8_tile(w, Xq, dx, xsums, Y, ldy, i, t, 4, bits);
+    for (; t < t1; t++)
+        for (int i = r; i < e; i++) gemm_i8_tile(w, Xq, dx, xsums, Y, ldy, i, t, 1, bits);
+}
+
+/// Tokens per tile of the panel GEMM (the last tile of T may be shorter). 6 gave the fewest
+/// instructions of 2, 3, 4 and 6 (bench/kernels/count-gemm.sh), though 8 code vectors and 2·6
+/// accumulators exceed the 16 ymm registers: the compiler keeps part of the sums on the stack.
+#ifndef NT_GEMM
+#define NT_GEMM 6
+#endif
+_Static_assert(NT_GEMM >= 1 && NT_GEMM <= 6, "gemm_i8_panel_n instantiates tiles of 1 to 6 tokens");
+enum { NT_MAX = 8 };
+
+/// The full panel at r0 (a multiple of 8) × tokens t0 ..< t0 + NT: Y[t·ldy + r0 ..< r0 + 8].
+/// NB > 0 fixes the blocks per group (G = 32·NB). State: the 8 code vectors of a block, 2·NT
+/// fp32 accumulators (group and total, one row per lane).
+INLINE void gemm_i8_panel(const tsr_qweights *w, const int8_t *Xq, const float *dx, const float *xsums,
+                          float *Y, int ldy, int r0, int t0, const int NT, const int bits, const int NB) {
+    const int cols = w->cols, groups = cols / w->group, nb = NB ? NB : w->group / 32, blocks = cols / 32;
+    const int bb = q_block_bytes(bits);
+    const uint8_t *panel = w->codes + (size_t)r0 * tsr_q_row_bytes(bits, cols);
+    const uint16_t *sp = w->scales + (size_t)r0 * groups, *mp = w->offsets + (size_t)r0 * groups;
+    const int8_t *xt = Xq + (size_t)t0 * cols;
+    const float *dt = dx + (size_t)t0 * blocks;
+    __m256 acc[NT_MAX];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        __m256 ga[NT_MAX];
+        for (int t = 0; t < NT; t++) ga[t] = _mm256_setzero_ps();
+        for (int b = g * nb; b < (g + 1) * nb; b++) {
+            panel_codes k;
+            panel_unpack(panel + (size_t)b * 8 * bb, bits, &k);
+            for (int t = 0; t < NT; t++) {
+                const panel_act a = panel_load_act(xt + (size_t)t * cols + 32 * b, bits);
+                ga[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(panel_dot_codes(&k, &a, bits)), _mm256_broadcast_ss(dt + (size_t)t * blocks + b), ga[t]);
+            }
+        }
+        // The 8 rows' scales in the lanes' row order (the GEMV permutes the group sum instead: the
+        // same products).
+        __m256 s = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sp + 8 * g)));
+        if (bits != 8) s = _mm256_permutevar8x32_ps(s, panel_lane_rows(bits));
+        for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(ga[t], s, acc[t]);
+    }
+    // Offsets in row order, m (+ 128·s for B = 8) times each token's group sums, summed over groups.
+    __m256 macc[NT_MAX];
+    for (int t = 0; t < NT; t++) macc[t] = _mm256_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(mp + 8 * g)));
+        if (bits == 8) m = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sp + 8 * g))), _mm256_set1_ps(128.0f), m);
+        for (int t = 0; t < NT; t++) macc[t] = _mm256_fmadd_ps(m, _mm256_broadcast_ss(xsums + (size_t)(t0 + t) * groups + g), macc[t]);
+    }
+    for (int t = 0; t < NT; t++) {
+        __m256 a = bits == 8 ? acc[t] : _mm256_permutevar8x32_ps(acc[t], panel_to_rows(bits));
+        _mm256_storeu_ps(Y + (size_t)(t0 + t) * ldy + r0, _mm256_add_ps(a, macc[t]));
+    }
+}
+
+/// gemm_i8_panel for a tile of n ≤ NT_GEMM tokens (n a compile-time constant in each call).
+INLINE void gemm_i8_panel_n(const tsr_qweights *w, const int8_t *Xq, const float *dx, const float *xsums,
+                            float *Y, int ldy, int r0, int t0, int n, const int bits, const int NB) {
+    switch (n) {
+#define CASE(k) case k: gemm_i8_panel(w, Xq, dx, xsums, Y, ldy, r0, t0, k, bits, NB); break;
+    CASE(1)
+#if NT_GEMM >= 2
+    CASE(2)
+#endif
+#if NT_GEMM >= 3
+    CASE(3)
+#endif
+#if NT_GEMM >= 4
+    CASE(4)
+#endif
+#if NT_GEMM >= 5
+    CASE(5)
+#endif
+#if NT_GEMM >= 6
+    CASE(6)
+#endif
+#undef CASE
+    }
+}
+
+/// Rows are visited in chunks of up to 8 panels holding at most CHUNK_BYTES of codes (chunk
+/// boundaries at absolute multiples of the chunk rows, so a chunk never cuts a panel): the
+/// chunk's weights stay in L2 while every token tile passes over them, and a token tile's
+/// activations stay in L1 over the chunk's panels. Every output is computed whole within one
+/// panel and tile, so neither the chunks nor the callers' row split change any result.
+enum { CHUNK_BYTES = 64 * 1024 };
+
+INLINE void gemm_i8_nb(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const float *xsums,
+                       float *Y, int ldy, int rowBegin, int rowEnd, const int bits, const int NB) {
+    const size_t panelBytes = (size_t)8 * tsr_q_row_bytes(bits, w->cols);
+    const int chunk = 8 * (panelBytes >= CHUNK_BYTES ? 1 : CHUNK_BYTES / panelBytes >= 8 ? 8 : (int)(CHUNK_BYTES / panelBytes));
+    for (int p = rowBegin; p < rowEnd;) {
+        int pe = (p / chunk + 1) * chunk;
+        if (pe > rowEnd) pe = rowEnd;
+        for (int t0 = 0; t0 < T; t0 += NT_GEMM) {
+            const int n = T - t0 < NT_GEMM ? T - t0 : NT_GEMM;
+#define ROWS(a, e) gemm_i8_rows(w, Xq, dx, xsums, Y, ldy, a, e, t0, t0 + n, bits)
+#define PANEL(r) gemm_i8_panel_n(w, Xq, dx, xsums, Y, ldy, r, t0, n, bits, NB)
+            FOR_PANELS(w, p, pe, PANEL, ROWS);
+#undef PANEL
+#undef ROWS
+        }
+        p = pe;
+    }
+}
 
 INLINE void gemm_i8_body(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const float *xsums,
                          float *Y, int ldy, int rowBegin, int rowEnd, const int bits) {
-    for (int p = rowBegin; p < rowEnd; p += PANEL_ROWS) {
-        int pe = p + PANEL_ROWS < rowEnd ? p + PANEL_ROWS : rowEnd;
-        int t0 = 0;
-        for (; t0 + 4 <= T; t0 += 4)
-            for (int r = p; r < pe; r++) gemm_i8_tile(w, Xq, dx, xsums, Y, ldy, r, t0, 4, bits);
-        for (; t0 < T; t0++)
-            for (int r = p; r < pe; r++) gemm_i8_tile(w, Xq, dx, xsums, Y, ldy, r, t0, 1, bits);
+    switch (w->group) {
+    case 32: gemm_i8_nb(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd, bits, 1); break;
+    case 64: gemm_i8_nb(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd, bits, 2); break;
+    case 128: gemm_i8_nb(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd, bits, 4); break;
+    default: gemm_i8_nb(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd, bits, 0); break;
     }
 }
 
@@ -615,6 +732,9 @@ AVX2 void tsr_qgemm_i8_avx2(const tsr_qweights *w, int T, const int8_t *Xq, cons
 }
 
 // ---- A16 GEMM: one row × NT tokens per weight load ------------------------------------------
+/// Rows are visited in panels small enough to stay in L1 while every token quad passes over them.
+enum { PANEL_ROWS = 16 };
+
 INLINE void gemm_f32_tile(const tsr_qweights *w, const float *X, const float *xsums, float *Y, int ldy, int r, int t0,
                           const int NT, const int bits) {
     const int cols = w->cols, groups = cols / w->group, nb = w->group / 32;
