@@ -216,7 +216,9 @@ AVX2 void tsr_q_dequantize_avx2(const tsr_qweights *w, float *dst, int rowBegin,
 //   B = 8: eight loads (one row each), the sign trick of mul16 (q − 128, offset m + 128·s),
 //          one madd per row, then hadd_epi32 twice and a lane swap → row order 0..7.
 // The GEMV sums each group's blocks in that lane order and puts the group sum into row order
-// with one permute.
+// with one permute. panel_dot is split in three for the GEMM: panel_unpack (the block's code
+// vectors, weights only: once per block and token tile), panel_load_act (the activation block's
+// broadcasts, once per block and token) and panel_dot_codes (the maddubs/add/hadd/madd above).
 
 /// Row r of lane i of the panel block dot (see above), as permutevar8x32 indices that put the
 /// lanes into row order.
@@ -226,66 +228,117 @@ INLINE __m256i panel_to_rows(const int bits) {
     return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
 }
 
-/// The exact int32 dots Σ q·xq (B = 8: Σ (q − 128)·xq) of one block of 8 panel rows, lanes in
-/// the order of panel_to_rows.
-INLINE __m256i panel_dot(const uint8_t *pb, const int8_t *xb, const int bits) {
-    const __m256i ones = _mm256_set1_epi16(1);
+/// The lanes of panel_dot in row order: the inverse of panel_to_rows (lane i holds row
+/// panel_lane_rows[i]), as permutevar8x32 indices that put 8 row-order values into lane order.
+INLINE __m256i panel_lane_rows(const int bits) {
+    if (bits == 2 || bits == 3) return _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    if (bits == 4) return _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+}
+
+/// One panel block's codes unpacked for panel_dot_codes: c[8] (B = 8: a[8] too). The unpacking
+/// depends on the weights only, so the GEMM does it once per block for all tokens of a tile.
+///   B = 2, 3: c[4h + s] = code vector s of half h (rows 0-3 | 4-7 per 64-bit lane), to meet
+///             x[8s..8s+7] broadcast to every 64-bit lane.
+///   B = 4:    c[2h] / c[2h + 1] = q[0..15] / q[16..31] of rows 2h, 2h + 1 (one per 128-bit lane).
+///   B = 8:    c[i] = row i's q − 128 as int8 (the sign source), a[i] = |q − 128| (the unsigned
+///             operand of maddubs).
+typedef struct { __m256i c[8], a[8]; } panel_codes;
+
+INLINE void panel_unpack(const uint8_t *pb, const int bits, panel_codes *k) {
     if (bits == 2) {
         const __m256i m3 = _mm256_set1_epi8(3);
-        __m256i x[4];
-        for (int s = 0; s < 4; s++) x[s] = _mm256_set1_epi64x(*(const long long *)(const void *)(xb + 8 * s));
-        __m256i p[2];
         for (int h = 0; h < 2; h++) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(pb + 32 * h));
-            __m256i a = _mm256_maddubs_epi16(_mm256_and_si256(v, m3), x[0]);
-            __m256i b = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 2), m3), x[1]);
-            __m256i c = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m3), x[2]);
-            __m256i d = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 6), m3), x[3]);
-            p[h] = _mm256_add_epi16(_mm256_add_epi16(a, b), _mm256_add_epi16(c, d));
+            k->c[4 * h + 0] = _mm256_and_si256(v, m3);
+            k->c[4 * h + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
+            k->c[4 * h + 2] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3);
+            k->c[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16(v, 6), m3);
         }
-        return _mm256_madd_epi16(_mm256_hadd_epi16(p[0], p[1]), ones);
-    }
-    if (bits == 3) {
+    } else if (bits == 3) {
         const __m256i m33 = _mm256_set1_epi8(0x33), m44 = _mm256_set1_epi8(0x44), m7 = _mm256_set1_epi8(7);
-        __m256i x[4];
-        for (int s = 0; s < 4; s++) x[s] = _mm256_set1_epi64x(*(const long long *)(const void *)(xb + 8 * s));
         // The plane's bits moved to 2 and 6: code vectors 0 | 2 and 1 | 3 of rows 0-3 and of rows 4-7.
         const __m256i hv = _mm256_loadu_si256((const __m256i *)(pb + 64));
         const __m256i hA[2] = {_mm256_and_si256(hv, m44), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m44)};
         const __m256i hB[2] = {_mm256_and_si256(_mm256_srli_epi16(hv, 1), m44), _mm256_and_si256(_mm256_slli_epi16(hv, 1), m44)};
-        __m256i p[2];
         for (int h = 0; h < 2; h++) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(pb + 32 * h));
             __m256i A = _mm256_or_si256(_mm256_and_si256(v, m33), hA[h]);                         // q0 | q2 << 4
             __m256i B = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 2), m33), hB[h]);   // q1 | q3 << 4
-            __m256i a = _mm256_maddubs_epi16(_mm256_and_si256(A, m7), x[0]);
-            __m256i b = _mm256_maddubs_epi16(_mm256_and_si256(B, m7), x[1]);
-            __m256i c = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(A, 4), m7), x[2]);
-            __m256i d = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(B, 4), m7), x[3]);
-            p[h] = _mm256_add_epi16(_mm256_add_epi16(a, b), _mm256_add_epi16(c, d));
+            k->c[4 * h + 0] = _mm256_and_si256(A, m7);
+            k->c[4 * h + 1] = _mm256_and_si256(B, m7);
+            k->c[4 * h + 2] = _mm256_and_si256(_mm256_srli_epi16(A, 4), m7);
+            k->c[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16(B, 4), m7);
+        }
+    } else if (bits == 4) {
+        const __m256i m15 = _mm256_set1_epi8(15);
+        for (int h = 0; h < 4; h++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(pb + 32 * h));
+            k->c[2 * h] = _mm256_and_si256(v, m15);
+            k->c[2 * h + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
+        }
+    } else { // bits == 8
+        for (int i = 0; i < 8; i++) {
+            k->c[i] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(pb + 32 * i)), _mm256_set1_epi8((char)0x80));
+            k->a[i] = _mm256_abs_epi8(k->c[i]);
+        }
+    }
+}
+
+/// One activation block in the form panel_dot_codes meets the codes with: B = 2, 3: x[s] =
+/// xb[8s..8s+7] broadcast to every 64-bit lane; B = 4: x[0] / x[1] = xb[0..15] / xb[16..31] in
+/// both 128-bit lanes; B = 8: x[0] = xb.
+typedef struct { __m256i x[4]; } panel_act;
+
+INLINE panel_act panel_load_act(const int8_t *xb, const int bits) {
+    panel_act a;
+    if (bits == 2 || bits == 3) {
+        for (int s = 0; s < 4; s++) a.x[s] = _mm256_set1_epi64x(*(const long long *)(const void *)(xb + 8 * s));
+    } else if (bits == 4) {
+        a.x[0] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)xb));
+        a.x[1] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(xb + 16)));
+    } else {
+        a.x[0] = _mm256_loadu_si256((const __m256i *)xb);
+    }
+    return a;
+}
+
+/// The exact int32 dots Σ q·xq (B = 8: Σ (q − 128)·xq) of one block of 8 panel rows against an
+/// activation block, lanes in the order of panel_to_rows.
+INLINE __m256i panel_dot_codes(const panel_codes *k, const panel_act *a, const int bits) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    if (bits == 2 || bits == 3) {
+        __m256i p[2];
+        for (int h = 0; h < 2; h++) {
+            __m256i q0 = _mm256_maddubs_epi16(k->c[4 * h + 0], a->x[0]);
+            __m256i q1 = _mm256_maddubs_epi16(k->c[4 * h + 1], a->x[1]);
+            __m256i q2 = _mm256_maddubs_epi16(k->c[4 * h + 2], a->x[2]);
+            __m256i q3 = _mm256_maddubs_epi16(k->c[4 * h + 3], a->x[3]);
+            p[h] = _mm256_add_epi16(_mm256_add_epi16(q0, q1), _mm256_add_epi16(q2, q3));
         }
         return _mm256_madd_epi16(_mm256_hadd_epi16(p[0], p[1]), ones);
     }
     if (bits == 4) {
-        const __m256i m15 = _mm256_set1_epi8(15);
-        const __m256i x0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)xb));
-        const __m256i x1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(xb + 16)));
         __m256i p[4];
-        for (int h = 0; h < 4; h++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(pb + 32 * h));
-            p[h] = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v, m15), x0),
-                                    _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m15), x1));
-        }
+        for (int h = 0; h < 4; h++)
+            p[h] = _mm256_add_epi16(_mm256_maddubs_epi16(k->c[2 * h], a->x[0]), _mm256_maddubs_epi16(k->c[2 * h + 1], a->x[1]));
         __m256i t = _mm256_hadd_epi16(_mm256_hadd_epi16(p[0], p[1]), _mm256_hadd_epi16(p[2], p[3]));
         return _mm256_madd_epi16(t, ones);
     }
     // bits == 8
-    const __m256i x = _mm256_loadu_si256((const __m256i *)xb);
     __m256i d[8];
-    for (int i = 0; i < 8; i++) d[i] = dot32(_mm256_loadu_si256((const __m256i *)(pb + 32 * i)), x, 8);
-    __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(d[0], d[1]), _mm256_hadd_epi32(d[2], d[3])); // r0..r3 | r0..r3
-    __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(d[4], d[5]), _mm256_hadd_epi32(d[6], d[7])); // r4..r7 | r4..r7
-    return _mm256_add_epi32(_mm256_blend_epi32(a, b, 0xF0), _mm256_permute2x128_si256(a, b, 0x21));
+    for (int i = 0; i < 8; i++) d[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(k->a[i], _mm256_sign_epi8(a->x[0], k->c[i])), ones);
+    __m256i u = _mm256_hadd_epi32(_mm256_hadd_epi32(d[0], d[1]), _mm256_hadd_epi32(d[2], d[3])); // r0..r3 | r0..r3
+    __m256i v = _mm256_hadd_epi32(_mm256_hadd_epi32(d[4], d[5]), _mm256_hadd_epi32(d[6], d[7])); // r4..r7 | r4..r7
+    return _mm256_add_epi32(_mm256_blend_epi32(u, v, 0xF0), _mm256_permute2x128_si256(u, v, 0x21));
+}
+
+/// panel_dot_codes of the panel block at pb and the activation block xb (the GEMV's one token).
+INLINE __m256i panel_dot(const uint8_t *pb, const int8_t *xb, const int bits) {
+    const panel_act a = panel_load_act(xb, bits);
+    panel_codes k;
+    panel_unpack(pb, bits, &k);
+    return panel_dot_codes(&k, &a, bits);
 }
 
 /// tsr_qdot_i8 for the full panel at r0 (a multiple of 8).
@@ -529,7 +582,15 @@ AVX2 void tsr_qgemv_f32_avx2(const tsr_qweights *w, const float *x, const float 
 #undef CALL
 }
 
-// ---- A8/A4 GEMM: one row × NT tokens per weight load ------------------------------------------
+// ---- A8/A4 GEMM -----------------------------------------------------------------------------
+// Full panels: gemm_i8_panel, 8 rows × NT tokens per weight load. Each panel block is unpacked
+// once (panel_unpack) and dotted with the NT tokens' activation blocks (panel_dot_codes), so the
+// int32 dots, their convert and the dx FMA come with one row per lane as in the GEMV; the group
+// scales are put into lane order once per group for all tokens, the tokens' sums into row order
+// once at the end. Per row and token these are the GEMV's operations in the GEMV's order (the
+// same fp32 values: bit-identical to tsr_qgemv_i8 token by token). Other rows: gemm_i8_tile.
+
+/// One row × NT tokens (rows outside full panels).
 INLINE void gemm_i8_tile(const tsr_qweights *w, const int8_t *Xq, const float *dx, const float *xsums,
                          float *Y, int ldy, int r, int t0, const int NT, const int bits) {
     const int cols = w->cols, groups = cols / w->group, nb = w->group / 32, blocks = cols / 32;
@@ -553,18 +614,127 @@ INLINE void gemm_i8_tile(const tsr_qweights *w, const int8_t *Xq, const float *d
         Y[(size_t)(t0 + t) * ldy + r] = hsum_ps(acc[t]) + offset_term(v.m, v.s, v.gstride, xsums + (size_t)(t0 + t) * groups, groups, bits == 8);
 }
 
-/// Rows are visited in panels small enough to stay in L1 while every token quad passes over them.
-enum { PANEL_ROWS = 16 };
+/// Rows [r, e) (outside full panels) for tokens [t0, t1): 4 tokens at a time, then one by one.
+INLINE void gemm_i8_rows(const tsr_qweights *w, const int8_t *Xq, const float *dx, const float *xsums,
+                         float *Y, int ldy, int r, int e, int t0, int t1, const int bits) {
+    int t = t0;
+    for (; t + 4 <= t1; t += 4)
+        for (int i = r; i < e; i++) gemm_i8_tile(w, Xq, dx, xsums, Y, ldy, i, t, 4, bits);
+    for (; t < t1; t++)
+        for (int i = r; i < e; i++) gemm_i8_tile(w, Xq, dx, xsums, Y, ldy, i, t, 1, bits);
+}
+
+/// Tokens per tile of the panel GEMM (the last tile of T may be shorter). 6 gave the fewest
+/// instructions of 2, 3, 4 and 6 (bench/kernels/count-gemm.sh), though 8 code vectors and 2·6
+/// accumulators exceed the 16 ymm registers: the compiler keeps part of the sums on the stack.
+#ifndef NT_GEMM
+#define NT_GEMM 6
+#endif
+_Static_assert(NT_GEMM >= 1 && NT_GEMM <= 6, "gemm_i8_panel_n instantiates tiles of 1 to 6 tokens");
+enum { NT_MAX = 8 };
+
+/// The full panel at r0 (a multiple of 8) × tokens t0 ..< t0 + NT: Y[t·ldy + r0 ..< r0 + 8].
+/// NB > 0 fixes the blocks per group (G = 32·NB). State: the 8 code vectors of a block, 2·NT
+/// fp32 accumulators (group and total, one row per lane).
+INLINE void gemm_i8_panel(const tsr_qweights *w, const int8_t *Xq, const float *dx, const float *xsums,
+                          float *Y, int ldy, int r0, int t0, const int NT, const int bits, const int NB) {
+    const int cols = w->cols, groups = cols / w->group, nb = NB ? NB : w->group / 32, blocks = cols / 32;
+    const int bb = q_block_bytes(bits);
+    const uint8_t *panel = w->codes + (size_t)r0 * tsr_q_row_bytes(bits, cols);
+    const uint16_t *sp = w->scales + (size_t)r0 * groups, *mp = w->offsets + (size_t)r0 * groups;
+    const int8_t *xt = Xq + (size_t)t0 * cols;
+    const float *dt = dx + (size_t)t0 * blocks;
+    __m256 acc[NT_MAX];
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        __m256 ga[NT_MAX];
+        for (int t = 0; t < NT; t++) ga[t] = _mm256_setzero_ps();
+        for (int b = g * nb; b < (g + 1) * nb; b++) {
+            panel_codes k;
+            panel_unpack(panel + (size_t)b * 8 * bb, bits, &k);
+            for (int t = 0; t < NT; t++) {
+                const panel_act a = panel_load_act(xt + (size_t)t * cols + 32 * b, bits);
+                ga[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(panel_dot_codes(&k, &a, bits)), _mm256_broadcast_ss(dt + (size_t)t * blocks + b), ga[t]);
+            }
+        }
+        // The 8 rows' scales in the lanes' row order (the GEMV permutes the group sum instead: the
+        // same products).
+        __m256 s = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sp + 8 * g)));
+        if (bits != 8) s = _mm256_permutevar8x32_ps(s, panel_lane_rows(bits));
+        for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(ga[t], s, acc[t]);
+    }
+    // Offsets in row order, m (+ 128·s for B = 8) times each token's group sums, summed over groups.
+    __m256 macc[NT_MAX];
+    for (int t = 0; t < NT; t++) macc[t] = _mm256_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(mp + 8 * g)));
+        if (bits == 8) m = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sp + 8 * g))), _mm256_set1_ps(128.0f), m);
+        for (int t = 0; t < NT; t++) macc[t] = _mm256_fmadd_ps(m, _mm256_broadcast_ss(xsums + (size_t)(t0 + t) * groups + g), macc[t]);
+    }
+    for (int t = 0; t < NT; t++) {
+        __m256 a = bits == 8 ? acc[t] : _mm256_permutevar8x32_ps(acc[t], panel_to_rows(bits));
+        _mm256_storeu_ps(Y + (size_t)(t0 + t) * ldy + r0, _mm256_add_ps(a, macc[t]));
+    }
+}
+
+/// gemm_i8_panel for a tile of n ≤ NT_GEMM tokens (n a compile-time constant in each call).
+INLINE void gemm_i8_panel_n(const tsr_qweights *w, const int8_t *Xq, const float *dx, const float *xsums,
+                            float *Y, int ldy, int r0, int t0, int n, const int bits, const int NB) {
+    switch (n) {
+#define CASE(k) case k: gemm_i8_panel(w, Xq, dx, xsums, Y, ldy, r0, t0, k, bits, NB); break;
+    CASE(1)
+#if NT_GEMM >= 2
+    CASE(2)
+#endif
+#if NT_GEMM >= 3
+    CASE(3)
+#endif
+#if NT_GEMM >= 4
+    CASE(4)
+#endif
+#if NT_GEMM >= 5
+    CASE(5)
+#endif
+#if NT_GEMM >= 6
+    CASE(6)
+#endif
+#undef CASE
+    }
+}
+
+/// Rows are visited in chunks of up to 8 panels holding at most CHUNK_BYTES of codes (chunk
+/// boundaries at absolute multiples of the chunk rows, so a chunk never cuts a panel): the
+/// chunk's weights stay in L2 while every token tile passes over them, and a token tile's
+/// activations stay in L1 over the chunk's panels. Every output is computed whole within one
+/// panel and tile, so neither the chunks nor the callers' row split change any result.
+enum { CHUNK_BYTES = 64 * 1024 };
+
+INLINE void gemm_i8_nb(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const float *xsums,
+                       float *Y, int ldy, int rowBegin, int rowEnd, const int bits, const int NB) {
+    const size_t panelBytes = (size_t)8 * tsr_q_row_bytes(bits, w->cols);
+    const int chunk = 8 * (panelBytes >= CHUNK_BYTES ? 1 : CHUNK_BYTES / panelBytes >= 8 ? 8 : (int)(CHUNK_BYTES / panelBytes));
+    for (int p = rowBegin; p < rowEnd;) {
+        int pe = (p / chunk + 1) * chunk;
+        if (pe > rowEnd) pe = rowEnd;
+        for (int t0 = 0; t0 < T; t0 += NT_GEMM) {
+            const int n = T - t0 < NT_GEMM ? T - t0 : NT_GEMM;
+#define ROWS(a, e) gemm_i8_rows(w, Xq, dx, xsums, Y, ldy, a, e, t0, t0 + n, bits)
+#define PANEL(r) gemm_i8_panel_n(w, Xq, dx, xsums, Y, ldy, r, t0, n, bits, NB)
+            FOR_PANELS(w, p, pe, PANEL, ROWS);
+#undef PANEL
+#undef ROWS
+        }
+        p = pe;
+    }
+}
 
 INLINE void gemm_i8_body(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const float *xsums,
                          float *Y, int ldy, int rowBegin, int rowEnd, const int bits) {
-    for (int p = rowBegin; p < rowEnd; p += PANEL_ROWS) {
-        int pe = p + PANEL_ROWS < rowEnd ? p + PANEL_ROWS : rowEnd;
-        int t0 = 0;
-        for (; t0 + 4 <= T; t0 += 4)
-            for (int r = p; r < pe; r++) gemm_i8_tile(w, Xq, dx, xsums, Y, ldy, r, t0, 4, bits);
-        for (; t0 < T; t0++)
-            for (int r = p; r < pe; r++) gemm_i8_tile(w, Xq, dx, xsums, Y, ldy, r, t0, 1, bits);
+    switch (w->group) {
+    case 32: gemm_i8_nb(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd, bits, 1); break;
+    case 64: gemm_i8_nb(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd, bits, 2); break;
+    case 128: gemm_i8_nb(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd, bits, 4); break;
+    default: gemm_i8_nb(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd, bits, 0); break;
     }
 }
 
@@ -576,6 +746,9 @@ AVX2 void tsr_qgemm_i8_avx2(const tsr_qweights *w, int T, const int8_t *Xq, cons
 }
 
 // ---- A16 GEMM: one row × NT tokens per weight load ------------------------------------------
+/// Rows are visited in panels small enough to stay in L1 while every token quad passes over them.
+enum { PANEL_ROWS = 16 };
+
 INLINE void gemm_f32_tile(const tsr_qweights *w, const float *X, const float *xsums, float *Y, int ldy, int r, int t0,
                           const int NT, const int bits) {
     const int cols = w->cols, groups = cols / w->group, nb = w->group / 32;

@@ -446,10 +446,11 @@ final class QuantKernelTests: XCTestCase {
         var rng = SplitMix64(seed: 7)
         for bits in Self.bitsList {
             for (cols, group) in [(96, 32), (192, 64), (256, 0), (1024, 32)] {
-                for rows in [3, 17, 33] {
+                for rows in [3, 17, 24, 33] {
                     let c = try randomCase(bits: bits, group: group, rows: rows, cols: cols, &rng)
                     let G = c.w.group, groups = cols / G
-                    for T in [1, 2, 4, 5, 9] {
+                    // Full token tiles of the panel GEMM and every remainder.
+                    for T in [1, 2, 3, 4, 5, 7, 9, 13, 17] {
                         let X = blockyFloats(T * cols, &rng)
                         let fs = FloatBuffer(count: T * groups)
                         var xq: [Int8] = [], dx: [Float] = [], xsums: [Float] = []
@@ -489,6 +490,41 @@ final class QuantKernelTests: XCTestCase {
                                 }
                                 XCTAssertLessThanOrEqual(abs(Double(outputs[2][t * rows + r]) - e8), b8, "i8 simd " + label)
                                 XCTAssertLessThanOrEqual(abs(Double(outputs[3][t * rows + r]) - e8), b8, "i8 ref " + label)
+                            }
+                        }
+                        // A8/A4 on ranges that start and stop at panel boundaries (whole panels, a
+                        // tail, a thread's 16-row slice): each token's rows equal the GEMV of that
+                        // token (on AVX2 bit for bit: the panel GEMM does the GEMV's operations).
+                        let blocks = cols / 32
+                        for (lo, hi) in [(0, rows), (8, rows), (0, rows / 16 * 16), (rows / 16 * 16, rows)] where lo < hi {
+                            let Yg = FloatBuffer(count: T * rows), yv = FloatBuffer(count: rows)
+                            for i in 0..<T * rows { Yg[i] = 777 }
+                            c.w.withView { tsr_qgemm_i8($0, Int32(T), xq, dx, xsums, Yg.pointer, Int32(rows), Int32(lo), Int32(hi)) }
+                            for t in 0..<T {
+                                for i in 0..<rows { yv[i] = 777 }
+                                xq.withUnsafeBufferPointer { xq in
+                                    dx.withUnsafeBufferPointer { dx in
+                                        xsums.withUnsafeBufferPointer { xs in
+                                            c.w.withView {
+                                                tsr_qgemv_i8($0, xq.baseAddress! + t * cols, dx.baseAddress! + t * blocks, xs.baseAddress! + t * groups,
+                                                             yv.pointer, Int32(lo), Int32(hi))
+                                            }
+                                        }
+                                    }
+                                }
+                                for r in 0..<rows {
+                                    let label = "B\(bits) G\(G) \(rows)×\(cols) T\(T) rows \(lo)..<\(hi) t\(t) r\(r)"
+                                    let got = Yg[t * rows + r]
+                                    if r < lo || r >= hi { XCTAssertEqual(got, 777, label); continue }
+                                    let (e8, b8) = xq.withUnsafeBufferPointer { xq in
+                                        dx.withUnsafeBufferPointer { i8Exact(c, row: r, xq.baseAddress! + t * cols, $0.baseAddress! + t * blocks) }
+                                    }
+                                    XCTAssertLessThanOrEqual(abs(Double(got) - e8), b8, "i8 simd " + label)
+                                    XCTAssertLessThanOrEqual(abs(Double(got) - Double(yv[r])), b8, "i8 gemm vs gemv " + label)
+                                    #if arch(x86_64)
+                                    XCTAssertEqual(got.bitPattern, yv[r].bitPattern, "i8 gemm vs gemv bits " + label)
+                                    #endif
+                                }
                             }
                         }
                     }

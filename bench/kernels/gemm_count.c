@@ -1,0 +1,47 @@
+// Instruction-count driver for the A8 GEMM (tsr_qgemm_i8): packs random weights of a prefill
+// shape and runs N GEMMs of T tokens each, so that `valgrind --tool=callgrind` can count the
+// instructions of the kernel alone (deterministic; no wall clocks on a shared machine).
+//
+//   bench/kernels/count-gemm.sh                builds this with clang -O2 and prints Ir per weight per token
+//   gemm_count BITS GROUP ROWS COLS T N        one shape (the script runs 576×1536 and 1536×576, T = 64)
+#include "KernelsC.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t state = 0x9E3779B97F4A7C15ULL;
+static uint64_t rnd(void) {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 7) { fprintf(stderr, "usage: gemm_count BITS GROUP ROWS COLS T N\n"); return 2; }
+    int bits = atoi(argv[1]), group = atoi(argv[2]), rows = atoi(argv[3]), cols = atoi(argv[4]), T = atoi(argv[5]), n = atoi(argv[6]);
+    int groups = cols / group, blocks = cols / 32;
+    uint8_t *q = malloc((size_t)rows * cols);
+    for (size_t i = 0; i < (size_t)rows * cols; i++) q[i] = (uint8_t)(rnd() % (1u << bits));
+    uint8_t *codes = aligned_alloc(64, (tsr_q_row_bytes(bits, cols) * rows + 63) / 64 * 64);
+    tsr_q_pack(q, bits, rows, cols, codes);
+    uint16_t *sc = malloc(2 * (size_t)rows * groups), *of = malloc(2 * (size_t)rows * groups);
+    for (int i = 0; i < rows * groups; i++) { sc[i] = tsr_f32_to_f16(0.01f + (float)(rnd() % 100) * 1e-4f); of[i] = tsr_f32_to_f16(-0.05f); }
+    tsr_qweights w = {codes, sc, of, rows, cols, bits, group};
+    float *x = malloc(sizeof(float) * cols), *dx = malloc(sizeof(float) * (size_t)T * blocks), *xs = malloc(sizeof(float) * (size_t)T * groups);
+    float *y = malloc(sizeof(float) * (size_t)T * rows);
+    int8_t *xq = aligned_alloc(64, ((size_t)T * cols + 63) / 64 * 64);
+    int32_t *bs = malloc(sizeof(int32_t) * blocks);
+    for (int t = 0; t < T; t++) {
+        for (int k = 0; k < cols; k++) x[k] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
+        tsr_quantize_act(x, cols, group, 127, xq + (size_t)t * cols, dx + (size_t)t * blocks, bs, xs + (size_t)t * groups);
+    }
+    double check = 0;
+    for (int it = 0; it < n; it++) {
+        tsr_qgemm_i8(&w, T, xq, dx, xs, y, rows, 0, rows);
+        check += y[(size_t)(it % T) * rows + it % rows];
+    }
+    printf("B%d G%d %dx%d T%d x%d: path %s, checksum %.6g\n", bits, group, rows, cols, T, n,
+           tsr_path_name(tsr_kernel_path(TSR_KERNEL_QUANT_I8)), check);
+    return 0;
+}
