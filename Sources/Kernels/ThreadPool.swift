@@ -59,6 +59,27 @@ public final class ThreadPool: @unchecked Sendable {
         }
     }
 
+    /// Several `parallelFor` loops, over 0..<counts[j] for each j, in one parallel region:
+    /// `body(j, range)` gets exactly the ranges that `parallelFor(counts[j], multiple:)` would
+    /// give it (chunk i of the region runs the i-th range of every loop), so the work and its
+    /// results are those of the separate calls, for one wake-up and one barrier.
+    public func parallelFor(_ counts: [Int], multiple: Int = 1, _ body: (Int, Range<Int>) -> Void) {
+        if threads == 1 || counts.allSatisfy({ $0 <= multiple }) {
+            for (j, n) in counts.enumerated() where n > 0 { body(j, 0..<n) }
+            return
+        }
+        run { index, count in
+            for (j, n) in counts.enumerated() {
+                let r = ThreadPool.chunk(n, index: index, count: count, multiple: multiple)
+                if !r.isEmpty { body(j, r) }
+            }
+        }
+    }
+
+    /// Parallel regions handed to the workers so far (`run` on a pool of more than one thread;
+    /// what runs inline is not counted). The pool's own generation counter, read for tests.
+    var dispatches: Int { Int(tsr_pool_dispatches(pool)) }
+
     /// The `index`-th of `count` contiguous chunks of 0..<n, chunk borders on multiples of `multiple`.
     public static func chunk(_ n: Int, index: Int, count: Int, multiple: Int = 1) -> Range<Int> {
         let units = (n + multiple - 1) / multiple
