@@ -41,35 +41,73 @@ public final class QuantizedLinear: LinearWeights {
 
     public func forward(_ x: UnsafePointer<Float>, tokens T: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         guard T > 0 else { return }
-        let cols = weights.cols, rows = weights.rows, groups = weights.groupsPerRow, G = weights.group, blocks = cols / 32
+        guard runsByRows(tokens: T) else {
+            weights.withView { prefillBySgemm($0, x, T: T, y, pool: pool) }
+            return
+        }
+        let input = prepare(x, tokens: T, pool: pool)
+        pool.parallelFor(weights.rows, multiple: Self.rowMultiple) { r in run(input, rows: r, into: y) }
+    }
+
+    /// Weight rows are split across the pool at multiples of this.
+    static let rowMultiple = 16
+
+    /// Whether `forward` for T tokens is `prepare` once, then `run` on ranges of rows: every
+    /// case but the A16 prefill by sgemm.
+    func runsByRows(tokens T: Int) -> Bool {
+        !(activation == .a16 && T > 1 && a16Prefill == .dequantizeAndSgemm)
+    }
+
+    /// Whether `other` reads an input prepared exactly as this layer prepares it (same
+    /// activation mode, row width and group), so that one `prepare` serves both.
+    func preparesInputLike(_ other: QuantizedLinear) -> Bool {
+        activation == other.activation && weights.cols == other.weights.cols && weights.group == other.weights.group
+    }
+
+    /// x [T, cols] ready for the kernels: A16 its group sums, A8/A4 its quantized codes,
+    /// block scales and sums. Lives in the pool's workspace until the next `prepare` on it.
+    struct PreparedInput {
+        let x: UnsafePointer<Float>
+        let tokens: Int
+        let xq: UnsafeMutablePointer<Int8>
+        let dx: UnsafeMutablePointer<Float>
+        let fsums: UnsafeMutablePointer<Float>
+    }
+
+    /// Prepares x for `run` (on the calling thread).
+    func prepare(_ x: UnsafePointer<Float>, tokens T: Int, pool: ThreadPool) -> PreparedInput {
+        let cols = weights.cols, groups = weights.groupsPerRow, G = weights.group, blocks = cols / 32
         let (xq, bsums, dx, fsums) = scratch(tokens: T, pool: pool)
+        switch activation {
+        case .a16:
+            for t in 0..<T { tsr_group_sums_f32(x + t * cols, Int32(cols), Int32(G), fsums + t * groups) }
+        case .a8, .a4:
+            let levels = activation.levels
+            for t in 0..<T {
+                tsr_quantize_act(x + t * cols, Int32(cols), Int32(G), levels, xq + t * cols, dx + t * blocks,
+                                 bsums + t * blocks, fsums + t * groups)
+            }
+        }
+        return PreparedInput(x: x, tokens: T, xq: xq, dx: dx, fsums: fsums)
+    }
+
+    /// y[t, r] for the rows r in `rows`, from an input prepared by this layer or one that
+    /// `preparesInputLike` it. Writes only those columns of y.
+    func run(_ input: PreparedInput, rows r: Range<Int>, into y: UnsafeMutablePointer<Float>) {
+        let T = input.tokens, rows = Int32(weights.rows), lo = Int32(r.lowerBound), hi = Int32(r.upperBound)
         weights.withView { w in
             switch activation {
             case .a16:
-                if T > 1 && a16Prefill == .dequantizeAndSgemm {
-                    prefillBySgemm(w, x, T: T, y, pool: pool)
-                    return
-                }
-                for t in 0..<T { tsr_group_sums_f32(x + t * cols, Int32(cols), Int32(G), fsums + t * groups) }
-                pool.parallelFor(rows, multiple: 16) { r in
-                    if T == 1 {
-                        tsr_qgemv_f32(w, x, fsums, y, Int32(r.lowerBound), Int32(r.upperBound))
-                    } else {
-                        tsr_qgemm_f32(w, Int32(T), x, fsums, y, Int32(rows), Int32(r.lowerBound), Int32(r.upperBound))
-                    }
+                if T == 1 {
+                    tsr_qgemv_f32(w, input.x, input.fsums, y, lo, hi)
+                } else {
+                    tsr_qgemm_f32(w, Int32(T), input.x, input.fsums, y, rows, lo, hi)
                 }
             case .a8, .a4:
-                let levels = activation.levels
-                for t in 0..<T {
-                    tsr_quantize_act(x + t * cols, Int32(cols), Int32(G), levels, xq + t * cols, dx + t * blocks,
-                                     bsums + t * blocks, fsums + t * groups)
-                }
-                pool.parallelFor(rows, multiple: 16) { r in
-                    if T == 1 {
-                        tsr_qgemv_i8(w, xq, dx, fsums, y, Int32(r.lowerBound), Int32(r.upperBound))
-                    } else {
-                        tsr_qgemm_i8(w, Int32(T), xq, dx, fsums, y, Int32(rows), Int32(r.lowerBound), Int32(r.upperBound))
-                    }
+                if T == 1 {
+                    tsr_qgemv_i8(w, input.xq, input.dx, input.fsums, y, lo, hi)
+                } else {
+                    tsr_qgemm_i8(w, Int32(T), input.xq, input.dx, input.fsums, y, rows, lo, hi)
                 }
             }
         }
