@@ -122,9 +122,7 @@ public final class InferenceSession {
             // Attention: normed = RMSNorm(x); q, k, v = normed·Wq,k,vᵀ.
             rmsNormRows(x, block.attentionNorm.pointer, normed, T: T)
             profile?.lap(.attentionNorm)
-            block.query.forward(normed, tokens: T, into: q, pool: pool)
-            block.key.forward(normed, tokens: T, into: k, pool: pool)
-            block.value.forward(normed, tokens: T, into: v, pool: pool)
+            block.qkv.forward(normed, tokens: T, into: [q, k, v], pool: pool)
             profile?.lap(.qkv)
             // Rotate q and k by their positions; append k and v to the cache.
             for t in 0..<T {
@@ -144,8 +142,7 @@ public final class InferenceSession {
             // MLP: x += (silu(normed·Wgᵀ) ⊙ normed·Wuᵀ)·Wdᵀ with normed = RMSNorm(x).
             rmsNormRows(x, block.mlpNorm.pointer, normed, T: T)
             profile?.lap(.mlpNorm)
-            block.gate.forward(normed, tokens: T, into: gate, pool: pool)
-            block.up.forward(normed, tokens: T, into: up, pool: pool)
+            block.gateUp.forward(normed, tokens: T, into: [gate, up], pool: pool)
             profile?.lap(.gateUp)
             pool.parallelFor(T * F, multiple: 256) { r in
                 Ops.swiglu(gate + r.lowerBound, up + r.lowerBound, r.count)

@@ -14,6 +14,10 @@ public final class LlamaBlock {
     public let gate: LinearWeights          // [F, C]
     public let up: LinearWeights            // [F, C]
     public let down: LinearWeights          // [C, F]
+    /// q, k and v (they read the same normed input), run as one group.
+    public let qkv: LinearGroup
+    /// gate and up (they read the same normed input), run as one group.
+    public let gateUp: LinearGroup
 
     public init(attentionNorm: FloatBuffer, query: LinearWeights, key: LinearWeights, value: LinearWeights,
                 attentionOutput: LinearWeights, mlpNorm: FloatBuffer, gate: LinearWeights, up: LinearWeights,
@@ -27,6 +31,8 @@ public final class LlamaBlock {
         self.gate = gate
         self.up = up
         self.down = down
+        qkv = LinearGroup([query, key, value])
+        gateUp = LinearGroup([gate, up])
     }
 
     /// The linear of role `l`.
