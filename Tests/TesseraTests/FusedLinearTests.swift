@@ -83,12 +83,12 @@ final class FusedLinearTests: XCTestCase {
         }
     }
 
-    /// The demo model (30 blocks, Q4_1 linears) at A16 and A8: identical greedy decoding with
+    /// The demo model (30 blocks, Q4_1 linears) at A16, A8 and A4: identical greedy decoding with
     /// 90 fewer parallel regions per token.
     func testDemoModelDecodesIdenticallyWithThreeFewerDispatchesPerBlock() throws {
         let path = try TestPaths.requireDemoModel()
         let prompt: [Int32] = [1, 9690, 8, 1041, 314, 260, 3575, 282, 4649, 47]
-        for mode in [ActivationMode.a16, .a8] {
+        for mode in ActivationMode.allCases {
             let model = try LoadedModel.load(path: path, threads: 2, activation: mode).model
             XCTAssertTrue(model.blocks.allSatisfy { $0.qkv.members.allSatisfy { $0 is QuantizedLinear } }, "\(mode)")
             let fused = try greedy(model, prompt: prompt, steps: 6, context: 64)
