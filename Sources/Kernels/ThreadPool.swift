@@ -76,10 +76,6 @@ public final class ThreadPool: @unchecked Sendable {
         }
     }
 
-    /// Parallel regions handed to the workers so far (`run` on a pool of more than one thread;
-    /// what runs inline is not counted). The pool's own generation counter, read for tests.
-    var dispatches: Int { Int(tsr_pool_dispatches(pool)) }
-
     /// The `index`-th of `count` contiguous chunks of 0..<n, chunk borders on multiples of `multiple`.
     public static func chunk(_ n: Int, index: Int, count: Int, multiple: Int = 1) -> Range<Int> {
         let units = (n + multiple - 1) / multiple

@@ -142,10 +142,6 @@ tsr_pool *tsr_pool_create(int threads, int numa) {
 
 int tsr_pool_threads(const tsr_pool *pool) { return pool->threads; }
 
-unsigned tsr_pool_dispatches(const tsr_pool *pool) {
-    return atomic_load_explicit(&((tsr_pool *)pool)->generation, memory_order_relaxed);
-}
-
 void tsr_pool_run(tsr_pool *pool, tsr_task_fn fn, void *context) {
     const int n = pool->threads;
     if (n == 1) { fn(context, 0, 1); return; }

@@ -51,9 +51,9 @@ final class FusedLinearTests: XCTestCase {
             let last = logits[logits.count - 1]
             let next = Int32(last.indices.max { last[$0] < last[$1] }!)
             tokens.append(next)
-            let before = model.pool.dispatches
+            let before = model.pool.regionStats.runs
             logits += try session.forward([next])
-            dispatches.append(model.pool.dispatches - before)
+            dispatches.append(model.pool.regionStats.runs - before)
         }
         return (logits, tokens, dispatches)
     }
@@ -139,9 +139,9 @@ final class FusedLinearTests: XCTestCase {
                                "\(threads) threads, count \(n)")
             }
             // One region for all of them (none when it all runs inline).
-            let before = pool.dispatches
+            let before = pool.regionStats.runs
             pool.parallelFor(counts, multiple: 16) { _, _ in }
-            XCTAssertEqual(pool.dispatches - before, threads == 1 ? 0 : 1)
+            XCTAssertEqual(pool.regionStats.runs - before, threads == 1 ? 0 : 1)
         }
     }
 }

@@ -64,8 +64,6 @@ typedef void (*tsr_task_fn)(void *context, int index, int count);
 tsr_pool *tsr_pool_create(int threads, int numa);
 void tsr_pool_destroy(tsr_pool *pool);
 int tsr_pool_threads(const tsr_pool *pool);
-/// Runs handed to the workers so far (the generation counter; a 1-thread pool runs inline and counts none).
-unsigned tsr_pool_dispatches(const tsr_pool *pool);
 /// Runs fn(context, i, n) for every chunk i in [0, n) and returns when all have finished. The
 /// caller runs the chunks no awake worker has claimed, so a descheduled worker delays nothing.
 /// A caller that had to wait a scheduler time slice for a claimed chunk twice within a few runs
