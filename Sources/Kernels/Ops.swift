@@ -19,26 +19,21 @@ public enum Ops {
 
     /// In-place softmax over n values.
     public static func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
-        var maxValue = -Float.infinity
-        for i in 0..<n { maxValue = max(maxValue, x[i]) }
-        var sum: Float = 0
-        for i in 0..<n { x[i] = expf(x[i] - maxValue); sum += x[i] }
-        let inv = 1 / sum
-        for i in 0..<n { x[i] *= inv }
+        tsr_softmax_f32(x, Int32(n))
     }
 
     /// In-place softmax over the entries of `ranges` (ascending, disjoint) of a row of n
     /// values; every other entry becomes 0 (a masked attention row).
     public static func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int, over ranges: [Range<Int>]) {
         var maxValue = -Float.infinity
-        for r in ranges { for i in r { maxValue = max(maxValue, x[i]) } }
+        for r in ranges where !r.isEmpty { maxValue = max(maxValue, tsr_max_f32(x + r.lowerBound, Int32(r.count))) }
         var sum: Float = 0
-        for r in ranges { for i in r { x[i] = expf(x[i] - maxValue); sum += x[i] } }
+        for r in ranges where !r.isEmpty { sum += tsr_exp_sub_sum_f32(x + r.lowerBound, Int32(r.count), maxValue) }
         let inv = 1 / sum
         var next = 0
         for r in ranges {
             (x + next).update(repeating: 0, count: r.lowerBound - next)
-            for i in r { x[i] *= inv }
+            if !r.isEmpty { tsr_scale_f32(x + r.lowerBound, Int32(r.count), inv) }
             next = r.upperBound
         }
         (x + next).update(repeating: 0, count: n - next)
@@ -47,10 +42,7 @@ public enum Ops {
     /// out = silu(gate)⊙up, silu(g) = g·σ(g), element-wise over n values (out may be gate).
     /// The inference and calibration forwards both call this.
     public static func swiglu(_ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, _ n: Int) {
-        for i in 0..<n {
-            let g = gate[i]
-            out[i] = g / (1 + expf(-g)) * up[i]
-        }
+        tsr_swiglu_f32(gate, up, out, Int32(n))
     }
 
     /// gate = silu(gate)⊙up, in place.

@@ -305,6 +305,54 @@ final class KernelTests: XCTestCase {
         XCTAssertGreaterThan(stats.solo, 0, "\(stats)")
     }
 
+    /// exp (Cephes' algorithm): within 2 ulp of float64 exp over the whole finite range, the
+    /// SIMD path giving the reference's bits; 0 below −87.34 and +inf above 88.72 like expf.
+    func testExpMatchesFloat64AndReferenceBits() throws {
+        try assertDispatch(TSR_KERNEL_F32)
+        var rng = SplitMix64(seed: 41)
+        var x = (0..<4099).map { _ in Float(Double(rng.next() % 1_000_000) / 1_000_000 * 176 - 87.3) }
+        x += [0, -0.0, 1, -1, 0.34657359, -0.34657359, 88.7, -87.33, -87.34, 88.73, -200, 200, .infinity, -.infinity]
+        var y = [Float](repeating: 0, count: x.count), yRef = y
+        tsr_exp_f32(x, &y, Int32(x.count))
+        tsr_exp_f32_array_ref(x, &yRef, Int32(x.count))
+        for i in x.indices {
+            XCTAssertEqual(y[i].bitPattern, yRef[i].bitPattern, "exp(\(x[i])): SIMD \(y[i]) vs reference \(yRef[i])")
+            let exact = Foundation.exp(Double(x[i]))
+            if x[i] < -87.33654 { XCTAssertEqual(y[i], 0, "exp(\(x[i]))"); continue }
+            if x[i] > 88.72284 { XCTAssertEqual(y[i], .infinity, "exp(\(x[i]))"); continue }
+            XCTAssertLessThanOrEqual(abs(Double(y[i]) - exact), 2 * Double(Float(exact).ulp), "exp(\(x[i])) = \(y[i]), exact \(exact)")
+        }
+    }
+
+    func testSoftmaxAndSwiGLUMatchFloat64() throws {
+        try assertDispatch(TSR_KERNEL_F32)
+        var rng = SplitMix64(seed: 43)
+        for n in [1, 3, 8, 9, 31, 64, 513] {
+            let x = randomBuffer(n, &rng)
+            for i in 0..<n { x[i] *= 12 }
+            let m = (0..<n).map { Double(x[$0]) }.max()!
+            let e = (0..<n).map { Foundation.exp(Double(x[$0]) - m) }, total = e.reduce(0, +)
+            let simd = x.array, ref = x.array
+            var a = simd, b = ref
+            tsr_softmax_f32(&a, Int32(n))
+            tsr_softmax_f32_ref(&b, Int32(n))
+            for i in 0..<n {
+                XCTAssertEqual(Double(a[i]), e[i] / total, accuracy: 4e-7 * max(1, e[i] / total), "n \(n) i \(i)")
+                XCTAssertEqual(Double(b[i]), e[i] / total, accuracy: 4e-7 * max(1, e[i] / total), "n \(n) i \(i)")
+            }
+            let gate = randomBuffer(n, &rng), up = randomBuffer(n, &rng)
+            for i in 0..<n { gate[i] *= 20 }
+            var out = [Float](repeating: 0, count: n), outRef = out
+            tsr_swiglu_f32(gate.pointer, up.pointer, &out, Int32(n))
+            tsr_swiglu_f32_ref(gate.pointer, up.pointer, &outRef, Int32(n))
+            for i in 0..<n {
+                let g = Double(gate[i]), exact = g / (1 + Foundation.exp(-g)) * Double(up[i])
+                XCTAssertEqual(out[i].bitPattern, outRef[i].bitPattern, "swiglu n \(n) i \(i)")
+                XCTAssertEqual(Double(out[i]), exact, accuracy: 1e-6 * max(1, abs(exact)), "swiglu n \(n) i \(i)")
+            }
+        }
+    }
+
     func testBandwidthProbeChecksumMatchesReference() throws {
         // No SIMD path on AArch64 (there the scalar loop is the probe); the checksum is computed
         // here either way.

@@ -28,7 +28,7 @@ int tsr_physical_cores(void);
 // ---- dispatch: which implementation runs ----------------------------------------------------
 /// Kernel families: the entry points of one family share one selection.
 enum {
-    TSR_KERNEL_F32 = 0,         // tsr_gemv_f32, tsr_dot_f32, tsr_axpy_f32
+    TSR_KERNEL_F32 = 0,         // tsr_gemv_f32, tsr_dot_f32, tsr_axpy_f32, and the exp-based ops below
     TSR_KERNEL_F16_GEMV = 1,    // tsr_gemv_f16
     TSR_KERNEL_F16_CONVERT = 2, // tsr_f16_to_f32_array
     TSR_KERNEL_READ_BYTES = 3,  // tsr_read_bytes
@@ -71,6 +71,25 @@ int tsr_pool_threads(const tsr_pool *pool);
 void tsr_pool_run(tsr_pool *pool, tsr_task_fn fn, void *context);
 /// Runs with workers so far, how many of them the caller ran alone (after stalls), and stalls.
 void tsr_pool_stats(const tsr_pool *pool, long long *runs, long long *soloRuns, long long *stalls);
+
+// ---- exp-based row operations (exp_f32.c; family TSR_KERNEL_F32) ------------------------------
+// exp is Cephes' single-precision algorithm (≤ 2 ulp from float64 exp; 0 below −87.34, +inf
+// above 88.72) on every path: the SIMD paths give the `_ref` twin's bits for exp itself.
+/// y[i] = exp(x[i]).
+void tsr_exp_f32(const float *x, float *y, int n);
+void tsr_exp_f32_array_ref(const float *x, float *y, int n);
+/// max over x[0..<n] (−inf for n = 0).
+float tsr_max_f32(const float *x, int n);
+/// x[i] = exp(x[i] − shift) in place; returns Σ x[i].
+float tsr_exp_sub_sum_f32(float *x, int n, float shift);
+/// x[i] *= a.
+void tsr_scale_f32(float *x, int n, float a);
+/// In-place softmax of one row.
+void tsr_softmax_f32(float *x, int n);
+void tsr_softmax_f32_ref(float *x, int n);
+/// out[i] = silu(gate[i])·up[i], silu(g) = g / (1 + exp(−g)); out may be gate.
+void tsr_swiglu_f32(const float *gate, const float *up, float *out, int n);
+void tsr_swiglu_f32_ref(const float *gate, const float *up, float *out, int n);
 
 // ---- fp16 ----------------------------------------------------------------------------------
 float tsr_f16_to_f32(uint16_t h);
