@@ -216,33 +216,38 @@ public final class InferenceSession {
         }
     }
 
-    /// Prefill: per head, S = Q·Kᵀ/√D over the cached positions (sgemm), mask (causal, or the
-    /// packed layout's visible slots) and softmax per row, then out = S·V (sgemm). K and V are read in place from the cache;
-    /// heads are split across workers, each with its own score matrix.
+    /// Prefill: per head and tile of query rows, S = Q·Kᵀ/√D over the cached positions the tile
+    /// may see (sgemm; a causal tile stops at its last row's position, so the masked upper
+    /// triangle is mostly not computed), mask (causal, or the packed layout's visible slots) and
+    /// softmax per row, then out = S·V (sgemm). K and V are read in place from the cache; the
+    /// (head, tile) items are split across workers, each with its own score matrix.
     private func attendBatch(block b: Int, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, T: Int, p0: Int,
                              layout: BatchLayout) {
         let c = model.config, D = c.headDim, H = c.heads, group = c.heads / c.kvHeads
         let kvWidth = c.kvHeads * D, L = p0 + T, workers = model.pool.threads
+        let tiles = layout.visible == nil ? min(8, max(1, T / 32)) : 1
         if batchScores.count < workers * T * L { batchScores = FloatBuffer(count: workers * T * L) }
         let scoresBase = batchScores.pointer
         model.pool.run { worker, count in
             let S = scoresBase + worker * T * L
-            for h in ThreadPool.chunk(H, index: worker, count: count) {
-                let kvHead = h / group
-                Matmul.sgemm(transA: false, transB: true, M: T, N: L, K: D, alpha: 1 / Float(D).squareRoot(),
-                             A: q + h * D, lda: H * D, B: cache.key(b, 0) + kvHead * D, ldb: kvWidth, C: S, ldc: L)
-                for t in 0..<T {
-                    let row = S + t * L
+            for item in ThreadPool.chunk(H * tiles, index: worker, count: count) {
+                let h = item / tiles, tile = item % tiles, kvHead = h / group
+                let t0 = T * tile / tiles, t1 = T * (tile + 1) / tiles
+                let width = layout.visible == nil ? p0 + t1 : L   // slots any row of the tile sees
+                Matmul.sgemm(transA: false, transB: true, M: t1 - t0, N: width, K: D, alpha: 1 / Float(D).squareRoot(),
+                             A: q + t0 * H * D + h * D, lda: H * D, B: cache.key(b, 0) + kvHead * D, ldb: kvWidth, C: S, ldc: width)
+                for t in t0..<t1 {
+                    let row = S + (t - t0) * width
                     if let visible = layout.visible?[t] {
-                        Ops.softmax(row, L, over: visible)
+                        Ops.softmax(row, width, over: visible)
                     } else {
                         let visible = p0 + t + 1   // causal: every slot up to its own
                         Ops.softmax(row, visible)
-                        (row + visible).update(repeating: 0, count: L - visible)
+                        (row + visible).update(repeating: 0, count: width - visible)
                     }
                 }
-                Matmul.sgemm(transA: false, transB: false, M: T, N: D, K: L, A: S, lda: L,
-                             B: cache.value(b, 0) + kvHead * D, ldb: kvWidth, C: out + h * D, ldc: H * D)
+                Matmul.sgemm(transA: false, transB: false, M: t1 - t0, N: D, K: width, A: S, lda: width,
+                             B: cache.value(b, 0) + kvHead * D, ldb: kvWidth, C: out + t0 * H * D + h * D, ldc: H * D)
             }
         }
     }
