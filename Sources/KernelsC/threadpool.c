@@ -5,13 +5,14 @@
 // for chunks that were claimed. A worker that is asleep or descheduled (another process on
 // its core) therefore costs nothing: the caller runs its chunk instead of waiting a
 // scheduler time slice for it.
-// A worker that claimed a chunk and was then descheduled still stalls the caller for up to a
-// scheduler time slice (milliseconds, against ~35 µs per region in decode). When that happens
-// twice within STALL_WINDOW runs, the pool goes solo: for SOLO_NS the caller runs every chunk
-// itself (the same chunks, so the same results) while the workers sleep, then it tries the
-// workers again. On an idle machine a claimed chunk never waits that long, so nothing changes
-// there; with another process holding a core, decode runs at about the 1-thread speed instead
-// of stalling once per region.
+// Another process on a worker's core hurts twice: a worker that claimed a chunk and was then
+// descheduled stalls the caller for up to a scheduler time slice (milliseconds, against ~20 µs
+// per region in decode), and a worker that spins without getting chunks takes CPU time from
+// the caller. So the caller watches: two stalls within STALL_WINDOW runs, or a window in which
+// the workers took no chunk in at least half of the runs, make the pool go solo: for SOLO_NS
+// the caller runs every chunk itself (the same chunks, so the same results) while the workers
+// sleep, then it tries the workers again. On an idle machine spinning workers claim their
+// chunks at once and never hold the caller that long, so nothing changes there.
 // Workers wait for a generation counter to change. They spin for a short while (cheap
 // hand-off during decode, where one token issues ~200 small parallel regions) and then block
 // on a condition variable so that an idle or contended machine is not burned by spinning.
@@ -63,6 +64,7 @@ struct tsr_pool {
     // Caller-only state (tsr_pool_run is called from one thread at a time).
     long long soloUntil;           // now_ns() before which runs are solo
     long long runs, soloRuns, stalls, lastStall;
+    int windowRuns, windowMisses;  // runs of the current window, and those whose chunks the caller ran alone
 };
 
 typedef struct { tsr_pool *pool; int index; int numa; } worker_arg;
@@ -76,12 +78,14 @@ static void pin_to_cpu(int index) {
     pthread_setaffinity_np(pthread_self(), sizeof set, &set);
 }
 
-// Claims and runs chunks of generation g until none is left (or a newer run has started).
-static void run_chunks(tsr_pool *pool, unsigned g) {
+// Claims and runs chunks of generation g until none is left (or a newer run has started);
+// returns how many it ran.
+static int run_chunks(tsr_pool *pool, unsigned g) {
+    int ran = 0;
     const int n = pool->threads;
     for (;;) {
         uint64_t word = atomic_load_explicit(&pool->claim, memory_order_acquire);
-        if ((unsigned)(word >> 32) != g || (int)(uint32_t)word >= n) return;
+        if ((unsigned)(word >> 32) != g || (int)(uint32_t)word >= n) return ran;
         // Read the task before claiming: if the claim succeeds, the run was still g throughout,
         // so its slot had not been rewritten.
         tsr_task_fn fn = atomic_load_explicit(&pool->slot[g & 1].fn, memory_order_relaxed);
@@ -90,6 +94,7 @@ static void run_chunks(tsr_pool *pool, unsigned g) {
                                                    memory_order_acq_rel, memory_order_relaxed)) continue;
         fn(context, (int)(uint32_t)word, n);
         atomic_fetch_add_explicit(&pool->done, 1, memory_order_acq_rel);
+        ran++;
     }
 }
 
@@ -165,7 +170,13 @@ void tsr_pool_run(tsr_pool *pool, tsr_task_fn fn, void *context) {
     atomic_store_explicit(&pool->generation, g, memory_order_release);
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->mutex);
-    run_chunks(pool, g);
+    const int ran = run_chunks(pool, g);
+    if (++pool->windowRuns == STALL_WINDOW) {
+        if (2 * (pool->windowMisses + (ran == n)) >= STALL_WINDOW) pool->soloUntil = now_ns() + SOLO_NS;
+        pool->windowRuns = pool->windowMisses = 0;
+    } else if (ran == n) {
+        pool->windowMisses++;
+    }
     // Every chunk is claimed now; wait for those still running on other threads.
     if (atomic_load_explicit(&pool->done, memory_order_acquire) == n) return;
     const long long own = now_ns() - start;

@@ -268,6 +268,26 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// Workers that take no chunk in most runs of a window (here: asleep whenever a run starts,
+    /// as a worker whose core another process holds) make the pool run on the caller alone.
+    func testThreadPoolGoesSoloWhenWorkersMissRuns() {
+        let pool = ThreadPool(threads: 2)
+        var perChunk = [0, 0], runs = 0
+        perChunk.withUnsafeMutableBufferPointer { counts in
+            let p = counts.baseAddress!
+            while runs < 1000 && pool.regionStats.solo == 0 {
+                usleep(3000)   // long enough for the worker to stop spinning and sleep
+                pool.run { chunk, _ in p[chunk] += 1 }
+                runs += 1
+            }
+            pool.run { chunk, _ in p[chunk] += 1 }
+            runs += 1
+        }
+        XCTAssertEqual(perChunk, [runs, runs])
+        XCTAssertGreaterThan(pool.regionStats.solo, 0, "\(pool.regionStats) after \(runs) runs")
+        XCTAssertLessThanOrEqual(runs, 200, "the pool should go solo after one or two windows of 64 runs")
+    }
+
     /// A worker that holds a claimed chunk for a millisecond (as if another process had taken
     /// its core) stalls the caller; after two such stalls the pool runs regions on the caller
     /// alone for a while, still running every chunk exactly once with the same (index, count).

@@ -196,9 +196,9 @@ struct Bench: ParsableCommand {
                              s.decodeBoundTokensPerSecond.map { String(format: "%.0f t/s", $0) } ?? "—",
                              s.generationShareOfBound.map { String(format: "%.0f %%", $0 * 100) } ?? "—"))
             }
-            for s in report.models where s.poolStalls > 0 {
+            for s in report.models where s.poolSoloRegions > 0 {
                 print()
-                print(String(format: "%@, %d threads: %d of %d parallel regions ran on the caller alone after %d stalls (a worker lost its core to another process)",
+                print(String(format: "%@, %d threads: %d of %d parallel regions ran on the caller alone (workers missing runs or stalling it: %d stalls > 0.2 ms)",
                              s.model, s.threads, s.poolSoloRegions, s.poolRegions, s.poolStalls))
             }
             for s in report.models where s.decodeProfile != nil || s.prefillProfile != nil {
