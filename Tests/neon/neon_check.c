@@ -551,6 +551,52 @@ static void check_dense(void) {
         }
 }
 
+// ---- exp, softmax, SwiGLU (exp_f32.c) ----------------------------------------------------------
+// exp and SwiGLU: the NEON bits equal the scalar twin's; exp within 2 ulp of float64 (0 below
+// −87.34, +inf above 88.72). softmax: within (8 + |x − max|)·2^-24 relative of float64 (the
+// rounding of x − max is amplified by exp; the summation order differs from the reference's).
+static void check_exp_ops(void) {
+    stat_t *se = stat_for("exp_f32", "neon", 1), *ss = stat_for("swiglu_f32", "neon", 1), *sm = stat_for("softmax_f32", "neon", 0);
+    enum { N = 1031 };
+    float *x = xalloc(sizeof(float) * N), *y = xalloc(sizeof(float) * N), *yr = xalloc(sizeof(float) * N);
+    float *up = xalloc(sizeof(float) * N), *a = xalloc(sizeof(float) * N), *b = xalloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++) x[i] = (float)uniform(-90, 90);
+    x[0] = -87.34f; x[1] = 88.73f; x[2] = 0; x[3] = -87.3f; x[4] = 88.7f;
+    se->calls++;
+    tsr_exp_f32(x, y, N);
+    tsr_exp_f32_array_ref(x, yr, N);
+    for (int i = 0; i < N; i++) {
+        se->outputs++;
+        if (!same_bits(&y[i], &yr[i], 4)) fail(se, "exp(%.9g): neon %.9g ref %.9g", x[i], y[i], yr[i]);
+        double e = exp((double)x[i]);
+        if (x[i] < -87.33654f) { if (y[i] != 0) fail(se, "exp(%.9g) = %.9g, expected 0", x[i], y[i]); continue; }
+        if (x[i] > 88.72284f) { if (!isinf(y[i])) fail(se, "exp(%.9g) = %.9g, expected inf", x[i], y[i]); continue; }
+        if (fabs(y[i] - e) > 2 * e * U) fail(se, "exp(%.9g) = %.9g, exact %.9g", x[i], y[i], e);
+    }
+    for (int n = 1; n <= N; n = n * 3 + 1) {
+        for (int i = 0; i < n; i++) { a[i] = b[i] = (float)uniform(-12, 12); up[i] = (float)uniform(-1, 1); }
+        double m = -INFINITY, sum = 0;
+        for (int i = 0; i < n; i++) m = a[i] > m ? a[i] : m;
+        for (int i = 0; i < n; i++) { yr[i] = a[i]; sum += exp((double)a[i] - m); }  // yr keeps the input
+        sm->calls++;
+        tsr_softmax_f32(a, n);
+        tsr_softmax_f32_ref(b, n);
+        for (int i = 0; i < n; i++) {
+            double e = exp((double)yr[i] - m) / sum;
+            // exp's 2 ulp, the rounding of x − max (relative error |x − max|·U in the result), the sum and the scale
+            check_float(sm, a[i], b[i], e, (8 + fabs((double)yr[i] - m)) * U * e + 1e-300, e, "softmax", i);
+        }
+        ss->calls++;
+        tsr_swiglu_f32(x, up, y, n);
+        tsr_swiglu_f32_ref(x, up, yr, n);
+        for (int i = 0; i < n; i++) {
+            ss->outputs++;
+            if (!same_bits(&y[i], &yr[i], 4)) fail(ss, "swiglu(%.9g, %.9g): neon %.9g ref %.9g", x[i], up[i], y[i], yr[i]);
+        }
+    }
+    free(x); free(y); free(yr); free(up); free(a); free(b);
+}
+
 // ---- main -------------------------------------------------------------------------------------
 int main(int argc, char **argv) {
     int expect_dot = -1, no_dot = 0;
@@ -607,6 +653,7 @@ int main(int argc, char **argv) {
     const int rowsList[] = {1, 6, 16, 37}, bitsList[] = {2, 3, 4, 6, 8};
     int ncase = 0;
     check_layout3();
+    check_exp_ops();
     for (int bi = 0; bi < (int)(sizeof bitsList / sizeof *bitsList); bi++)
         for (int si = 0; si < (int)(sizeof shapes / sizeof *shapes); si++)
             for (int ri = 0; ri < 4; ri++)
