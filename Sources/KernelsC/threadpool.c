@@ -9,7 +9,8 @@
 // descheduled stalls the caller for up to a scheduler time slice (milliseconds, against ~20 µs
 // per region in decode), and a worker that spins without getting chunks takes CPU time from
 // the caller. So the caller watches: two stalls within STALL_WINDOW runs, or a window in which
-// the workers took no chunk in at least half of the runs, make the pool go solo: for SOLO_NS
+// the workers took no chunk in at least half of the runs (of those that took the caller more
+// than MISS_NS), make the pool go solo (go_solo): for a while
 // the caller runs every chunk itself (the same chunks, so the same results) while the workers
 // sleep, then it tries the workers again. On an idle machine spinning workers claim their
 // chunks at once and never hold the caller that long, so nothing changes there.
@@ -38,9 +39,11 @@
 
 enum { SPIN_ITERATIONS = 20000 };
 /// A run whose caller waited more than STALL_NS (and more than 4× its own work) for claimed
-/// chunks counts as a stall; two stalls within STALL_WINDOW runs start SOLO_NS of solo runs.
+/// chunks counts as a stall; two stalls within STALL_WINDOW runs start a solo period (go_solo).
 #define STALL_NS 200000LL
-#define SOLO_NS 100000000LL
+#define SOLO_MIN_NS 10000000LL
+#define SOLO_MAX_NS 200000000LL
+#define MISS_NS 5000LL
 enum { STALL_WINDOW = 64 };
 
 static long long now_ns(void) {
@@ -63,6 +66,7 @@ struct tsr_pool {
     struct { _Atomic(tsr_task_fn) fn; _Atomic(void *) context; } slot[2];
     // Caller-only state (tsr_pool_run is called from one thread at a time).
     long long soloUntil;           // now_ns() before which runs are solo
+    long long soloNs;              // the next solo period: doubles while the trigger repeats
     long long runs, soloRuns, stalls, lastStall;
     int windowRuns, windowMisses;  // runs of the current window, and those whose chunks the caller ran alone
 };
@@ -147,6 +151,15 @@ tsr_pool *tsr_pool_create(int threads, int numa) {
 
 int tsr_pool_threads(const tsr_pool *pool) { return pool->threads; }
 
+// Starts a solo period: SOLO_MIN_NS after a clean window, doubling (to SOLO_MAX_NS) while the
+// workers keep failing each time they are tried again, so a short hiccup costs little and a
+// process that holds a core for good costs one probe window per SOLO_MAX_NS.
+static void go_solo(tsr_pool *pool) {
+    if (pool->soloNs < SOLO_MIN_NS) pool->soloNs = SOLO_MIN_NS;
+    pool->soloUntil = now_ns() + pool->soloNs;
+    pool->soloNs = pool->soloNs * 2 < SOLO_MAX_NS ? pool->soloNs * 2 : SOLO_MAX_NS;
+}
+
 void tsr_pool_run(tsr_pool *pool, tsr_task_fn fn, void *context) {
     const int n = pool->threads;
     if (n == 1) { fn(context, 0, 1); return; }
@@ -171,15 +184,20 @@ void tsr_pool_run(tsr_pool *pool, tsr_task_fn fn, void *context) {
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->mutex);
     const int ran = run_chunks(pool, g);
+    const long long own = now_ns() - start;
+    // A miss: the caller ran every chunk of a region long enough (MISS_NS) that a spinning
+    // worker would have claimed one. Tiny regions say nothing: the caller may take every chunk
+    // before a worker on an idle core has seen the run.
+    const int missed = ran == n && own > MISS_NS;
     if (++pool->windowRuns == STALL_WINDOW) {
-        if (2 * (pool->windowMisses + (ran == n)) >= STALL_WINDOW) pool->soloUntil = now_ns() + SOLO_NS;
+        if (2 * (pool->windowMisses + missed) >= STALL_WINDOW) go_solo(pool);
+        else pool->soloNs = SOLO_MIN_NS; // a clean window: the workers keep up again
         pool->windowRuns = pool->windowMisses = 0;
-    } else if (ran == n) {
-        pool->windowMisses++;
+    } else {
+        pool->windowMisses += missed;
     }
     // Every chunk is claimed now; wait for those still running on other threads.
     if (atomic_load_explicit(&pool->done, memory_order_acquire) == n) return;
-    const long long own = now_ns() - start;
     int spins = 0;
     while (atomic_load_explicit(&pool->done, memory_order_acquire) < n) {
         if (++spins < SPIN_ITERATIONS) CPU_RELAX(); else sched_yield();
@@ -187,7 +205,7 @@ void tsr_pool_run(tsr_pool *pool, tsr_task_fn fn, void *context) {
     const long long waited = now_ns() - start - own;
     if (waited > STALL_NS && waited > 4 * own) {
         pool->stalls++;
-        if (pool->lastStall && pool->runs - pool->lastStall <= STALL_WINDOW) pool->soloUntil = now_ns() + SOLO_NS;
+        if (pool->lastStall && pool->runs - pool->lastStall <= STALL_WINDOW) go_solo(pool);
         pool->lastStall = pool->runs;
     }
 }

@@ -66,8 +66,9 @@ void tsr_pool_destroy(tsr_pool *pool);
 int tsr_pool_threads(const tsr_pool *pool);
 /// Runs fn(context, i, n) for every chunk i in [0, n) and returns when all have finished. The
 /// caller runs the chunks no awake worker has claimed, so a descheduled worker delays nothing.
-/// A caller that had to wait a scheduler time slice for a claimed chunk twice within a few runs
-/// (another process on a worker's core) runs every chunk itself for the next 100 ms.
+/// A caller that had to wait a scheduler time slice for a claimed chunk twice within a few runs,
+/// or whose workers took no chunk in half of a window of runs (another process on a worker's
+/// core), runs every chunk itself for 10 ms, doubling up to 200 ms while that repeats.
 void tsr_pool_run(tsr_pool *pool, tsr_task_fn fn, void *context);
 /// Runs with workers so far, how many of them the caller ran alone (after stalls), and stalls.
 void tsr_pool_stats(const tsr_pool *pool, long long *runs, long long *soloRuns, long long *stalls);
