@@ -625,7 +625,7 @@ INLINE void gemm_i8_rows(const tsr_qweights *w, const int8_t *Xq, const float *d
 }
 
 /// Tokens per tile of the panel GEMM (the last tile of T may be shorter). 6 gave the fewest
-/// instructions of 2, 3, 4 and 6 (bench/kernels/count-gemm.sh), though 8 code vectors and 2·6
+/// instructions of 2, 3, 4 and 6 (bench/kernels/count.sh gemm), though 8 code vectors and 2·6
 /// accumulators exceed the 16 ymm registers: the compiler keeps part of the sums on the stack.
 #ifndef NT_GEMM
 #define NT_GEMM 6

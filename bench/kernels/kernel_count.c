@@ -1,9 +1,10 @@
-// Instruction-count driver for the A8 GEMM (tsr_qgemm_i8): packs random weights of a prefill
-// shape and runs N GEMMs of T tokens each, so that `valgrind --tool=callgrind` can count the
+// Instruction-count driver for the A8 GEMV and GEMM (tsr_qgemv_i8, tsr_qgemm_i8): packs random
+// weights of one shape and runs N calls, so that `valgrind --tool=callgrind` can count the
 // instructions of the kernel alone (deterministic; no wall clocks on a shared machine).
 //
-//   bench/kernels/count-gemm.sh                builds this with clang -O2 and prints Ir per weight per token
-//   gemm_count BITS GROUP ROWS COLS T N        one shape (the script runs 576×1536 and 1536×576, T = 64)
+//   bench/kernels/count.sh gemv|gemm           builds this with clang -O2 and prints Ir per weight (per token)
+//   kernel_count gemv BITS GROUP ROWS COLS 1 N one decode shape, N GEMVs
+//   kernel_count gemm BITS GROUP ROWS COLS T N one prefill shape, N GEMMs of T tokens
 #include "KernelsC.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,8 +19,13 @@ static uint64_t rnd(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7) { fprintf(stderr, "usage: gemm_count BITS GROUP ROWS COLS T N\n"); return 2; }
-    int bits = atoi(argv[1]), group = atoi(argv[2]), rows = atoi(argv[3]), cols = atoi(argv[4]), T = atoi(argv[5]), n = atoi(argv[6]);
+    const int gemm = argc == 8 && !strcmp(argv[1], "gemm");
+    if (argc != 8 || (!gemm && strcmp(argv[1], "gemv"))) {
+        fprintf(stderr, "usage: kernel_count gemv|gemm BITS GROUP ROWS COLS T N\n");
+        return 2;
+    }
+    int bits = atoi(argv[2]), group = atoi(argv[3]), rows = atoi(argv[4]), cols = atoi(argv[5]), T = atoi(argv[6]), n = atoi(argv[7]);
+    if (!gemm && T != 1) { fprintf(stderr, "kernel_count: gemv takes T = 1\n"); return 2; }
     int groups = cols / group, blocks = cols / 32;
     uint8_t *q = malloc((size_t)rows * cols);
     for (size_t i = 0; i < (size_t)rows * cols; i++) q[i] = (uint8_t)(rnd() % (1u << bits));
@@ -38,10 +44,11 @@ int main(int argc, char **argv) {
     }
     double check = 0;
     for (int it = 0; it < n; it++) {
-        tsr_qgemm_i8(&w, T, xq, dx, xs, y, rows, 0, rows);
+        if (gemm) tsr_qgemm_i8(&w, T, xq, dx, xs, y, rows, 0, rows);
+        else tsr_qgemv_i8(&w, xq, dx, xs, y, 0, rows);
         check += y[(size_t)(it % T) * rows + it % rows];
     }
-    printf("B%d G%d %dx%d T%d x%d: path %s, checksum %.6g\n", bits, group, rows, cols, T, n,
+    printf("%s B%d G%d %dx%d T%d x%d: path %s, checksum %.6g\n", argv[1], bits, group, rows, cols, T, n,
            tsr_path_name(tsr_kernel_path(TSR_KERNEL_QUANT_I8)), check);
     return 0;
 }
