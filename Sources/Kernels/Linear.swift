@@ -155,4 +155,12 @@ public enum Matmul {
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(M), Int32(N), Int32(K), alpha, A, Int32(lda), B, Int32(ldb), beta, C, Int32(ldc))
     }
+
+    /// Single-threaded row-major sgemv on the calling thread: y = alpha·op(A)·x (A is [M, N] with
+    /// row stride lda; op(A) = Aᵀ when `trans`, so x has M values and y N).
+    public static func sgemv(trans: Bool, M: Int, N: Int, alpha: Float = 1, A: UnsafePointer<Float>, lda: Int,
+                             x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+        _ = singleThreadedBLAS
+        cblas_sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, Int32(M), Int32(N), alpha, A, Int32(lda), x, 1, 0, y, 1)
+    }
 }

@@ -200,18 +200,18 @@ public final class InferenceSession {
 
     /// Decode: one query row, heads split across workers.
     private func attendOneToken(block b: Int, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, p0: Int) {
-        let c = model.config, D = c.headDim, H = c.heads, group = c.heads / c.kvHeads
+        let c = model.config, D = c.headDim, H = c.heads, group = c.heads / c.kvHeads, kvWidth = c.kvHeads * D
         let scale = 1 / Float(D).squareRoot(), capacity = self.capacity, length = p0 + 1
         let scoresBase = scores.pointer
         model.pool.run { worker, workers in
             let scores = scoresBase + worker * capacity
             for h in ThreadPool.chunk(H, index: worker, count: workers) {
                 let kvHead = h / group, query = q + h * D
-                for j in 0..<length { scores[j] = Ops.dot(query, cache.key(b, j) + kvHead * D, D) * scale }
+                // scores = K·q/√D over the cached slots, softmax, out = Vᵀ·scores (K, V read in place)
+                Matmul.sgemv(trans: false, M: length, N: D, alpha: scale, A: cache.key(b, 0) + kvHead * D, lda: kvWidth,
+                             x: query, y: scores)
                 Ops.softmax(scores, length)
-                let o = out + h * D
-                o.update(repeating: 0, count: D)
-                for j in 0..<length { Ops.axpy(scores[j], cache.value(b, j) + kvHead * D, o, D) }
+                Matmul.sgemv(trans: true, M: length, N: D, A: cache.value(b, 0) + kvHead * D, lda: kvWidth, x: scores, y: out + h * D)
             }
         }
     }
