@@ -390,28 +390,19 @@ INLINE void qdot_body(const tsr_qweights *w, const int8_t *xq, const int32_t *bs
 }
 
 
-AVX2 void tsr_qdot_i8_avx2(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd) {
-    switch (w->bits) {
-#define PANEL(r) qdot_panel(w, xq, bsums, out, r, rowBegin, B)
-#define ROWS(a, e) qdot_body(w, xq, bsums, out + (size_t)((a) - rowBegin) * (w->cols / 32), a, e, B)
-#define B 2
-    case 2: FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS); break;
-#undef B
-#define B 4
-    case 4: FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS); break;
-#undef B
-#define B 8
-    case 8: FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS); break;
-#undef B
-#define B 3
-    case 3: FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS); break;
-#undef B
-#define B 6
-    case 6: ROWS(rowBegin, rowEnd); break; // no panels (R = 1)
-#undef B
+/// FOR_PANELS sends every row of a width without panels (B = 6, R = 1) to qdot_body.
+INLINE void qdot_bits(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd, const int bits) {
+#define PANEL(r) qdot_panel(w, xq, bsums, out, r, rowBegin, bits)
+#define ROWS(a, e) qdot_body(w, xq, bsums, out + (size_t)((a) - rowBegin) * (w->cols / 32), a, e, bits)
+    FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS);
 #undef PANEL
 #undef ROWS
-    }
+}
+
+AVX2 void tsr_qdot_i8_avx2(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd) {
+#define CALL(B) qdot_bits(w, xq, bsums, out, rowBegin, rowEnd, B)
+    BY_BITS(CALL, w->bits)
+#undef CALL
 }
 
 // ---- A8/A4 GEMV -----------------------------------------------------------------------------

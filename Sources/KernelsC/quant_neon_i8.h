@@ -83,27 +83,20 @@ I8_INLINE void I8_NAME(qdot_body)(const tsr_qweights *w, const int8_t *xq, const
     }
 }
 
-I8_ATTR void I8_NAME(tsr_qdot_i8)(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd) {
-    const int bits = w->bits;
-#define PANEL(r) I8_NAME(qdot_panel)(w, xq, bsums, out, r, rowBegin, B)
-#define ROWS(a, e) I8_NAME(qdot_body)(w, xq, bsums, out + (size_t)((a) - rowBegin) * (w->cols / 32), a, e, B)
-#define B 2
-    if (bits == 2) FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS);
-#undef B
-#define B 4
-    if (bits == 4) FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS);
-#undef B
-#define B 8
-    if (bits == 8) FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS);
-#undef B
-#define B 3
-    if (bits == 3) FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS);
-#undef B
-#define B 6
-    if (bits == 6) ROWS(rowBegin, rowEnd); // no panels (R = 1)
-#undef B
+/// FOR_PANELS sends every row of a width without panels (B = 6, R = 1) to qdot_body.
+I8_INLINE void I8_NAME(qdot_bits)(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin,
+                                  int rowEnd, const int bits) {
+#define PANEL(r) I8_NAME(qdot_panel)(w, xq, bsums, out, r, rowBegin, bits)
+#define ROWS(a, e) I8_NAME(qdot_body)(w, xq, bsums, out + (size_t)((a) - rowBegin) * (w->cols / 32), a, e, bits)
+    FOR_PANELS(w, rowBegin, rowEnd, PANEL, ROWS);
 #undef PANEL
 #undef ROWS
+}
+
+I8_ATTR void I8_NAME(tsr_qdot_i8)(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd) {
+#define CALL(B) I8_NAME(qdot_bits)(w, xq, bsums, out, rowBegin, rowEnd, B)
+    BY_BITS(CALL, w->bits)
+#undef CALL
 }
 
 // ---- A8/A4 GEMV -----------------------------------------------------------------------------
