@@ -218,11 +218,11 @@ void tsr_exp_f32(const float *x, float *y, int n) {
 #elif defined(__aarch64__)
     case TSR_PATH_NEON: exp_array_neon(x, y, n); return;
 #endif
-    default: for (int i = 0; i < n; i++) y[i] = exp_ref(x[i]);
+    default: tsr_exp_f32_ref(x, y, n);
     }
 }
 
-void tsr_exp_f32_array_ref(const float *x, float *y, int n) {
+void tsr_exp_f32_ref(const float *x, float *y, int n) {
     for (int i = 0; i < n; i++) y[i] = exp_ref(x[i]);
 }
 

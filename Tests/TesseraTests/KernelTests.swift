@@ -339,7 +339,7 @@ final class KernelTests: XCTestCase {
         x += [0, -0.0, 1, -1, 0.34657359, -0.34657359, 88.7, -87.33, -87.34, 88.73, -200, 200, .infinity, -.infinity]
         var y = [Float](repeating: 0, count: x.count), yRef = y
         tsr_exp_f32(x, &y, Int32(x.count))
-        tsr_exp_f32_array_ref(x, &yRef, Int32(x.count))
+        tsr_exp_f32_ref(x, &yRef, Int32(x.count))
         for i in x.indices {
             XCTAssertEqual(y[i].bitPattern, yRef[i].bitPattern, "exp(\(x[i])): SIMD \(y[i]) vs reference \(yRef[i])")
             let exact = Foundation.exp(Double(x[i]))

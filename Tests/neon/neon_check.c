@@ -564,7 +564,7 @@ static void check_exp_ops(void) {
     x[0] = -87.34f; x[1] = 88.73f; x[2] = 0; x[3] = -87.3f; x[4] = 88.7f;
     se->calls++;
     tsr_exp_f32(x, y, N);
-    tsr_exp_f32_array_ref(x, yr, N);
+    tsr_exp_f32_ref(x, yr, N);
     for (int i = 0; i < N; i++) {
         se->outputs++;
         if (!same_bits(&y[i], &yr[i], 4)) fail(se, "exp(%.9g): neon %.9g ref %.9g", x[i], y[i], yr[i]);

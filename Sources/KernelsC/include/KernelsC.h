@@ -78,7 +78,7 @@ void tsr_pool_stats(const tsr_pool *pool, long long *runs, long long *soloRuns, 
 // above 88.72) on every path: the SIMD paths give the `_ref` twin's bits for exp itself.
 /// y[i] = exp(x[i]).
 void tsr_exp_f32(const float *x, float *y, int n);
-void tsr_exp_f32_array_ref(const float *x, float *y, int n);
+void tsr_exp_f32_ref(const float *x, float *y, int n);
 /// max over x[0..<n] (−inf for n = 0).
 float tsr_max_f32(const float *x, int n);
 /// x[i] = exp(x[i] − shift) in place; returns Σ x[i].
