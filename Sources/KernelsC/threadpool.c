@@ -133,6 +133,7 @@ tsr_pool *tsr_pool_create(int threads, int numa) {
     tsr_pool *pool = calloc(1, sizeof *pool);
     if (!pool) return NULL;
     pool->threads = threads;
+    pool->soloNs = SOLO_MIN_NS;
     pthread_mutex_init(&pool->mutex, NULL);
     pthread_cond_init(&pool->wake, NULL);
     pool->handles = calloc((size_t)threads, sizeof(pthread_t));
@@ -155,7 +156,6 @@ int tsr_pool_threads(const tsr_pool *pool) { return pool->threads; }
 // workers keep failing each time they are tried again, so a short hiccup costs little and a
 // process that holds a core for good costs one probe window per SOLO_MAX_NS.
 static void go_solo(tsr_pool *pool) {
-    if (pool->soloNs < SOLO_MIN_NS) pool->soloNs = SOLO_MIN_NS;
     pool->soloUntil = now_ns() + pool->soloNs;
     pool->soloNs = pool->soloNs * 2 < SOLO_MAX_NS ? pool->soloNs * 2 : SOLO_MAX_NS;
 }
