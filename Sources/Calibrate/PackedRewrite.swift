@@ -68,12 +68,12 @@ public enum PackedRewrite {
 
         mutating func record(_ name: String, _ content: PackedFormat.TensorContent) throws {
             if name == TensorName.tokenEmbedding {
-                switch content {
-                case .quantized(let q) where q.bits == 8 && q.group == 32: scheme.embedding = .q8
-                case .quantized(let q) where q.bits == 6 && q.group == 32: scheme.embedding = .q6
-                case .quantized(let q) where q.bits == 4 && q.group == 32: scheme.embedding = .q4
-                case .f16: scheme.embedding = .f16
-                default: throw CalibrationError("\(name) would be written in no form a packed file's embedding takes (f16, q8, q6 or q4 in groups of 32)")
+                if case .f16 = content {
+                    scheme.embedding = .f16
+                } else if case .quantized(let q) = content, let form = PackedFormat.Embedding.quantized(bits: q.bits, group: q.group) {
+                    scheme.embedding = form
+                } else {
+                    throw CalibrationError("\(name) would be written in no form a packed file's embedding takes (f16, q8, q6 or q4 in groups of 32)")
                 }
             }
             guard PackedFormat.isBlockLinear(name) else { return }

@@ -20,12 +20,9 @@ public enum RoundToNearest {
                                               zeroPoint: zeroPoint, name: name))
         }
         if PackedFormat.isBlockLinear(name) { return try rtn(bits: scheme.bits, group: scheme.group, zeroPoint: scheme.zeroPoint) }
-        switch scheme.embedding {  // token_embd, output
-        case .f16: return .f16(values)
-        case .q8: return try rtn(bits: 8, group: 32, zeroPoint: .float)
-        case .q6: return try rtn(bits: 6, group: 32, zeroPoint: .float)
-        case .q4: return try rtn(bits: 4, group: 32, zeroPoint: .float)
-        }
+        // token_embd, output
+        guard let bits = scheme.embedding.bits else { return .f16(values) }
+        return try rtn(bits: bits, group: PackedFormat.Embedding.group, zeroPoint: .float)
     }
 
     /// Quantizes `source` with round-to-nearest and writes a packed file atomically.

@@ -27,7 +27,25 @@ public enum PackedFormat {
     public static let codesSuffix = ".codes", scalesSuffix = ".scales", offsetsSuffix = ".offsets"
 
     /// How the embedding table (and a tied output head) is stored.
-    public enum Embedding: String, CaseIterable, Sendable { case f16, q8, q6, q4 }
+    public enum Embedding: String, CaseIterable, Sendable {
+        case f16, q8, q6, q4
+
+        /// Quantized forms: their code bits, in groups of `group` with free offsets (nil: f16).
+        public var bits: Int? {
+            switch self {
+            case .f16: return nil
+            case .q8: return 8
+            case .q6: return 6
+            case .q4: return 4
+            }
+        }
+        public static let group = 32
+
+        /// The quantized form with `bits`-bit codes in groups of `group`, if there is one.
+        public static func quantized(bits: Int, group: Int) -> Embedding? {
+            group == Embedding.group ? allCases.first { $0.bits == bits } : nil
+        }
+    }
 
     /// What a packed file's `tessera.*` scheme keys say.
     public struct Scheme: Sendable, Equatable {
