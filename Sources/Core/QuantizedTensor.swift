@@ -37,6 +37,20 @@ public enum ActivationMode: Sendable, CaseIterable {
         guard let m = ActivationMode.allCases.first(where: { $0.name == name }) else { return nil }
         self = m
     }
+
+    /// Activation bits as the `--act` flags take them: 16 (fp32), 8 or 4.
+    public var bits: Int {
+        switch self {
+        case .a16: return 16
+        case .a8: return 8
+        case .a4: return 4
+        }
+    }
+
+    public init?(bits: Int) {
+        guard let m = ActivationMode.allCases.first(where: { $0.bits == bits }) else { return nil }
+        self = m
+    }
 }
 
 /// Uniform asymmetric group-quantized weights W [rows, cols] in Tessera's canonical layout, the

@@ -71,7 +71,7 @@ struct Chat: ParsableCommand {
     var numa = false
 
     func validate() throws {
-        if let act, ![16, 8, 4].contains(act) { throw ValidationError("--act must be 16, 8 or 4, got \(act)") }
+        if let act, ActivationMode(bits: act) == nil { throw ValidationError("--act must be 16, 8 or 4, got \(act)") }
         guard temperature >= 0 else { throw ValidationError("--temperature must be ≥ 0, got \(temperature)") }
         guard topK >= 0 else { throw ValidationError("--top-k must be ≥ 0, got \(topK)") }
         guard topP > 0 && topP <= 1 else { throw ValidationError("--top-p must be in (0, 1], got \(topP)") }
@@ -104,7 +104,7 @@ struct Chat: ParsableCommand {
         if oneShot == nil && isatty(STDIN_FILENO) == 0 {
             oneShot = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
         }
-        let loaded = try LoadedModel.load(path: model, threads: threads, numa: numa, activation: act.flatMap { [16: .a16, 8: .a8, 4: .a4][$0] })
+        let loaded = try LoadedModel.load(path: model, threads: threads, numa: numa, activation: act.flatMap { ActivationMode(bits: $0) })
         let config = loaded.model.config
         let context = ctxSize > 0 ? ctxSize : min(config.contextLength, 4096)
         let template = raw ? nil : try ChatTemplate.resolve(override: chatTemplate, modelTemplate: loaded.chatTemplate)

@@ -31,7 +31,7 @@ struct Quantize: ParsableCommand {
     var output: String
 
     var groupSize: Int? { group == "row" ? 0 : Int(group) }
-    var activation: ActivationMode? { [16: .a16, 8: .a8, 4: .a4][act] }
+    var activation: ActivationMode? { ActivationMode(bits: act) }
 
     func validate() throws {
         guard QuantizedTensor.supportedBits.contains(bits) else { throw ValidationError("--bits must be 2, 3, 4, 6 or 8, got \(bits)") }

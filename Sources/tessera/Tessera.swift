@@ -25,11 +25,11 @@ struct RuntimeOptions: ParsableArguments {
     @Option(help: "Packed models: run with activations 16 (fp32), 8 or 4 (per-token integer) instead of the file's mode.")
     var act: Int?
 
-    var activation: ActivationMode? { act.flatMap { [16: .a16, 8: .a8, 4: .a4][$0] } }
+    var activation: ActivationMode? { act.flatMap { ActivationMode(bits: $0) } }
 
     func validate() throws {
         guard threads >= 0 else { throw ValidationError("--threads must be 0 (physical cores) or positive, got \(threads)") }
-        if let act, ![16, 8, 4].contains(act) { throw ValidationError("--act must be 16, 8 or 4, got \(act)") }
+        if let act, ActivationMode(bits: act) == nil { throw ValidationError("--act must be 16, 8 or 4, got \(act)") }
     }
 }
 

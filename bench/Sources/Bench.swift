@@ -48,7 +48,7 @@ struct Bench: ParsableCommand {
         guard threadList != nil else { throw ValidationError("-t takes positive thread counts like 1,2, got \(threads)") }
         guard prompt >= 0, generate >= 0, repetitions >= 1 else { throw ValidationError("-p and -n must be ≥ 0 and -r ≥ 1") }
         guard prompt > 0 || generate > 0 || bandwidth else { throw ValidationError("-p 0 and -n 0 leave nothing to measure") }
-        if let act, ![16, 8, 4].contains(act) { throw ValidationError("--act must be 16, 8 or 4, got \(act)") }
+        if let act, ActivationMode(bits: act) == nil { throw ValidationError("--act must be 16, 8 or 4, got \(act)") }
         guard output == "md" || output == "json" else { throw ValidationError("-o takes md or json, got \(output)") }
     }
 
@@ -134,7 +134,7 @@ struct Bench: ParsableCommand {
                 ProcessStats.resetPeakResident()
                 let m: LlamaModel
                 if let path {
-                    m = try LoadedModel.load(path: path, threads: n, activation: act.flatMap { [16: .a16, 8: .a8, 4: .a4][$0] }).model
+                    m = try LoadedModel.load(path: path, threads: n, activation: act.flatMap { ActivationMode(bits: $0) }).model
                 } else {
                     m = try WeightBinder(source: SyntheticModelSource(shape: synthetic!)).model(pool: ThreadPool(threads: n))
                 }
