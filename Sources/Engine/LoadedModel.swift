@@ -15,7 +15,7 @@ public struct LoadedModel {
     public var chatTemplate: String? { source.chatTemplate }
 
     /// Opens a GGUF file or Hugging Face folder and loads it for inference on `threads`
-    /// workers (0 = physical cores).
+    /// workers (0 = one per fast physical core).
     /// Packed Tessera files run on the low-bit kernels (`activation` overrides the file's mode).
     public static func load(path: String, threads: Int = 0, numa: Bool = false, activation: ActivationMode? = nil) throws -> LoadedModel {
         let start = ContinuousClock.now

@@ -12,10 +12,10 @@ public final class ThreadPool: @unchecked Sendable {
     public let workspace = Workspace()
 
     /// - Parameters:
-    ///   - threads: total workers including the caller; 0 means the number of physical cores.
+    ///   - threads: total workers including the caller; 0 means `defaultThreads`: one per physical core of the fastest class (tsr_default_threads).
     ///   - numa: pin workers to CPUs and use node-local memory (llama.cpp's `--numa`).
     public init(threads: Int = 0, numa: Bool = false) {
-        let n = threads > 0 ? threads : ThreadPool.physicalCores
+        let n = threads > 0 ? threads : ThreadPool.defaultThreads
         pool = tsr_pool_create(Int32(n), numa ? 1 : 0)
         self.threads = Int(tsr_pool_threads(pool))
     }
@@ -30,7 +30,7 @@ public final class ThreadPool: @unchecked Sendable {
         return (Int(runs), Int(solo), Int(stalls))
     }
 
-    public static var physicalCores: Int { Int(tsr_physical_cores()) }
+    public static var defaultThreads: Int { Int(tsr_default_threads()) }
 
     /// Runs `body(chunk, chunkCount)` once for every chunk in 0..<threads and waits for all of
     /// them. The chunk index is what a per-worker partition or scratch buffer is keyed on; the

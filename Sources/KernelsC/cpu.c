@@ -88,7 +88,62 @@ const char *tsr_path_name(int path) {
     }
 }
 
-int tsr_physical_cores(void) {
+// ---- the default thread count -------------------------------------------------------------
+// Decode is a sequence of short parallel regions; each waits for its slowest chunk, so a thread
+// on an efficiency core (Cortex-A55 beside A76 on an RK3588, an Intel E-core) or on the SMT twin
+// of a busy core slows every region down to its pace. The default is therefore one thread per
+// physical core of the fastest class:
+//   * SMT twins count once (the first CPU of topology/thread_siblings_list stands for the core);
+//   * with cpu_capacity (arm64 and the hybrid x86 kernels expose it: 1024 for the biggest core),
+//     a core counts when its capacity is at least half the largest: RK3588 4 × A76 (1024) + 4 ×
+//     A55 (~414) gives 4; a phone's 1 × X3 + 4 × A715 (~800–900) + 3 × A510 (~300) gives 5;
+//   * without it, when cpufreq/cpuinfo_max_freq is known, a core counts when its maximum clock is
+//     at least 85 % of the highest (RK3588: 2.4 vs 1.8 GHz → the 4 big ones; Intel P vs E cores);
+//   * no sysfs: the distinct (physical id, core id) pairs of /proc/cpuinfo, else online CPUs.
+
+static long read_long(const char *dir, int cpu, const char *file) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/cpu%d/%s", dir, cpu, file);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    long v = -1;
+    if (fscanf(f, "%ld", &v) != 1) v = -1;
+    fclose(f);
+    return v;
+}
+
+int tsr_default_threads_sysfs(const char *dir) {
+    enum { MAXCPU = 1024 };
+    long cap[MAXCPU], freq[MAXCPU]; // 16 KB of stack
+    int ncores = 0, misses = 0, haveCap = 1, haveFreq = 1;
+    long maxCap = 0, maxFreq = 0;
+    for (int cpu = 0; cpu < MAXCPU && misses < 64; cpu++) {
+        long first = read_long(dir, cpu, "topology/thread_siblings_list");
+        if (first < 0) { misses++; continue; }
+        misses = 0;
+        if (read_long(dir, cpu, "online") == 0 || first != cpu) continue; // offline, or an SMT twin
+        long c = read_long(dir, cpu, "cpu_capacity"), q = read_long(dir, cpu, "cpufreq/cpuinfo_max_freq");
+        if (c <= 0) haveCap = 0;
+        if (q <= 0) haveFreq = 0;
+        cap[ncores] = c;
+        freq[ncores] = q;
+        if (c > maxCap) maxCap = c;
+        if (q > maxFreq) maxFreq = q;
+        ncores++;
+    }
+    if (ncores == 0) return 0;
+    int n = 0;
+    for (int i = 0; i < ncores; i++) {
+        if (haveCap) n += 2 * cap[i] >= maxCap;
+        else if (haveFreq) n += 100 * freq[i] >= 85 * maxFreq;
+        else n++;
+    }
+    return n;
+}
+
+int tsr_default_threads(void) {
+    int fromSysfs = tsr_default_threads_sysfs("/sys/devices/system/cpu");
+    if (fromSysfs > 0) return fromSysfs;
     // Count distinct (physical id, core id) pairs in /proc/cpuinfo; fall back to online CPUs.
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     FILE *f = fopen("/proc/cpuinfo", "r");

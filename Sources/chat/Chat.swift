@@ -61,7 +61,7 @@ struct Chat: ParsableCommand {
     @Option(help: "Packed models: run with activations 16 (fp32), 8 or 4 (per-token integer) instead of the file's mode.")
     var act: Int?
 
-    @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = physical cores).")
+    @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = one per fast physical core).")
     var threads: Int = 0
 
     @Option(help: "Chat template: chatml, llama3, a Jinja file, or Jinja text (default: the model's).")

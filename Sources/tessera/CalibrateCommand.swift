@@ -56,7 +56,7 @@ struct CalibrateCommand: ParsableCommand {
     @Option(name: .customLong("token-norm-cap"), help: "Tokens whose fp output is longer than K × the block's median token (massive activations) count in the loss with their error scaled down to that length (0: all count fully, as the reference; default 16 with --preset fast, 0 with --preset paper).") var tokenNormCap: Float?
     @Option(help: "Random seed (windows and mini-batches).") var seed: UInt64 = 42
     @Option(help: "Embedding table and tied head: f16, q8, q6 or q4.") var embed: PackedFormat.Embedding = .f16
-    @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = physical cores).") var threads: Int = 0
+    @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = one per fast physical core).") var threads: Int = 0
     @Option(name: .shortAndLong, help: "Output file.") var output: String
     @Option(name: .customLong("max-memory"), help: "RAM the calibration trajectories may hold, e.g. 512M or 4G (default: all of them); the rest is read from and written to OUT.calib/ at every use.") var maxMemory: ByteCount?
     @Flag(help: "Continue the interrupted run whose checkpoint is in OUT.calib/.") var resume = false

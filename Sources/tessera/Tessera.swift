@@ -16,7 +16,7 @@ struct Tessera: ParsableCommand {
 
 /// Options every model-running command shares.
 struct RuntimeOptions: ParsableArguments {
-    @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = physical cores).")
+    @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = one per fast physical core).")
     var threads: Int = 0
 
     @Flag(help: "Pin threads to CPUs and use node-local memory (multi-socket machines).")
@@ -28,7 +28,7 @@ struct RuntimeOptions: ParsableArguments {
     var activation: ActivationMode? { act.flatMap { ActivationMode(bits: $0) } }
 
     func validate() throws {
-        guard threads >= 0 else { throw ValidationError("--threads must be 0 (physical cores) or positive, got \(threads)") }
+        guard threads >= 0 else { throw ValidationError("--threads must be 0 (one per fast physical core) or positive, got \(threads)") }
         if let act, ActivationMode(bits: act) == nil { throw ValidationError("--act must be 16, 8 or 4, got \(act)") }
     }
 }

@@ -33,7 +33,7 @@ struct TuneCommand: ParsableCommand {
     @Option(name: .customLong("eval-samples"), help: "Held-out windows for the KL check.") var evalSamples: Int = 8
     @Option(name: .customLong("eval-every"), help: "Steps between held-out checks.") var evalEvery: Int = 80
     @Option(help: "Random seed (windows).") var seed: UInt64 = 42
-    @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = physical cores).") var threads: Int = 0
+    @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = one per fast physical core).") var threads: Int = 0
     @Option(name: .shortAndLong, help: "Output file.") var output: String
     @Flag(help: "Train the RMSNorm weights too (per channel, w·(1+γ); they are stored in fp32, so no extra bits).") var norms = false
     @Flag(help: "Continue the interrupted run whose checkpoint is in OUT.e2e/.") var resume = false

@@ -60,6 +60,44 @@ final class KernelTests: XCTestCase {
         #endif
     }
 
+    // MARK: the default thread count
+
+    /// tsr_default_threads_sysfs on made-up sysfs trees: SMT twins count once, efficiency cores
+    /// (by cpu_capacity, else by maximum clock) are left out, offline CPUs are skipped.
+    func testDefaultThreadsLeaveOutEfficiencyCoresAndSMTTwins() throws {
+        struct CPU { var siblings: String; var capacity: Int? = nil; var maxFreq: Int? = nil; var online: Bool? = nil }
+        func count(_ cpus: [CPU]) throws -> Int {
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sysfs-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: dir) }
+            for (i, c) in cpus.enumerated() {
+                let cpu = dir.appendingPathComponent("cpu\(i)")
+                try FileManager.default.createDirectory(at: cpu.appendingPathComponent("topology"), withIntermediateDirectories: true)
+                try FileManager.default.createDirectory(at: cpu.appendingPathComponent("cpufreq"), withIntermediateDirectories: true)
+                try (c.siblings + "\n").write(to: cpu.appendingPathComponent("topology/thread_siblings_list"), atomically: true, encoding: .utf8)
+                if let v = c.capacity { try "\(v)\n".write(to: cpu.appendingPathComponent("cpu_capacity"), atomically: true, encoding: .utf8) }
+                if let v = c.maxFreq { try "\(v)\n".write(to: cpu.appendingPathComponent("cpufreq/cpuinfo_max_freq"), atomically: true, encoding: .utf8) }
+                if let v = c.online { try (v ? "1\n" : "0\n").write(to: cpu.appendingPathComponent("online"), atomically: true, encoding: .utf8) }
+            }
+            return Int(tsr_default_threads_sysfs(dir.path))
+        }
+        // RK3588: cpu0-3 Cortex-A55 (capacity 414, 1.8 GHz), cpu4-7 Cortex-A76 (1024, 2.4 GHz).
+        let rk3588 = (0..<8).map { CPU(siblings: "\($0)", capacity: $0 < 4 ? 414 : 1024, maxFreq: $0 < 4 ? 1_800_000 : 2_400_000) }
+        XCTAssertEqual(try count(rk3588), 4)
+        // The same board on a kernel without cpu_capacity: the clocks decide.
+        XCTAssertEqual(try count(rk3588.map { CPU(siblings: $0.siblings, maxFreq: $0.maxFreq) }), 4)
+        // A phone: 3 × A510 (capacity 280), 4 × A715 (870), 1 × X3 (1024) → the 5 fast ones.
+        XCTAssertEqual(try count((0..<8).map { CPU(siblings: "\($0)", capacity: $0 < 3 ? 280 : $0 < 7 ? 870 : 1024) }), 5)
+        // x86 with SMT: cpu i and i + 4 share a core → 4 cores; one of them offline → 3.
+        var smt = (0..<8).map { CPU(siblings: "\($0 % 4),\($0 % 4 + 4)", capacity: 1024) }
+        XCTAssertEqual(try count(smt), 4)
+        smt[2].online = false
+        XCTAssertEqual(try count(smt), 3)
+        // A uniform CPU with no capacity or clock files: every core; an empty tree: 0 (the caller falls back).
+        XCTAssertEqual(try count((0..<6).map { CPU(siblings: "\($0)") }), 6)
+        XCTAssertEqual(try count([]), 0)
+        XCTAssertGreaterThan(ThreadPool.defaultThreads, 0)
+    }
+
     // MARK: fp32
 
     func testGemvMatchesFloat64ReferenceOnRaggedShapes() throws {

@@ -20,7 +20,7 @@ struct Bench: ParsableCommand {
     var synthetic: SyntheticShape?
 
     @Option(name: .customShort("t"), help: "Comma-separated thread counts.")
-    var threads: String = "\(ThreadPool.physicalCores)"
+    var threads: String = "\(ThreadPool.defaultThreads)"
 
     @Option(name: .customShort("p"), help: "Prompt tokens for the pp test (0 skips it).")
     var prompt: Int = 512

@@ -22,8 +22,14 @@ void tsr_force_portable(int on);
 /// Clears the given TSR_CPU_* bits from tsr_cpu_features() until called again (0 restores
 /// detection): e.g. TSR_CPU_NEON_DOT runs the plain-NEON A8/A4 kernels on a dotprod CPU.
 void tsr_cpu_disable(int features);
-/// Number of physical cores (falls back to online CPUs).
-int tsr_physical_cores(void);
+/// The default thread count: physical cores of the fastest class (SMT twins once; efficiency
+/// cores of a big.LITTLE or hybrid CPU left out; cpu.c says how). Falls back to /proc/cpuinfo's
+/// physical cores, then to online CPUs.
+int tsr_default_threads(void);
+/// The same count read from a sysfs CPU directory laid out like /sys/devices/system/cpu
+/// (cpuN/topology/thread_siblings_list, cpuN/online, cpuN/cpu_capacity,
+/// cpuN/cpufreq/cpuinfo_max_freq); 0 when it lists no CPU. For tests.
+int tsr_default_threads_sysfs(const char *dir);
 
 // ---- dispatch: which implementation runs ----------------------------------------------------
 /// Kernel families: the entry points of one family share one selection.
