@@ -34,9 +34,23 @@ enum KernelPaths {
             let parts = line.split(separator: ":", maxSplits: 1)
             guard parts.count == 2 else { continue }
             let key = parts[0].trimmingCharacters(in: .whitespaces)
-            if key == "flags" || key == "Features" { return Set(parts[1].split(separator: " ").map(String.init)) }
+            #if arch(x86_64)
+            if key == "flags" { return Set(parts[1].split(separator: " ").map(String.init)) }
+            #else
+            if key == "Features" { return Set(parts[1].split(separator: " ").map(String.init)) }
+            #endif
         }
+        #if arch(arm64)
+        // No "Features" line: an emulator (qemu-user shows the host's /proc/cpuinfo). The
+        // kernel's hardware capability bits say the same: HWCAP_ASIMD (1 << 1), HWCAP_ASIMDDP (1 << 20).
+        let hwcap = getauxval(UInt(AT_HWCAP))
+        var flags: Set<String> = []
+        if hwcap & (1 << 1) != 0 { flags.insert("asimd") }
+        if hwcap & (1 << 20) != 0 { flags.insert("asimddp") }
+        return flags
+        #else
         return nil
+        #endif
         #elseif canImport(Darwin)
         func has(_ name: String) -> Bool {
             var v: Int32 = 0
