@@ -4,7 +4,7 @@
 //
 // Building blocks:
 //   unpack(p, bits)  32 codes of one block → one __m256i, byte k = q[k] (unsigned).
-//   unpack(p, 6)     = unpack(p, 4) | unpack(p + 16, 2) << 4 (B = 6 has no panels: plain rows only).
+//   unpack(p, 6)     = unpack(p, 4) | unpack(p + 16, 2) << 4 (a plain row; panel rows: unpack_at).
 //   mul16(q, x)      maddubs: 16 int16 sums of adjacent u8·s8 products of one block. For B ≤ 4
 //                    the pair sums are ≤ 2·15·127 = 3810, for B = 6 ≤ 2·63·127 = 16002 (all
 //                    fit int16: the plain maddubs, no sign trick); for B = 8 (q up to 255 would overflow
@@ -73,9 +73,18 @@ INLINE __m256i unpack(const uint8_t *p, const int bits) {
 }
 
 /// Block b of a row (q_row): unpack(), except for a B = 3 panel row, whose bit 2 comes from the
-/// panel's high plane (byte j, bit q_hbit(hs, s) for q[8s + j]): one 64-bit shift per 8 codes.
+/// panel's high plane (byte j, bit q_hbit(hs, s) for q[8s + j]): one 64-bit shift per 8 codes;
+/// and for a B = 6 panel row: q[0..15] = the 16 bytes at p & 63 (lane 0), q[16..31] = their
+/// bits 6-7 | bits hs ..< hs + 4 of the 16 bytes at h << 2 (lane 1).
 INLINE __m256i unpack_at(q_rowview v, int b, const int bits) {
     const uint8_t *p = v.p + (size_t)b * v.bstride;
+    if (bits == 6 && v.hs >= 0) {
+        __m256i a = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+        __m256i h = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(v.h + (size_t)b * v.bstride)));
+        a = _mm256_and_si256(_mm256_srlv_epi64(a, _mm256_set_epi64x(6, 6, 0, 0)), _mm256_set_m128i(_mm_set1_epi8(3), _mm_set1_epi8(63)));
+        h = _mm256_slli_epi64(_mm256_srl_epi64(h, _mm_cvtsi32_si128(v.hs)), 2);
+        return _mm256_or_si256(a, _mm256_and_si256(h, _mm256_set_m128i(_mm_set1_epi8(0x3C), _mm_setzero_si128())));
+    }
     if (bits != 3 || v.hs < 0) return unpack(p, bits);
     uint64_t hl;
     memcpy(&hl, v.h + (size_t)b * v.bstride, 8);
@@ -211,8 +220,16 @@ AVX2 void tsr_q_dequantize_avx2(const tsr_qweights *w, float *dst, int rowBegin,
 //          int16 sums ≤ 4·2·7·127 = 7112, after hadd ≤ 14224.
 //   B = 4: four loads (rows 2h, 2h+1 per 128-bit lane); `and 15` / `srli 4 + and 15` give
 //          q[0..15] / q[16..31] of each lane's row against x[0..15] / x[16..31] broadcast to
-//          both lanes. Two maddubs summed (≤ 7620), three hadd_epi16 levels (≤ 30480 < 2^15),
+//          both lanes. Two maddubs summed (≤ 7620), two hadd_epi16 levels (≤ 30480 < 2^15),
 //          one madd → row order 0 2 4 6 | 1 3 5 7.
+//   B = 6: four loads as B = 4 (rows 2h, 2h+1 per 128-bit lane; byte j = q[j] | (q[16+j] & 3) << 6):
+//          `and 63` gives q[0..15]; `srli 6 + and 3` or'ed with bits 2-5 of q[16..31] gives
+//          q[16..31]. Those bits come from two more loads k = 0, 1 (byte j of lane L: row
+//          2k + L's q[16+j] >> 2 in bits 0-3, row 2k + L + 4's in bits 4-7), shifted left (rows
+//          0-3) or right (rows 4-7) by 2 and masked with 0x3C. Per block 6 loads and 20 ALU ops.
+//          Two maddubs summed reach 2·2·63·127 = 32004 (still int16), but an hadd_epi16 would
+//          overflow: one madd per load, then three hadd_epi32 levels → the same row order
+//          0 2 4 6 | 1 3 5 7 as B = 4.
 //   B = 8: eight loads (one row each), the sign trick of mul16 (q − 128, offset m + 128·s),
 //          one madd per row, then hadd_epi32 twice and a lane swap → row order 0..7.
 // The GEMV sums each group's blocks in that lane order and puts the group sum into row order
@@ -224,7 +241,7 @@ AVX2 void tsr_q_dequantize_avx2(const tsr_qweights *w, float *dst, int rowBegin,
 /// lanes into row order.
 INLINE __m256i panel_to_rows(const int bits) {
     if (bits == 2 || bits == 3) return _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
-    if (bits == 4) return _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    if (bits == 4 || bits == 6) return _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
 }
 
@@ -232,7 +249,7 @@ INLINE __m256i panel_to_rows(const int bits) {
 /// panel_lane_rows[i]), as permutevar8x32 indices that put 8 row-order values into lane order.
 INLINE __m256i panel_lane_rows(const int bits) {
     if (bits == 2 || bits == 3) return _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
-    if (bits == 4) return _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    if (bits == 4 || bits == 6) return _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
 }
 
@@ -240,7 +257,7 @@ INLINE __m256i panel_lane_rows(const int bits) {
 /// depends on the weights only, so the GEMM does it once per block for all tokens of a tile.
 ///   B = 2, 3: c[4h + s] = code vector s of half h (rows 0-3 | 4-7 per 64-bit lane), to meet
 ///             x[8s..8s+7] broadcast to every 64-bit lane.
-///   B = 4:    c[2h] / c[2h + 1] = q[0..15] / q[16..31] of rows 2h, 2h + 1 (one per 128-bit lane).
+///   B = 4, 6: c[2h] / c[2h + 1] = q[0..15] / q[16..31] of rows 2h, 2h + 1 (one per 128-bit lane).
 ///   B = 8:    c[i] = row i's q − 128 as int8 (the sign source), a[i] = |q − 128| (the unsigned
 ///             operand of maddubs).
 typedef struct { __m256i c[8], a[8]; } panel_codes;
@@ -277,6 +294,18 @@ INLINE void panel_unpack(const uint8_t *pb, const int bits, panel_codes *k) {
             k->c[2 * h] = _mm256_and_si256(v, m15);
             k->c[2 * h + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
         }
+    } else if (bits == 6) {
+        // Rows 2h, 2h + 1 take bits 2-5 of q[16..31] from the load k = h % 2: its bits 0-3 for
+        // h < 2 (rows 0-3), 4-7 for h ≥ 2 (rows 4-7); the masks drop every bit a 16-bit shift
+        // moves across a byte.
+        const __m256i m63 = _mm256_set1_epi8(63), m3 = _mm256_set1_epi8(3), m3c = _mm256_set1_epi8(0x3C);
+        const __m256i hv[2] = {_mm256_loadu_si256((const __m256i *)(pb + 128)), _mm256_loadu_si256((const __m256i *)(pb + 160))};
+        for (int h = 0; h < 4; h++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(pb + 32 * h));
+            __m256i hi = h < 2 ? _mm256_slli_epi16(hv[h], 2) : _mm256_srli_epi16(hv[h - 2], 2);
+            k->c[2 * h] = _mm256_and_si256(v, m63);
+            k->c[2 * h + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 6), m3), _mm256_and_si256(hi, m3c));
+        }
     } else { // bits == 8
         for (int i = 0; i < 8; i++) {
             k->c[i] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(pb + 32 * i)), _mm256_set1_epi8((char)0x80));
@@ -286,15 +315,15 @@ INLINE void panel_unpack(const uint8_t *pb, const int bits, panel_codes *k) {
 }
 
 /// One activation block in the form panel_dot_codes meets the codes with: B = 2, 3: x[s] =
-/// xb[8s..8s+7] broadcast to every 64-bit lane; B = 4: x[0] / x[1] = xb[0..15] / xb[16..31] in
-/// both 128-bit lanes; B = 8: x[0] = xb.
+/// xb[8s..8s+7] broadcast to every 64-bit lane; B = 4, 6: x[0] / x[1] = xb[0..15] / xb[16..31]
+/// in both 128-bit lanes; B = 8: x[0] = xb.
 typedef struct { __m256i x[4]; } panel_act;
 
 INLINE panel_act panel_load_act(const int8_t *xb, const int bits) {
     panel_act a;
     if (bits == 2 || bits == 3) {
         for (int s = 0; s < 4; s++) a.x[s] = _mm256_set1_epi64x(*(const long long *)(const void *)(xb + 8 * s));
-    } else if (bits == 4) {
+    } else if (bits == 4 || bits == 6) {
         a.x[0] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)xb));
         a.x[1] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(xb + 16)));
     } else {
@@ -324,6 +353,12 @@ INLINE __m256i panel_dot_codes(const panel_codes *k, const panel_act *a, const i
             p[h] = _mm256_add_epi16(_mm256_maddubs_epi16(k->c[2 * h], a->x[0]), _mm256_maddubs_epi16(k->c[2 * h + 1], a->x[1]));
         __m256i t = _mm256_hadd_epi16(_mm256_hadd_epi16(p[0], p[1]), _mm256_hadd_epi16(p[2], p[3]));
         return _mm256_madd_epi16(t, ones);
+    }
+    if (bits == 6) {
+        __m256i p[4];
+        for (int h = 0; h < 4; h++)
+            p[h] = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(k->c[2 * h], a->x[0]), _mm256_maddubs_epi16(k->c[2 * h + 1], a->x[1])), ones);
+        return _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
     }
     // bits == 8
     __m256i d[8];
@@ -389,8 +424,7 @@ INLINE void qdot_body(const tsr_qweights *w, const int8_t *xq, const int32_t *bs
     }
 }
 
-
-/// FOR_PANELS sends every row of a width without panels (B = 6, R = 1) to qdot_body.
+/// Whole panels through qdot_panel, every other row (tail, a panel cut by the range) qdot_body.
 INLINE void qdot_bits(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd, const int bits) {
 #define PANEL(r) qdot_panel(w, xq, bsums, out, r, rowBegin, bits)
 #define ROWS(a, e) qdot_body(w, xq, bsums, out + (size_t)((a) - rowBegin) * (w->cols / 32), a, e, bits)

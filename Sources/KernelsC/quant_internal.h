@@ -3,10 +3,10 @@
 #define TESSERA_QUANT_INTERNAL_H
 #include "KernelsC.h"
 
-/// Rows per panel of the codes/scales layout (KernelsQuant.h): 8, except 1 (no panels: every
-/// row plain) for B = 6.
+/// Rows per panel of the codes/scales layout (KernelsQuant.h): 8 for every width. (R stays a
+/// function of the width so that a width without panels, R = 1, needs no other change.)
 enum { TSR_Q_PANEL = 8 };
-static inline int q_panel_rows(int bits) { return bits == 6 ? 1 : TSR_Q_PANEL; }
+static inline int q_panel_rows(int bits) { (void)bits; return TSR_Q_PANEL; }
 
 /// The bit of a B = 3 panel plane byte holding code vector s (0..3) of a row with base hs
 /// (q_rowview): hs + 0, 1, 4, 5, i.e. bits 2 3 6 7 for rows 0-3 of the panel, 0 1 4 5 for 4-7.
@@ -49,8 +49,10 @@ static inline int q_full_rows(const tsr_qweights *w) {
 /// B = 3: p + b·bstride holds the 8 bytes of the low two bits (the B = 2 block); bit 2 of the
 /// codes sits at h + b·bstride: hs < 0 (a plain row) the uint32 whose bit k is bit 2 of q[k];
 /// hs = 2 or 0 (a panel row, rows 0-3 or 4-7 of its panel) 8 bytes, bit q_hbit(hs, s) of byte j
-/// is bit 2 of q[8s + j] (s < 4). B = 6 (plain rows only): p + b·bstride holds the B = 4 block of
-/// the low four bits, h = p + 16 the B = 2 block of bits 4-5.
+/// is bit 2 of q[8s + j] (s < 4). B = 6: hs < 0 (a plain row) p + b·bstride holds the B = 4 block
+/// of the low four bits, h = p + 16 the B = 2 block of bits 4-5; hs = 0 or 4 (a panel row, rows
+/// 0-3 or 4-7 of its panel) p + b·bstride holds 16 bytes, byte j = q[j] | (q[16 + j] & 3) << 6,
+/// and h + b·bstride 16 bytes whose bits hs ..< hs + 4 of byte j are q[16 + j] >> 2.
 typedef struct {
     const uint8_t *p;
     size_t bstride;
@@ -71,6 +73,10 @@ static inline q_rowview q_row(const tsr_qweights *w, int r) {
             v.p = w->codes + (size_t)p0 * rb + (size_t)i * 8;
             v.h = w->codes + (size_t)p0 * rb + 64 + (size_t)(i % 4) * 8;
             v.hs = 2 * (1 - i / 4);
+        } else if (w->bits == 6) { // panel block: the 8 rows' 16-byte parts, then 64 bytes of q[16..31] >> 2
+            v.p = w->codes + (size_t)p0 * rb + (size_t)i * 16;
+            v.h = w->codes + (size_t)p0 * rb + 128 + (size_t)(i % 4 / 2) * 32 + (size_t)(i % 2) * 16;
+            v.hs = 4 * (i / 4);
         } else {
             v.p = w->codes + (size_t)p0 * rb + (size_t)i * bb;
             v.h = NULL;

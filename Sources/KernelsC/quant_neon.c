@@ -12,8 +12,10 @@
 //                     (0/−2 and −4/−6 on the 8 code bytes duplicated) then `& 3`; B3 adds bit 2
 //                     from the bit plane with a byte table lookup and a bit test (a plain row),
 //                     or with a per-lane shift and a mask of the panel's high plane
-//                     (unpack3_panel; unpack_at picks the form from the row view); B6 (plain
-//                     rows only, no panels) = B4 of the block's first 16 bytes | B2 of its last 8 << 4.
+//                     (unpack3_panel; unpack_at picks the form from the row view); B6 a plain
+//                     row = B4 of the block's first 16 bytes | B2 of its last 8 << 4, a panel row
+//                     (unpack6_panel) q[0..15] = its 16 bytes & 63, q[16..31] = their bits 6-7
+//                     with the nibble of the high-bit bytes inserted above (vsli).
 //   signed codes      the dot instructions are int8 × int8: codes ≤ 63 are already valid int8;
 //                     8-bit codes are used as q − 128 (xor 0x80) and the missing 128·Σx comes
 //                     back from the activation sums (folded into the offset: m + 128·s), as in
@@ -106,9 +108,21 @@ INLINE uint8x16x2_t unpack3_panel(const uint8_t *p, const uint8_t *h, int hs) {
     return q;
 }
 
-/// Block b of a row (q_row): unpack(), or unpack3_panel for a B = 3 panel row.
+/// A B = 6 block of a panel row (KernelsQuant.h): byte j at p = q[j] | (q[16 + j] & 3) << 6, bits
+/// hs ..< hs + 4 of h[j] = q[16 + j] >> 2 (hs = 0 or 4): one mask, two shifts and one insert.
+INLINE uint8x16x2_t unpack6_panel(const uint8_t *p, const uint8_t *h, int hs) {
+    uint8x16x2_t q;
+    uint8x16_t a = vld1q_u8(p), hb = vld1q_u8(h);
+    uint8x16_t nib = hs ? vshrq_n_u8(hb, 4) : vandq_u8(hb, vdupq_n_u8(15));
+    q.val[0] = vandq_u8(a, vdupq_n_u8(63));
+    q.val[1] = vsliq_n_u8(vshrq_n_u8(a, 6), nib, 2);
+    return q;
+}
+
+/// Block b of a row (q_row): unpack(), or unpack3_panel / unpack6_panel for a B = 3 / B = 6 panel row.
 INLINE uint8x16x2_t unpack_at(q_rowview v, int b, const int bits) {
     if (bits == 3 && v.hs >= 0) return unpack3_panel(v.p + (size_t)b * v.bstride, v.h + (size_t)b * v.bstride, v.hs);
+    if (bits == 6 && v.hs >= 0) return unpack6_panel(v.p + (size_t)b * v.bstride, v.h + (size_t)b * v.bstride, v.hs);
     return unpack(v.p + (size_t)b * v.bstride, bits);
 }
 

@@ -16,7 +16,9 @@
 // loaded once for the 8 rows, each row's block dot (I8_DOT, 4 exact int32 lanes) is folded with
 // pairwise adds into two int32x4 whose lane i is row i (rows 0-3, 4-7): no per-row horizontal
 // sum to a scalar; dx_b, the 8 rows' scales and offsets are applied with vector FMAs. B = 3 rows
-// take their low bits from the run's first 64 bytes and bit 2 from its 32-byte high plane.
+// take their low bits from the run's first 64 bytes and bit 2 from its 32-byte high plane; B = 6
+// rows q[0..15] and the low two bits of q[16..31] from the run's first 128 bytes, the rest of
+// q[16..31] from its last 64 (16 bytes shared by rows i and i + 4: unpack6_panel).
 
 /// The exact dots of one block of the 8 panel rows: lo = rows 0-3, hi = rows 4-7.
 I8_INLINE void I8_NAME(panel_dot)(const uint8_t *pb, const int8_t *xb, const int bits, int32x4_t *lo, int32x4_t *hi) {
@@ -25,6 +27,9 @@ I8_INLINE void I8_NAME(panel_dot)(const uint8_t *pb, const int8_t *xb, const int
     int32x4_t d[8];
     if (bits == 3) // low bits of row i at pb + 8i, its high bits in the 32-byte plane at pb + 64
         for (int i = 0; i < 8; i++) d[i] = I8_DOT(to_signed(unpack3_panel(pb + 8 * i, pb + 64 + 8 * (i % 4), 2 * (1 - i / 4)), 3), x0, x1);
+    else if (bits == 6) // row i's 16 bytes at pb + 16i, its q[16..31] >> 2 at pb + 128 + 32·(i % 4 / 2) + 16·(i % 2)
+        for (int i = 0; i < 8; i++)
+            d[i] = I8_DOT(to_signed(unpack6_panel(pb + 16 * i, pb + 128 + 32 * (i % 4 / 2) + 16 * (i % 2), 4 * (i / 4)), 6), x0, x1);
     else
         for (int i = 0; i < 8; i++) d[i] = I8_DOT(signed_codes(pb + (size_t)i * bb, bits), x0, x1);
     *lo = vpaddq_s32(vpaddq_s32(d[0], d[1]), vpaddq_s32(d[2], d[3]));
@@ -83,7 +88,7 @@ I8_INLINE void I8_NAME(qdot_body)(const tsr_qweights *w, const int8_t *xq, const
     }
 }
 
-/// FOR_PANELS sends every row of a width without panels (B = 6, R = 1) to qdot_body.
+/// Whole panels through qdot_panel, every other row (tail, a panel cut by the range) qdot_body.
 I8_INLINE void I8_NAME(qdot_bits)(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin,
                                   int rowEnd, const int bits) {
 #define PANEL(r) I8_NAME(qdot_panel)(w, xq, bsums, out, r, rowBegin, bits)

@@ -50,6 +50,7 @@ static inline int code_at(q_rowview v, int bits, int k) {
     }
     case 6: {
         const uint8_t *h = v.h + (size_t)(k >> 5) * v.bstride;
+        if (v.hs >= 0) return j < 16 ? p[j] & 63 : (p[j - 16] >> 6) | (((h[j - 16] >> v.hs) & 15) << 2);
         int lo = j < 16 ? (p[j] & 15) : (p[j - 16] >> 4);
         return lo | (((h[j & 7] >> (2 * (j >> 3))) & 3) << 4);
     }
@@ -75,6 +76,11 @@ static void pack_row(const uint8_t *q, int bits, int cols, q_rowview v) {
         }
         case 6: {
             uint8_t *h = (uint8_t *)v.h + (size_t)(k >> 5) * v.bstride;
+            if (v.hs >= 0) { // a panel row
+                if (j < 16) p[j] |= (uint8_t)val;
+                else { p[j - 16] |= (uint8_t)((val & 3) << 6); h[j - 16] |= (uint8_t)((val >> 2) << v.hs); }
+                break;
+            }
             p[j & 15] |= (uint8_t)((val & 15) << (j < 16 ? 0 : 4));
             h[j & 7] |= (uint8_t)(((val >> 4) & 3) << (2 * (j >> 3)));
             break;

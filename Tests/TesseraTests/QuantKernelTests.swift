@@ -125,14 +125,16 @@ final class QuantKernelTests: XCTestCase {
     /// The row panels of KernelsQuant.h, rebuilt here from the formulas: block b of row r of a
     /// full panel at panelStart·rowBytes + (b·R + i)·blockBytes (B = 3: the low-bit bytes at
     /// panelStart·rowBytes + b·96 + 8i, bit 2 of q[8s + j] at bit (s & 1) + 4·(s / 2) + (2 if
-    /// i < 4) of byte 64 + 8·(i % 4) + j of the block's run), tail rows plain; the scales and offsets of a
+    /// i < 4) of byte 64 + 8·(i % 4) + j of the block's run; B = 6: byte run + 16i + j =
+    /// q[j] | (q[16 + j] & 3) << 6, q[16 + j] >> 2 of row 2k + L (+ 4) in bits 0-3 (4-7) of byte
+    /// 128 + 32k + 16L + j of the 192-byte run), tail rows plain; the scales and offsets of a
     /// panel's rows side by side per group.
     func testRowPanelsFollowTheDocumentedLayout() throws {
         var rng = SplitMix64(seed: 14)
         for bits in Self.bitsList {
             for rows in [1, 7, 8, 19, 24] {
                 let cols = 96, groups = 3, R = Int(tsr_q_panel_rows(Int32(bits)))
-                XCTAssertEqual(R, bits == 6 ? 1 : 8) // B = 6: no panels, every row plain
+                XCTAssertEqual(R, 8) // every width, B = 6 included
                 let qmax = UInt64((1 << bits) - 1)
                 let q = (0..<rows * cols).map { _ in UInt8(rng.next() % (qmax + 1)) }
                 let bb = Int(tsr_q_block_bytes(Int32(bits))), rowBytes = cols / 32 * bb
@@ -153,6 +155,20 @@ final class QuantKernelTests: XCTestCase {
                                     let bit = (packed[run + 64 + 8 * (i % 4) + j] >> UInt8((s & 1) + 4 * (s / 2) + (i < 4 ? 2 : 0))) & 1
                                     XCTAssertEqual(bit, (q[r * cols + 32 * b + 8 * s + j] >> 2) & 1, "B3 high plane rows \(rows) r\(r) b\(b) j\(j) s\(s)")
                                 }
+                            }
+                            continue
+                        }
+                        if bits == 6 && r < full {
+                            let run = (r - r % R) * rowBytes + b * R * bb, i = r % R
+                            XCTAssertEqual(bb, 24)
+                            let v = Array(q[r * cols + 32 * b..<r * cols + 32 * b + 32])
+                            // Row i = 2k + L + 4·upper of the panel: high half k, 128-bit lane L.
+                            let upper = i / 4, k = (i % 4) / 2, L = i % 2
+                            XCTAssertEqual(2 * k + L + 4 * upper, i)
+                            for j in 0..<16 {
+                                XCTAssertEqual(packed[run + 16 * i + j], v[j] | ((v[j + 16] & 3) << 6), "B6 row bytes rows \(rows) r\(r) b\(b) j\(j)")
+                                let byte = packed[run + 128 + 32 * k + 16 * L + j], base = UInt8(4 * upper)
+                                XCTAssertEqual((byte >> base) & 15, v[j + 16] >> 2, "B6 high bytes rows \(rows) r\(r) b\(b) q[\(j + 16)]")
                             }
                             continue
                         }
@@ -445,7 +461,7 @@ final class QuantKernelTests: XCTestCase {
         try requireSIMDPath(TSR_KERNEL_QUANT_I8)
         var rng = SplitMix64(seed: 7)
         for bits in Self.bitsList {
-            for (cols, group) in [(96, 32), (192, 64), (256, 0), (1024, 32)] {
+            for (cols, group) in [(96, 32), (192, 64), (256, 0), (1024, 32), (512, 128)] {
                 for rows in [3, 17, 24, 33] {
                     let c = try randomCase(bits: bits, group: group, rows: rows, cols: cols, &rng)
                     let G = c.w.group, groups = cols / G

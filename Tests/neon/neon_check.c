@@ -465,6 +465,33 @@ static void check_layout3(void) {
         }
 }
 
+/// The B = 6 panel layout of KernelsQuant.h rebuilt from its formulas (the NEON panel kernels
+/// read the rows' 16-byte parts and the high halves directly): 13 rows = one panel and a 5-row tail.
+static void check_layout6(void) {
+    stat_t *s = stat_for("q_pack B6 panels", "layout", 1);
+    enum { ROWS = 13, COLS = 96 };
+    uint8_t q[ROWS * COLS], codes[ROWS * COLS * 6 / 8];
+    for (int i = 0; i < ROWS * COLS; i++) q[i] = (uint8_t)(((uint32_t)i * 2654435761u) >> 17 & 63);
+    tsr_q_pack(q, 6, ROWS, COLS, codes);
+    const size_t rb = tsr_q_row_bytes(6, COLS);
+    s->calls++;
+    for (int r = 0; r < ROWS; r++)
+        for (int k = 0; k < COLS; k++) {
+            int b = k / 32, j = k % 16, half = k % 32 / 16, v;
+            if (r < 8) { // panel: run of 192 bytes per block, row r's 16 bytes at 16r, q[16..31] >> 2 at 128
+                const uint8_t *run = codes + (size_t)b * 192;
+                int upper = r / 4, kk = r % 4 / 2, L = r % 2; // r = 2kk + L + 4·upper
+                if (!half) v = run[16 * r + j] & 63;
+                else v = run[16 * r + j] >> 6 | (run[128 + 32 * kk + 16 * L + j] >> (4 * upper) & 15) << 2;
+            } else { // tail: the 24-byte block, the B = 2 block of bits 4-5 at byte 16
+                const uint8_t *blk = codes + (size_t)r * rb + (size_t)b * 24;
+                v = (blk[j] >> (4 * half) & 15) | (blk[16 + k % 8] >> (2 * (k % 32 / 8)) & 3) << 4;
+            }
+            s->outputs++;
+            if (v != q[r * COLS + k]) { fail(s, "row %d code %d: %d, expected %d", r, k, v, q[r * COLS + k]); return; }
+        }
+}
+
 static void check_dense(void) {
     // fp16 → fp32 over all 65536 patterns (plus a ragged tail): identical bits, NaN ↔ NaN.
     {
@@ -653,6 +680,7 @@ int main(int argc, char **argv) {
     const int rowsList[] = {1, 6, 16, 37}, bitsList[] = {2, 3, 4, 6, 8};
     int ncase = 0;
     check_layout3();
+    check_layout6();
     check_exp_ops();
     for (int bi = 0; bi < (int)(sizeof bitsList / sizeof *bitsList); bi++)
         for (int si = 0; si < (int)(sizeof shapes / sizeof *shapes); si++)

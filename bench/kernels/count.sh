@@ -4,7 +4,7 @@
 # the demo model's shapes 576×1536 and 1536×576, group 64 (the GEMM with T tokens per call).
 # Deterministic, so it can compare kernel variants on a busy machine; a timing run has to confirm
 # what the counts suggest.
-#   usage: [BITS="2 3 4 8"] [T=64] [CFLAGS=...] bench/kernels/count.sh gemv|gemm [N]   (N: 200 GEMVs, 2 GEMMs)
+#   usage: [BITS="2 3 4 6 8"] [T=64] [CFLAGS=...] bench/kernels/count.sh gemv|gemm [N]   (N: 200 GEMVs, 2 GEMMs)
 # CFLAGS is passed to the compiler (e.g. CFLAGS=-DNT_GEMM=4 for another GEMM token tile) and names
 # the build directory, so variants can be counted side by side.
 set -euo pipefail
@@ -23,7 +23,7 @@ files=()
 for f in "$src"/*.c; do [ "$(basename "$f")" = threadpool.c ] || files+=("$f"); done
 "$cc" -O2 ${CFLAGS:-} -I"$src" -I"$src/include" "${files[@]}" bench/kernels/kernel_count.c -lm -o "$out/kernel_count"
 printf '%-4s %-5s %-10s %-4s %14s %16s\n' bits group shape T "Ir ($kernel)" "Ir/weight/token"
-for bits in ${BITS:-2 3 4 8}; do
+for bits in ${BITS:-2 3 4 6 8}; do
     for shape in "576 1536" "1536 576"; do
         set -- $shape
         valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" --toggle-collect="tsr_q${kernel}_i8" \

@@ -17,8 +17,7 @@
 //              layout of (q >> 4). Codes ≤ 63, so the SIMD kernels' u8·s8 pair sums are
 //              ≤ 2·63·127 = 16002 and fit int16: the same dot as B = 2/3/4 (no sign trick).
 //     blockBytes: B2 8, B3 12, B4 16, B6 24, B8 32; rowBytes = (cols / 32)·blockBytes(B).
-//   * row panels: rows are grouped in panels of R = tsr_q_panel_rows(B) consecutive rows: 8 for
-//     B = 2, 3, 4, 8; 1 for B = 6, i.e. no panels: every B = 6 row is a plain row (below).
+//   * row panels: rows are grouped in panels of R = tsr_q_panel_rows(B) = 8 consecutive rows.
 //     Panel p (rows pR ..< pR + R) starts at codes + pR·rowBytes and holds, for each block b in
 //     turn, the R rows' block b one after the other: row pR + i's block b is at
 //     codes + pR·rowBytes + (b·R + i)·blockBytes. One activation block thus meets R rows' codes
@@ -28,10 +27,15 @@
 //     byte 8·(i % 4) + j holds bit 2 of row i's q[j], q[8+j], q[16+j], q[24+j] in bits
 //     2, 3, 6, 7 for i < 4, in bits 0, 1, 4, 5 for i ≥ 4 (rows i and i + 4 share a byte; one
 //     shift and one mask of the plane put two code vectors' high bits where the B = 2 bytes
-//     masked with 0x33 leave room: bits 2 and 6). The last rows % R rows
-//     (the tail) are plain rows: row r's block b at codes + r·rowBytes + b·blockBytes; so a
-//     matrix of fewer than R rows is all tail, and with R = 1 (B = 6) every row is a tail row
-//     (row-major plain rows, row-major scales and offsets). The codes buffer starts 64-byte aligned and has
+//     masked with 0x33 leave room: bits 2 and 6). B = 6 panels split the 192-byte run too: its
+//     first 128 bytes hold row i's 16 bytes at 16i, byte j = q[j] | (q[16+j] & 3) << 6 (so a
+//     32-byte load at 32·h holds rows 2h | 2h + 1, one per 128-bit lane, as in a B = 4 run); its
+//     last 64 bytes the rest of q[16..31] as two 32-byte halves k = 0, 1: run byte
+//     128 + 32k + 16L + j (L = 0, 1; j < 16) = (q[16+j] >> 2 of row 2k + L) | (q[16+j] >> 2 of
+//     row 2k + L + 4) << 4 (one 32-byte load completes four rows, again one pair per 128-bit
+//     lane). Plain B = 6 rows keep the 24-byte block above. The last rows % R
+//     rows (the tail) are plain rows: row r's block b at codes + r·rowBytes + b·blockBytes; so a
+//     matrix of fewer than R rows is all tail. The codes buffer starts 64-byte aligned and has
 //     rows·rowBytes bytes.
 //   * scales, offsets: two separate fp16 (IEEE binary16) arrays of rows·(cols / G) values in the
 //     same panel order: for a row r in a full panel p, group g sits at pR·groups + g·R + (r − pR)
@@ -76,7 +80,7 @@ typedef struct tsr_qweights {
 int tsr_q_block_bytes(int bits);
 /// Bytes of one packed row of `cols` weights (a matrix's codes take rows·rowBytes bytes).
 size_t tsr_q_row_bytes(int bits, int cols);
-/// Rows per panel for `bits` (R above: 8, or 1 for B = 6: no panels).
+/// Rows per panel for `bits` (R above: 8).
 int tsr_q_panel_rows(int bits);
 /// Index of (row r, group g) in the scales and offsets arrays of a rows × groups matrix.
 size_t tsr_q_group_index(int bits, int rows, int groups, int r, int g);
