@@ -416,6 +416,60 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The Hadamard transforms: H_m·H_mᵀ = m·I exactly for the four Paley matrices; the factor
+    /// rule; forward and transposed transforms against a float64 dense (H_m ⊗ Sylvester H_p)/√n,
+    /// the SIMD path giving the reference's bits; transpose(forward(x)) = x.
+    func testHadamardMatchesFloat64AndReferenceBits() throws {
+        try assertDispatch(TSR_KERNEL_F32)
+        for m in [12, 20, 28, 36] {
+            let h = try XCTUnwrap(tsr_hadamard_matrix(Int32(m)), "H_\(m)")
+            for i in 0..<m {
+                for j in 0..<m {
+                    XCTAssertEqual(abs(Int(h[i * m + j])), 1, "H_\(m)[\(i)][\(j)]")
+                    let dot = (0..<m).reduce(0) { $0 + Int(h[i * m + $1]) * Int(h[j * m + $1]) }
+                    XCTAssertEqual(dot, i == j ? m : 0, "H_\(m) rows \(i), \(j)")
+                }
+            }
+        }
+        XCTAssertNil(tsr_hadamard_matrix(16))
+        var m: Int32 = 0
+        for (n, wantM, wantK) in [(1, 1, 0), (2048, 1, 11), (576, 36, 4), (1536, 12, 7), (3072, 12, 8), (8192, 1, 13), (80, 20, 2), (28, 28, 0)] {
+            XCTAssertEqual(tsr_hadamard_factor(Int32(n), &m), Int32(wantK), "n \(n)")
+            XCTAssertEqual(Int(m), wantM, "n \(n)")
+        }
+        for n in [0, -4, 3, 6, 9, 18, 44, 11 * 64, 25 * 4] { XCTAssertEqual(tsr_hadamard_factor(Int32(n), nil), -1, "n \(n)") }
+        var bad: [Float] = [1, 2, 3]
+        XCTAssertEqual(tsr_hadamard_f32(&bad, 3, 0), -1)
+        XCTAssertEqual(bad, [1, 2, 3])
+
+        var rng = SplitMix64(seed: 47)
+        for n in [1, 2, 8, 16, 12, 24, 40, 56, 72, 144, 576, 1536, 2048, 3072] {
+            let k = Int(tsr_hadamard_factor(Int32(n), &m)), p = 1 << k, mm = Int(m)
+            let small = mm > 1 ? tsr_hadamard_matrix(m) : nil
+            func entry(_ i: Int, _ j: Int) -> Double { // (H_m ⊗ H_p)[i][j]
+                let hm = small.map { Double($0[(i / p) * mm + j / p]) } ?? 1
+                return (((i % p) & (j % p)).nonzeroBitCount % 2 == 0 ? 1 : -1) * hm
+            }
+            let x = randomBuffer(n, &rng).array
+            for transpose in [0, 1] {
+                var y = x, yRef = x
+                XCTAssertEqual(tsr_hadamard_f32(&y, Int32(n), Int32(transpose)), 0)
+                XCTAssertEqual(tsr_hadamard_f32_ref(&yRef, Int32(n), Int32(transpose)), 0)
+                let norm = x.reduce(0) { $0 + Double($1) * Double($1) }.squareRoot()
+                for i in 0..<n {
+                    var exact = 0.0
+                    for j in 0..<n { exact += (transpose == 1 ? entry(j, i) : entry(i, j)) * Double(x[j]) }
+                    exact /= Double(n).squareRoot()
+                    XCTAssertEqual(y[i].bitPattern, yRef[i].bitPattern, "n \(n) transpose \(transpose) i \(i)")
+                    XCTAssertEqual(Double(y[i]), exact, accuracy: 1e-6 * norm * Double(k + mm), "n \(n) transpose \(transpose) i \(i)")
+                }
+                var back = y
+                XCTAssertEqual(tsr_hadamard_f32(&back, Int32(n), Int32(1 - transpose)), 0)
+                for i in 0..<n { XCTAssertEqual(Double(back[i]), Double(x[i]), accuracy: 1e-6 * norm * Double(k + mm), "round trip n \(n) i \(i)") }
+            }
+        }
+    }
+
     func testBandwidthProbeChecksumMatchesReference() throws {
         // No SIMD path on AArch64 (there the scalar loop is the probe); the checksum is computed
         // here either way.

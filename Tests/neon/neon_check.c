@@ -624,6 +624,43 @@ static void check_exp_ops(void) {
     free(x); free(y); free(yr); free(up); free(a); free(b);
 }
 
+// ---- Hadamard transforms (hadamard.c) ------------------------------------------------------------
+// The NEON bits equal the scalar twin's (same additions in the same order), forward and transposed;
+// both within 2^-20·‖x‖·(k + m) of the float64 (H_m ⊗ Sylvester H_p)/√n.
+static void check_hadamard(void) {
+    stat_t *sh = stat_for("hadamard_f32", "neon", 1);
+    static const int sizes[] = {1, 2, 4, 8, 12, 24, 40, 56, 72, 144, 576, 1536};
+    for (size_t t = 0; t < sizeof sizes / sizeof sizes[0]; t++) {
+        const int n = sizes[t];
+        int m = 0;
+        const int k = tsr_hadamard_factor(n, &m), p = 1 << k;
+        const signed char *H = m > 1 ? tsr_hadamard_matrix(m) : NULL;
+        float *x = xalloc(sizeof(float) * n), *y = xalloc(sizeof(float) * n), *yr = xalloc(sizeof(float) * n);
+        double norm = 0;
+        for (int i = 0; i < n; i++) { x[i] = (float)uniform(-1, 1); norm += (double)x[i] * x[i]; }
+        norm = sqrt(norm);
+        for (int tr = 0; tr < 2; tr++) {
+            memcpy(y, x, sizeof(float) * n);
+            memcpy(yr, x, sizeof(float) * n);
+            sh->calls++;
+            if (tsr_hadamard_f32(y, n, tr) != 0 || tsr_hadamard_f32_ref(yr, n, tr) != 0) { fail(sh, "n %d: unsupported", n); continue; }
+            for (int i = 0; i < n; i++) {
+                double e = 0;
+                for (int j = 0; j < n; j++) {
+                    const int r = tr ? j : i, c = tr ? i : j;
+                    const double hm = H ? H[(r / p) * m + c / p] : 1;
+                    e += (__builtin_popcount((unsigned)((r % p) & (c % p))) % 2 ? -hm : hm) * x[j];
+                }
+                e /= sqrt((double)n);
+                sh->outputs++;
+                if (!same_bits(&y[i], &yr[i], 4)) fail(sh, "n %d transpose %d i %d: neon %.9g ref %.9g", n, tr, i, y[i], yr[i]);
+                if (fabs(y[i] - e) > 0x1p-20 * norm * (k + m)) fail(sh, "n %d transpose %d i %d: %.9g, exact %.9g", n, tr, i, y[i], e);
+            }
+        }
+        free(x); free(y); free(yr);
+    }
+}
+
 // ---- main -------------------------------------------------------------------------------------
 int main(int argc, char **argv) {
     int expect_dot = -1, no_dot = 0;
@@ -682,6 +719,7 @@ int main(int argc, char **argv) {
     check_layout3();
     check_layout6();
     check_exp_ops();
+    check_hadamard();
     for (int bi = 0; bi < (int)(sizeof bitsList / sizeof *bitsList); bi++)
         for (int si = 0; si < (int)(sizeof shapes / sizeof *shapes); si++)
             for (int ri = 0; ri < 4; ri++)

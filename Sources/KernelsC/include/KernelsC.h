@@ -98,6 +98,17 @@ void tsr_softmax_f32_ref(float *x, int n);
 void tsr_swiglu_f32(const float *gate, const float *up, float *out, int n);
 void tsr_swiglu_f32_ref(const float *gate, const float *up, float *out, int n);
 
+// ---- Hadamard transforms (hadamard.c; family TSR_KERNEL_F32) ---------------------------------
+/// n = m·2^k with m ∈ {1, 12, 20, 28, 36} (the odd part of n picks m): returns k and sets *m
+/// (when m is not NULL); −1 when n has no such form (e.g. 9·2^k needs k ≥ 2).
+int tsr_hadamard_factor(int n, int *m);
+/// The m×m ±1 matrix of H_m (row-major, H·Hᵀ = m·I) for m = 12, 20, 28, 36; NULL otherwise.
+const signed char *tsr_hadamard_matrix(int m);
+/// In place x := (H_m ⊗ H_{2^k})·x / √n, or its transpose (the inverse) when `transpose` ≠ 0.
+/// Returns 0, or −1 (x untouched) when n has no supported form. Every path gives the same bits.
+int tsr_hadamard_f32(float *x, int n, int transpose);
+int tsr_hadamard_f32_ref(float *x, int n, int transpose);
+
 // ---- fp16 ----------------------------------------------------------------------------------
 float tsr_f16_to_f32(uint16_t h);
 uint16_t tsr_f32_to_f16(float f);
