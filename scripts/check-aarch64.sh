@@ -40,6 +40,8 @@ step() { # name: closes the previous step's timing
 fail() { echo "check-aarch64: $current FAILED: $*  (log: $log)" >&2; exit 1; }
 run_logged() { "$@" >>"$log" 2>&1; }
 
+current=start
+trap 'echo "check-aarch64: $current FAILED at line $LINENO (log: $log)" >&2' ERR
 [ "$(id -u)" = 0 ] || { echo "check-aarch64: run as root (debootstrap, chroot and mounts need it)" >&2; exit 1; }
 
 # ---- 1. tools -------------------------------------------------------------------------------
@@ -76,7 +78,6 @@ else
     echo "${inside_packages[*]}" >"$marker"
     detail="made $root"
 fi
-detail="$detail; $(chroot "$root" swift --version 2>/dev/null | head -1)"
 step
 
 # ---- 3. mounts ------------------------------------------------------------------------------
@@ -101,9 +102,7 @@ bind "$repo" "$root/tessera"
 if [ -d /opt/swift-packages ]; then
     bind /opt/swift-packages "$root/opt/swift-packages" ro
     # The host's URL rewriting (github.com → the mirror), without its credential helpers.
-    git config --system --get-regexp '^url\..*\.insteadof$' | while read -r key value; do
-        printf '%s %s\n' "$key" "$value"
-    done >"$root/tmp/tessera-url-rewrites"
+    { git config --system --get-regexp '^url\..*\.insteadof$' || true; } >"$root/tmp/tessera-url-rewrites"
     chroot "$root" /bin/sh -c 'rm -f /etc/gitconfig; while read -r k v; do git config --system --add "$k" "$v"; done < /tmp/tessera-url-rewrites' ||
         fail "git config inside the root"
     detail="repo, shared, /opt/swift-packages (ro) + $(wc -l <"$root/tmp/tessera-url-rewrites") URL rewrites"
@@ -114,12 +113,13 @@ step
 
 inside() { chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 TESSERA_SHARED=/shared CI=true \
     /bin/sh -c "cd /tessera && $1"; }
+version=$(inside "swift --version 2>&1 | head -1") || fail "swift does not run inside the root"
 
 # ---- 4. build -------------------------------------------------------------------------------
 current=build
 run_logged inside "swift build -c release --scratch-path $scratch" || fail "swift build -c release (see the log)"
-arch=$(file -b "$root$scratch/release/chat" 2>/dev/null | cut -d, -f2 | sed 's/^ //')
-detail="swift build -c release: chat, tessera, bench (${arch:-arm64})"
+arch=$( (file -b "$root$scratch/release/chat" 2>/dev/null || true) | cut -d, -f2 | sed 's/^ //')
+detail="$version, swift build -c release: chat, tessera, bench (${arch:-arm64})"
 step
 
 # ---- 5. tests -------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ run_logged inside "swift build -c release -Xswiftc -enable-testing --build-tests
 out=$(inside "swift test -c release -Xswiftc -enable-testing --skip-build --scratch-path $scratch-test --filter '$filter'" 2>&1) ||
     { echo "$out" >>"$log"; fail "tests (see the log)"; }
 echo "$out" >>"$log"
-summary=$(echo "$out" | grep -E 'Executed [0-9]+ tests' | tail -1 | sed 's/^ *//')
+summary=$(echo "$out" | grep -E 'Executed [0-9]+ tests' | tail -1 | sed 's/^ *//' || true)
 echo "$out" | grep -q "with 0 failures" || fail "tests: $summary"
 detail="$filter: $summary"
 step
