@@ -75,6 +75,8 @@ public final class Calibrator {
                     progress: (CalibrationProgress) -> Void = { _ in },
                     blockDone: (BlockReport) -> Void = { _ in }) throws -> Summary {
         let start = ContinuousClock.now
+        // The block forward does not apply a rotated model's online transform (yet).
+        if let r = source.rotation { throw CalibrationError("\(source.path) is rotated (\(r.summary)): calibrate does not run on rotated models yet") }
         let c = source.config, o = options
         let shape = BlockShape(config: c)
         let print = fingerprint(tokens: tokens)

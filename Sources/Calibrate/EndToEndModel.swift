@@ -35,6 +35,10 @@ public final class EndToEndModel {
     /// The student as stored (α = β = γ = 0), for windows of `sequenceLength` tokens.
     public init(teacher: ModelSource, student: PackedModelSource, sequenceLength: Int, pool: ThreadPool) throws {
         let c = student.config
+        // The tune's own forward does not apply a rotated file's online transform (yet).
+        if let r = student.rotation ?? teacher.rotation {
+            throw CalibrationError("\(student.path) is rotated (\(r.summary)): tune does not run on rotated models yet")
+        }
         guard c == teacher.config else {
             throw CalibrationError("\(student.path) and \(teacher.path) are not the same architecture: tune a packed model against the model it was made from")
         }

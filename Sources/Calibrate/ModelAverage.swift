@@ -23,6 +23,9 @@ public enum ModelAverage {
         let first = inputs[0]
         let names = { (s: PackedModelSource) in URL(fileURLWithPath: s.path).lastPathComponent }
         for other in inputs.dropFirst() {
+            guard other.rotation == first.rotation else {
+                throw CalibrationError("\(names(other)) and \(names(first)) differ in rotation (\(other.rotation?.summary ?? "none") vs \(first.rotation?.summary ?? "none")); only tunes of one calibrated file can be averaged")
+            }
             guard other.bits == first.bits, other.group == first.group, other.activation == first.activation,
                   other.config.requiredTensorShapes.map({ $0.0 }) == first.config.requiredTensorShapes.map({ $0.0 }),
                   other.config.requiredTensorShapes.map({ $0.1 }) == first.config.requiredTensorShapes.map({ $0.1 }) else {

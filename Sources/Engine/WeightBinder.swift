@@ -16,6 +16,8 @@ import Quant
 ///   anything else             FP32Linear                   FP32Linear
 ///
 /// mode = the caller's activation override, else the file's (`storedActivation`, a16 for GGUF).
+/// A rotated source (`rotation.onlineDownHadamard`) gets the model's online Hadamard transform
+/// before down_proj; every other source binds exactly as before.
 /// `linears: .fp32` decodes every block linear to fp32 instead (the reference forward that
 /// tests compare the low-bit kernels and llama.cpp's fp32 figures against); tables keep the
 /// stored form either way.
@@ -104,6 +106,16 @@ public struct WeightBinder {
         let output: LinearWeights = source.hasTensor(TensorName.output)
             ? try table(TensorName.output, rows: c.vocab, cols: c.hidden) : embedding
         return LlamaModel(config: c, tokenEmbedding: embedding, blocks: blocks,
-                          outputNorm: try vector(TensorName.outputNorm, c.hidden), output: output, pool: pool)
+                          outputNorm: try vector(TensorName.outputNorm, c.hidden), output: output, pool: pool,
+                          downInputHadamard: try downInputHadamard())
+    }
+
+    /// The online transform before down_proj, when the source's rotation asks for it.
+    private func downInputHadamard() throws -> OnlineHadamard? {
+        guard let rotation = source.rotation, rotation.onlineDownHadamard else { return nil }
+        guard let h = OnlineHadamard(width: source.config.ffn) else {
+            throw FormatError.invalid(path: source.path, reason: "the file asks for an online Hadamard transform of width \(source.config.ffn) (the FFN width), which has no supported form (m·2^k, m = 1, 12, 20, 28 or 36)")
+        }
+        return h
     }
 }

@@ -15,7 +15,8 @@ import Tokenizer
 ///
 /// Norms stay F32, the embedding table is F16 (or packed like a linear). `tessera.*` keys:
 /// format_version, bits, group (0 = whole row), activation (a16/a8/a4), zero_point
-/// (float/integer), embedding (f16/q8/q6/q4), method, and `tessera.checksum.<tensor>` (FNV-1a 64
+/// (float/integer), embedding (f16/q8/q6/q4), method, the rotation when the source has one
+/// (`RotationRecord`), and `tessera.checksum.<tensor>` (FNV-1a 64
 /// of each tensor's bytes) so a damaged file names the tensor that is wrong.
 ///
 /// Version 2 stores the canonical layout; version 1 stored the kernels' block layout of the
@@ -108,6 +109,7 @@ public enum PackedFormat {
         w.set("tessera.format_version", .uint32(UInt32(version)))
         w.set("tessera.method", .string(method))
         setScheme(&w, scheme)
+        source.rotation?.write(&w)
         for (key, value) in metadata { w.set(key, .string(value)) }
         try c.addRopeFrequencies(to: &w)
 
@@ -209,6 +211,8 @@ public final class PackedModelSource: ModelSource {
     public let activation: ActivationMode
     /// The file's format version (1 is converted to the canonical layout as it is read).
     public let version: Int
+    /// `tessera.rotation.*` (nil: not rotated).
+    public let rotation: RotationRecord?
     private let shapes: [String: [Int]]
 
     public var path: String { gguf.path }
@@ -223,7 +227,11 @@ public final class PackedModelSource: ModelSource {
                                           reason: "version \(version) is not supported (this Tessera reads versions \(PackedFormat.readableVersions.lowerBound)-\(PackedFormat.readableVersions.upperBound)); re-create the file with this Tessera's `tessera quantize` or `tessera calibrate`")
         }
         self.version = version
-        config = try GGUFModelSource.readConfig(gguf)
+        var config = try GGUFModelSource.readConfig(gguf)
+        // A separate head stored packed is `output.weight.codes`, not `output.weight`.
+        if gguf.tensor(TensorName.output + PackedFormat.codesSuffix) != nil { config.tiedEmbeddings = false }
+        self.config = config
+        rotation = try RotationRecord.read(gguf)
         bits = try gguf.requireInt("tessera.bits")
         group = try gguf.requireInt("tessera.group")
         guard let act = gguf.string("tessera.activation").flatMap(ActivationMode.init(name:)) else {

@@ -148,6 +148,8 @@ public final class InferenceSession {
                 Ops.swiglu(gate + r.lowerBound, up + r.lowerBound, r.count)
             }
             profile?.lap(.swiglu)
+            // A rotated model: gate := H_F·gate/√F per token (down_proj holds the inverse).
+            if let h = m.downInputHadamard { h.apply(gate, rows: T, pool: pool); profile?.lap(.downHadamard) }
             block.down.forward(gate, tokens: T, into: normed, pool: pool)
             addRows(x, normed, count: T * C)
             profile?.lap(.down)

@@ -61,15 +61,20 @@ public final class LlamaModel {
     public let output: LinearWeights        // [V, C]; the very tokenEmbedding object when tied
     public let rope: RotaryEmbedding
     public let pool: ThreadPool
+    /// A rotated model's online transform of the SwiGLU output before down_proj (its file says
+    /// so: `tessera.rotation.online_down`); nil for every other model.
+    public let downInputHadamard: OnlineHadamard?
 
     public init(config: LlamaConfig, tokenEmbedding: EmbeddingTable, blocks: [LlamaBlock], outputNorm: FloatBuffer,
-                output: LinearWeights, pool: ThreadPool) {
+                output: LinearWeights, pool: ThreadPool, downInputHadamard: OnlineHadamard? = nil) {
+        precondition(downInputHadamard.map { $0.width == config.ffn } ?? true, "the down_proj input transform must be FFN-wide")
         self.config = config
         self.tokenEmbedding = tokenEmbedding
         self.blocks = blocks
         self.outputNorm = outputNorm
         self.output = output
         self.pool = pool
+        self.downInputHadamard = downInputHadamard
         rope = RotaryEmbedding(headDim: config.headDim, base: config.ropeBase, frequencyFactors: config.ropeFrequencyFactors)
     }
 

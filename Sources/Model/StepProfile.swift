@@ -15,6 +15,7 @@ public final class StepProfile {
         case mlpNorm = "MLP RMSNorm"
         case gateUp = "gate, up linears"
         case swiglu = "SwiGLU"
+        case downHadamard = "online Hadamard (down input)"
         case down = "down linear + residual"
         case head = "final norm + output head"
         case caller = "caller's use of the logits"

@@ -27,8 +27,16 @@ struct Quantize: ParsableCommand {
     @Option(help: "Offset form: float (group minimum, like Q4_1) or int (integer zero point).")
     var zeroPoint: String = "float"
 
+    @Option(help: "Rotate the fp weights before quantizing: none, or hadamard (QuaRot-style: RMSNorm weights folded, a random-sign Hadamard rotation of the residual stream, a Hadamard per attention head between v and o, and an online Hadamard transform before down_proj that the file asks the runtime for; the fp model's function is unchanged). A tied head is written separately unless the final norm's weight is 1.")
+    var rotate: Rotation = .none
+
+    @Option(help: "Seed of the rotation's random signs (default 1; recorded in the file; needs --rotate hadamard).")
+    var rotateSeed: UInt64?
+
     @Option(name: .shortAndLong, help: "Output file.")
     var output: String
+
+    enum Rotation: String, ExpressibleByArgument, CaseIterable { case none, hadamard }
 
     var groupSize: Int? { group == "row" ? 0 : Int(group) }
     var activation: ActivationMode? { ActivationMode(bits: act) }
@@ -38,11 +46,14 @@ struct Quantize: ParsableCommand {
         guard let g = groupSize, g == 0 || [32, 64, 128].contains(g) else { throw ValidationError("--group must be 32, 64, 128 or row, got \(group)") }
         guard activation != nil else { throw ValidationError("--act must be 16, 8 or 4, got \(act)") }
         guard zeroPoint == "float" || zeroPoint == "int" else { throw ValidationError("--zero-point must be float or int, got \(zeroPoint)") }
+        if rotateSeed != nil && rotate == .none { throw ValidationError("--rotate-seed needs --rotate hadamard") }
     }
 
     func run() throws {
-        let source = try ModelLoader.open(model)
-        let tokenizer = try source.makeTokenizer()
+        let opened = try ModelLoader.open(model)
+        let tokenizer = try opened.makeTokenizer()
+        // The rotation is a view of the fp weights: each tensor is rotated as RTN reads it.
+        let source: ModelSource = rotate == .hadamard ? try RotatedModelSource(base: opened, seed: rotateSeed ?? 1) : opened
         // Every row width must take the group size: say so before any work.
         let group = groupSize!
         try source.config.checkGroup(group)
@@ -63,6 +74,12 @@ struct Quantize: ParsableCommand {
         }
         for (name, shape) in source.config.requiredTensorShapes where name.hasPrefix("blk.") && shape.count == 2 {
             linearWeights += shape[0] * shape[1]
+        }
+        if let rotated = source as? RotatedModelSource, let rotation = rotated.rotation {
+            // output.weight, or its .codes/.scales/.offsets
+            let headBytes = packed.gguf.tensors.filter { $0.name.hasPrefix(TensorName.output) }.reduce(0) { $0 + $1.byteCount }
+            print("rotation: \(rotation.summary)"
+                  + (rotated.untiedHead ? String(format: "; the final norm's weight is folded into a separate head (%.2f MB)", Double(headBytes) / 1e6) : ""))
         }
         print(String(format: "wrote %@ in %.1f s: W%dg%@ A%d, block linears %.3f bits/weight, whole file %.2f MB (%.3f bits/parameter)",
                      output, (ContinuousClock.now - start).seconds, bits, group == 0 ? "row" : "\(group)", act,

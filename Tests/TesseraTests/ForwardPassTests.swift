@@ -1,4 +1,5 @@
 import XCTest
+@testable import Calibrate
 @testable import Engine
 
 final class ForwardPassTests: XCTestCase {
@@ -112,21 +113,29 @@ final class ForwardPassTests: XCTestCase {
         XCTAssertEqual(session.position, 0)
     }
 
+    /// Every step is timed; the online Hadamard only on a rotated model (none runs otherwise).
     func testStepProfileTimesEveryStepAndChangesNothing() throws {
         let source = InMemorySource(config: InMemorySource.tinyConfig(), seed: 3)
-        let model = try WeightBinder(source: source, linears: .fp32).model(pool: ThreadPool(threads: 2))
-        let plain = InferenceSession(model: model, contextLength: 16), profiled = InferenceSession(model: model, contextLength: 16)
-        let profile = StepProfile()
-        profiled.profile = profile
-        let tokens: [Int32] = [5, 9, 2, 44, 7]
-        XCTAssertEqual(try profiled.forward(tokens, logitRows: 2), try plain.forward(tokens, logitRows: 2))
-        XCTAssertEqual(try profiled.forward([3]), try plain.forward([3]))
-        XCTAssertEqual(profile.batches, 2)
-        for step in StepProfile.Step.allCases {
-            XCTAssertGreaterThan(profile.seconds[step] ?? 0, 0, step.rawValue)
+        for rotated in [false, true] {
+            let bound: ModelSource = rotated ? try RotatedModelSource(base: source, seed: 1) : source
+            let model = try WeightBinder(source: bound, linears: .fp32).model(pool: ThreadPool(threads: 2))
+            let plain = InferenceSession(model: model, contextLength: 16), profiled = InferenceSession(model: model, contextLength: 16)
+            let profile = StepProfile()
+            profiled.profile = profile
+            let tokens: [Int32] = [5, 9, 2, 44, 7]
+            XCTAssertEqual(try profiled.forward(tokens, logitRows: 2), try plain.forward(tokens, logitRows: 2))
+            XCTAssertEqual(try profiled.forward([3]), try plain.forward([3]))
+            XCTAssertEqual(profile.batches, 2)
+            for step in StepProfile.Step.allCases {
+                if step == .downHadamard && !rotated {
+                    XCTAssertNil(profile.seconds[step], step.rawValue)
+                } else {
+                    XCTAssertGreaterThan(profile.seconds[step] ?? 0, 0, "\(step.rawValue), rotated \(rotated)")
+                }
+            }
+            profile.reset()
+            XCTAssertEqual(profile.total, 0)
         }
-        profile.reset()
-        XCTAssertEqual(profile.total, 0)
     }
 
     func testShapeMismatchIsAnError() throws {
