@@ -71,8 +71,12 @@ struct ReferenceBlock {
                 let kvh = h / (H / KVH)
                 for t in 0..<T {
                     let qRow = (b * T + t) * Q + h * D
-                    var scores = (0...t).map { j in
-                        (0..<D).reduce(0.0) { $0 + q[qRow + $1] * k[(b * T + j) * KV + kvh * D + $1] } / Double(D).squareRoot()
+                    var scores = [Double]()
+                    for j in 0...t {
+                        let kRow = (b * T + j) * KV + kvh * D
+                        var dot = 0.0
+                        for d in 0..<D { dot += q[qRow + d] * k[kRow + d] }
+                        scores.append(dot / Double(D).squareRoot())
                     }
                     let top = scores.max()!
                     scores = scores.map { exp($0 - top) }

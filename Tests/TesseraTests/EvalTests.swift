@@ -230,7 +230,7 @@ final class EvalTests: XCTestCase {
     /// Σ log p(continuation | context) in float64, the whole sequence from scratch; `window`
     /// keeps only the last tokens (lm-eval's left truncation).
     static func referenceLogLikelihood(_ ref: ReferenceLlama, _ r: EncodedRequest, window: Int? = nil) -> (Double, Bool) {
-        var full = (r.context + r.continuation).map(Int.init)
+        var full = (r.context + r.continuation).map { Int($0) }
         if let window { full = Array(full.suffix(window + 1)) }
         let input = Array(full.dropLast())
         let logits = ref.logits(input)

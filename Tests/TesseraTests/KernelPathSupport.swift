@@ -3,6 +3,8 @@ import XCTest
 import KernelsC
 #if canImport(Darwin)
 import Darwin
+#elseif canImport(Glibc)
+import Glibc
 #endif
 
 /// Which implementation the KernelsC dispatchers run (tsr_kernel_path: the value every

@@ -65,7 +65,7 @@ final class SafetensorsTests: XCTestCase {
         XCTAssertEqual(SafetensorsWriter.bfloat16Bits(1 + 3 * 0x1p-8), 0x3F82)      // tie → even (up)
         XCTAssertEqual(SafetensorsWriter.bfloat16Bits(1 + 0x1p-8 + 0x1p-12), 0x3F81)
         XCTAssertTrue(Float(bitPattern: UInt32(SafetensorsWriter.bfloat16Bits(.nan)) << 16).isNaN)
-        XCTAssertEqual(SafetensorsWriter.encode(FloatBuffer([1 + 0x1p-11]), as: .f16), [0x00, 0x3C])
+        XCTAssertEqual(SafetensorsWriter.encode(FloatBuffer([Float(1) + 0x1p-11]), as: .f16), [0x00, 0x3C])
     }
 
     func testUnalignedOffsetsDecode() throws {

@@ -108,7 +108,12 @@ struct ReferenceLlama {
                 var att = [Double](repeating: 0, count: H * D)
                 for h in 0..<H {
                     let kh = h / (H / KVH)
-                    var s = (0...t).map { j in (0..<D).reduce(0.0) { $0 + qs[t][h * D + $1] * ks[j][kh * D + $1] } / Double(D).squareRoot() }
+                    var s = [Double]()
+                    for j in 0...t {
+                        var dot = 0.0
+                        for d in 0..<D { dot += qs[t][h * D + d] * ks[j][kh * D + d] }
+                        s.append(dot / Double(D).squareRoot())
+                    }
                     let m = s.max()!
                     s = s.map { exp($0 - m) }
                     let z = s.reduce(0, +)
