@@ -3,8 +3,6 @@ import XCTest
 import KernelsC
 #if canImport(Darwin)
 import Darwin
-#elseif canImport(Glibc)
-import Glibc
 #endif
 
 /// Which implementation the KernelsC dispatchers run (tsr_kernel_path: the value every
@@ -45,7 +43,16 @@ enum KernelPaths {
         #if arch(arm64)
         // No "Features" line: an emulator (qemu-user shows the host's /proc/cpuinfo). The
         // kernel's hardware capability bits say the same: HWCAP_ASIMD (1 << 1), HWCAP_ASIMDDP (1 << 20).
-        let hwcap = getauxval(UInt(AT_HWCAP))
+        // Read from /proc/self/auxv (pairs of 64-bit type, value; AT_HWCAP = 16), which qemu emulates.
+        var hwcap: UInt64 = 0
+        if let auxv = FileHandle(forReadingAtPath: "/proc/self/auxv")?.readDataToEndOfFile() {
+            let words = auxv.withUnsafeBytes { Array($0.bindMemory(to: UInt64.self)) }
+            var i = 0
+            while i + 1 < words.count && words[i] != 0 {
+                if words[i] == 16 { hwcap = words[i + 1] }
+                i += 2
+            }
+        }
         var flags: Set<String> = []
         if hwcap & (1 << 1) != 0 { flags.insert("asimd") }
         if hwcap & (1 << 20) != 0 { flags.insert("asimddp") }
