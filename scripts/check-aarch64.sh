@@ -14,7 +14,7 @@
 #                 with the text the x86-64 build gives (taken from this host's .build/release/chat
 #                 when it is built, else the recorded text below)
 # One line per step with its time; exits non-zero at the first failure. Runs as root (chroot,
-# mounts). Not part of CI: the first run takes about an hour on 2 cores (most of it the
+# mounts). Not part of CI: the first run takes about 70 minutes on 2 cores (most of it the
 # emulated compiler), a second run reuses the root and the build.
 # Environment: AARCH64_ROOT (default .build/aarch64-root), DEBIAN_MIRROR, TESSERA_SHARED.
 set -euo pipefail
