@@ -124,6 +124,7 @@ step
 
 # ---- 5. tests -------------------------------------------------------------------------------
 current=tests
+[ -f "$model" ] || run_logged scripts/setup.sh || fail "fetching the demo model (scripts/setup.sh)"
 filter='KernelTests|QuantKernelTests|FusedLinearTests|TokenizerTests'
 run_logged inside "swift build -c release -Xswiftc -enable-testing --build-tests --scratch-path $scratch-test" || fail "building the tests (see the log)"
 out=$(inside "swift test -c release -Xswiftc -enable-testing --skip-build --scratch-path $scratch-test --filter '$filter'" 2>&1) ||
