@@ -189,10 +189,10 @@ AVX2 static int hadamard_avx2(float *x, int n, int transpose) {
         }
         mix_ref(x, m, p, H, transpose, c, p);
     }
-    const __m256 scale = _mm256_set1_ps((float)(1.0 / sqrt((double)n)));
+    const float scale = (float)(1.0 / sqrt((double)n));
     int i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), scale));
-    for (; i < n; i++) x[i] *= (float)(1.0 / sqrt((double)n));
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(scale)));
+    for (; i < n; i++) x[i] *= scale;
     return 0;
 }
 #endif
