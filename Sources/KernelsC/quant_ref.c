@@ -7,6 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+// The references (and act_group_sums, which every path shares) round each product before adding
+// it, as the formulas are written and as Swift does. clang's default (-ffp-contract=on) would
+// fuse `s += a * b` into an FMA where the target has one (every AArch64 CPU; x86-64 builds this
+// file without FMA), so arm64 sums would differ from x86-64's and Swift's in the last bit.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 int tsr_q_block_bytes(int bits) { return q_block_bytes(bits); }
 
 size_t tsr_q_row_bytes(int bits, int cols) { return (size_t)(cols / 32) * (size_t)tsr_q_block_bytes(bits); }

@@ -330,41 +330,50 @@ final class KernelTests: XCTestCase {
         XCTAssertGreaterThan(pool.regionStats.solo, 0, "\(pool.regionStats) after \(runs) runs")
     }
 
-    /// A worker that holds a claimed chunk for a millisecond (as if another process had taken
-    /// its core) stalls the caller; after two such stalls the pool runs regions on the caller
-    /// alone for a while, still running every chunk exactly once with the same (index, count).
+    /// A worker that holds a claimed chunk for 2 ms (as if another process had taken its core)
+    /// stalls the caller; after two stalls within the pool's window the pool runs regions on the
+    /// caller alone for a while, still running every chunk exactly once with the same
+    /// (index, count). The caller's chunk waits (up to 3 ms) until the other chunk has started,
+    /// so a worker takes part in (nearly) every run and the stalls come back to back, on an idle
+    /// machine and under emulation alike, instead of whenever a worker happens to claim a chunk.
     func testThreadPoolGoesSoloAfterStallsAndKeepsChunks() {
         let pool = ThreadPool(threads: 2)
-        var perChunk = [0, 0]
+        var perChunk = [0, 0], startedIn = [-1, -1]
         var sleptOnWorker = 0, runs = 0, soloBefore = 0
         let caller = pthread_self()
+        func waitNs(_ ns: UInt64, until done: () -> Bool) {
+            let start = DispatchTime.now().uptimeNanoseconds
+            while !done() && DispatchTime.now().uptimeNanoseconds - start < ns {}
+        }
         perChunk.withUnsafeMutableBufferPointer { counts in
-            let p = counts.baseAddress!
-            // Until the caller has seen two stalls (on a busy machine the worker may need many
-            // runs to claim chunk 1; the pool may also go solo for missed runs first), then 100
-            // more runs, in which every stall is followed by solo runs.
-            var stallsSeenAt: Int?
-            while runs < 5000 && (stallsSeenAt.map { runs - $0 < 100 } ?? true) {
-                pool.run { chunk, count in
-                    precondition(count == 2)
-                    p[chunk] += 1
-                    if chunk == 0 {
-                        // ~50 µs of work, so that a spinning worker claims chunk 1
-                        let start = DispatchTime.now().uptimeNanoseconds
-                        while DispatchTime.now().uptimeNanoseconds - start < 50_000 {}
-                    } else if pthread_equal(pthread_self(), caller) == 0 {
-                        sleptOnWorker += 1
-                        usleep(1000)
+            startedIn.withUnsafeMutableBufferPointer { started in
+                let p = counts.baseAddress!, s = started.baseAddress!
+                // Until the caller has seen two stalls, then 100 more runs.
+                var stallsSeenAt: Int?
+                while runs < 5000 && (stallsSeenAt.map { runs - $0 < 100 } ?? true) {
+                    let run = runs
+                    pool.run { chunk, count in
+                        precondition(count == 2)
+                        p[chunk] += 1
+                        s[chunk] = run
+                        if pthread_equal(pthread_self(), caller) == 0 {
+                            sleptOnWorker += 1
+                            usleep(2000)
+                        } else {
+                            // The other chunk's start is written by another thread; the clock
+                            // call between reads keeps the compiler from hoisting the load.
+                            waitNs(3_000_000) { s[1 - chunk] == run }
+                        }
                     }
+                    runs += 1
+                    if stallsSeenAt == nil && pool.regionStats.stalls >= 2 { stallsSeenAt = runs; soloBefore = pool.regionStats.solo }
                 }
-                runs += 1
-                if stallsSeenAt == nil && pool.regionStats.stalls >= 2 { stallsSeenAt = runs; soloBefore = pool.regionStats.solo }
             }
         }
         XCTAssertEqual(perChunk, [runs, runs])
         let stats = pool.regionStats
         XCTAssertEqual(stats.runs, runs)
-        XCTAssertGreaterThanOrEqual(stats.stalls, 2, "chunk 1 slept on a worker \(sleptOnWorker) times in \(runs) runs")
+        XCTAssertGreaterThanOrEqual(stats.stalls, 2, "a chunk slept on a worker \(sleptOnWorker) times in \(runs) runs")
         XCTAssertGreaterThan(stats.solo, soloBefore, "\(stats): no solo runs after the stalls")
     }
 
