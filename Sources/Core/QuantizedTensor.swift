@@ -5,31 +5,42 @@ public struct QuantizationError: Error, CustomStringConvertible, Equatable {
 }
 
 /// How activations meet quantized weights at run time (a property of a file or a run, not of
-/// the weights).
+/// the weights). Integer modes are dynamic and symmetric: codes in [−levels, levels] times a
+/// scale, either one scale per token (the design's A8/A4, for rotated models) or one per block
+/// of 32 activations (ggml's q8_1 style, robust to the outlier channels of unrotated models).
 public enum ActivationMode: Sendable, CaseIterable {
     /// fp32 activations.
     case a16
-    /// Dynamic symmetric INT8, one scale per block of 32 activations (dx = max|x|/127 over the
-    /// block, like ggml's q8_1), integer dot products per block.
+    /// INT8, one scale per block of 32 activations (dx = max|x|/127 over the block, like
+    /// ggml's q8_1), integer dot products per block.
     case a8
-    /// Dynamic symmetric INT4, one scale per block of 32 (dx = max|x|/7), codes stored as int8.
+    /// INT4, one scale per block of 32 (dx = max|x|/7), codes stored as int8.
     case a4
+    /// INT8, one scale per token (d = clip·max|x|/127 over the token's row).
+    case a8Token
+    /// INT4, one scale per token (d = clip·max|x|/7).
+    case a4Token
 
     /// Largest code magnitude (0 for fp32).
     public var levels: Int32 {
         switch self {
         case .a16: return 0
-        case .a8: return 127
-        case .a4: return 7
+        case .a8, .a8Token: return 127
+        case .a4, .a4Token: return 7
         }
     }
 
-    /// The name files and flags use: a16, a8, a4.
+    /// Whether one scale covers the whole token (else one per block of 32).
+    public var perToken: Bool { self == .a8Token || self == .a4Token }
+
+    /// The name files use: a16; a8, a4 (per block of 32); a8t, a4t (per token).
     public var name: String {
         switch self {
         case .a16: return "a16"
         case .a8: return "a8"
         case .a4: return "a4"
+        case .a8Token: return "a8t"
+        case .a4Token: return "a4t"
         }
     }
 
@@ -38,19 +49,46 @@ public enum ActivationMode: Sendable, CaseIterable {
         self = m
     }
 
-    /// Activation bits as the `--act` flags take them: 16 (fp32), 8 or 4.
+    /// Activation bits: 16 (fp32), 8 or 4.
     public var bits: Int {
         switch self {
         case .a16: return 16
-        case .a8: return 8
-        case .a4: return 4
+        case .a8, .a8Token: return 8
+        case .a4, .a4Token: return 4
         }
     }
 
-    public init?(bits: Int) {
-        guard let m = ActivationMode.allCases.first(where: { $0.bits == bits }) else { return nil }
+    /// The value the `--act` flags take: 16; 8, 4 (per token); 8-block, 4-block (per block of 32).
+    public var flag: String {
+        switch self {
+        case .a16: return "16"
+        case .a8Token, .a4Token: return "\(bits)"
+        case .a8, .a4: return "\(bits)-block"
+        }
+    }
+
+    public init?(flag: String) {
+        guard let m = ActivationMode.allCases.first(where: { $0.flag == flag }) else { return nil }
         self = m
     }
+
+    /// The mode an `--act` value names, or the one-line error a command prints.
+    public static func parse(flag: String) -> Result<ActivationMode, QuantizationError> {
+        if let m = ActivationMode(flag: flag) { return .success(m) }
+        return .failure(QuantizationError("--act must be one of \(allCases.map(\.flag).joined(separator: ", ")), got \(flag)"))
+    }
+
+    /// What `--help` and `inspect` say: "fp32", "A8 per token", "A4 per block of 32".
+    public var summary: String {
+        switch self {
+        case .a16: return "fp32"
+        case .a8Token, .a4Token: return "A\(bits) per token"
+        case .a8, .a4: return "A\(bits) per block of 32"
+        }
+    }
+
+    /// The `--act` flags' help text, shared by every command that takes one.
+    public static let flagHelp = "16 (fp32), 8 or 4 (integer, one scale per token: for rotated models), 8-block or 4-block (one scale per block of 32 activations)"
 }
 
 /// Uniform asymmetric group-quantized weights W [rows, cols] in Tessera's canonical layout, the

@@ -15,7 +15,8 @@ import Quant
 ///   fp16                      FP32Linear (decoded)         F16Linear
 ///   anything else             FP32Linear                   FP32Linear
 ///
-/// mode = the caller's activation override, else the file's (`storedActivation`, a16 for GGUF).
+/// mode = the caller's activation override, else the file's (`storedActivation`, a16 for GGUF);
+/// likewise the per-token modes' clipping ratio (`storedActivationClip`, 1 unless a file says).
 /// A rotated source (`rotation.onlineDownHadamard`) gets the model's online Hadamard transform
 /// before down_proj; every other source binds exactly as before.
 /// `linears: .fp32` decodes every block linear to fp32 instead (the reference forward that
@@ -26,15 +27,17 @@ import Quant
 public struct WeightBinder {
     public let source: ModelSource
     public let activation: ActivationMode
+    public let activationClip: Float
     public let linears: LinearForm
 
     /// How block linears are bound: in their stored form (quantized ones on the low-bit
     /// kernels), or all decoded to fp32.
     public enum LinearForm: Sendable { case stored, fp32 }
 
-    public init(source: ModelSource, activation: ActivationMode? = nil, linears: LinearForm = .stored) {
+    public init(source: ModelSource, activation: ActivationMode? = nil, activationClip: Float? = nil, linears: LinearForm = .stored) {
         self.source = source
         self.activation = activation ?? source.storedActivation
+        self.activationClip = activationClip ?? source.storedActivationClip
         self.linears = linears
     }
 
@@ -43,7 +46,7 @@ public struct WeightBinder {
         try check(name, [out, inFeatures])
         let stored = try source.storedMatrix(name)
         if linears == .stored, let q = quantized(name, stored) {
-            return QuantizedLinear(weights: try PackedWeights(q, name: name), activation: activation)
+            return QuantizedLinear(weights: try PackedWeights(q, name: name), activation: activation, activationClip: activationClip)
         }
         return FP32Linear(weight: try fp32(name, stored), outFeatures: out, inFeatures: inFeatures)
     }
@@ -53,7 +56,7 @@ public struct WeightBinder {
         try check(name, [rows, cols])
         let stored = try source.storedMatrix(name)
         if case .f16(let bits) = stored { return bits.withUnsafeBytes { F16Linear(copying: $0.baseAddress!, outFeatures: rows, inFeatures: cols) } }
-        if let q = quantized(name, stored) { return QuantizedLinear(weights: try PackedWeights(q, name: name), activation: activation) }
+        if let q = quantized(name, stored) { return QuantizedLinear(weights: try PackedWeights(q, name: name), activation: activation, activationClip: activationClip) }
         return FP32Linear(weight: try fp32(name, stored), outFeatures: rows, inFeatures: cols)
     }
 

@@ -28,6 +28,9 @@ public protocol ModelSource: AnyObject {
     /// The activation mode the file asks its quantized weights to run with (.a16 unless a
     /// packed file says otherwise).
     var storedActivation: ActivationMode { get }
+    /// The clipping ratio of per-token activation scales the file asks for (1 unless a packed
+    /// file says otherwise).
+    var storedActivationClip: Float { get }
     /// The rotation the weights carry (`RotationRecord`: a rotated packed file, or Calibrate's
     /// rotated view of an fp model); nil for every other model.
     var rotation: RotationRecord? { get }
@@ -46,6 +49,7 @@ public protocol ModelSource: AnyObject {
 
 extension ModelSource {
     public var storedActivation: ActivationMode { .a16 }
+    public var storedActivationClip: Float { 1 }
     public var rotation: RotationRecord? { nil }
     public func storedMatrix(_ name: String) throws -> StoredMatrix { .float(try floatTensor(name)) }
     public func releaseResidentPages() {}

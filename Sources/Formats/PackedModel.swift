@@ -54,6 +54,9 @@ public enum PackedFormat {
         /// Weights per group; 0 = one group per row.
         public var group: Int
         public var activation: ActivationMode
+        /// Per-token activations: the clipping ratio of their scale (`tessera.activation_clip`,
+        /// written only when not 1).
+        public var activationClip: Float = 1
         /// The block linears' zero point (`QuantizedTensor.zeroPoint` says which); packed
         /// embeddings always have free offsets. Files made from another model (calibrate, tune,
         /// average: `PackedRewrite`) take it from the tensors they write.
@@ -138,6 +141,7 @@ public enum PackedFormat {
         w.set("tessera.bits", .uint32(UInt32(scheme.bits)))
         w.set("tessera.group", .uint32(UInt32(scheme.group)))
         w.set("tessera.activation", .string(scheme.activation.name))
+        if scheme.activationClip != 1 { w.set("tessera.activation_clip", .float32(scheme.activationClip)) } else { w.remove("tessera.activation_clip") }
         w.set("tessera.zero_point", .string(scheme.zeroPoint.label))
         w.set("tessera.embedding", .string(scheme.embedding.rawValue))
     }
@@ -209,6 +213,8 @@ public final class PackedModelSource: ModelSource {
     public let bits: Int
     public let group: Int
     public let activation: ActivationMode
+    /// `tessera.activation_clip` (1 when absent).
+    public let activationClip: Float
     /// The file's format version (1 is converted to the canonical layout as it is read).
     public let version: Int
     /// `tessera.rotation.*` (nil: not rotated).
@@ -235,9 +241,15 @@ public final class PackedModelSource: ModelSource {
         bits = try gguf.requireInt("tessera.bits")
         group = try gguf.requireInt("tessera.group")
         guard let act = gguf.string("tessera.activation").flatMap(ActivationMode.init(name:)) else {
-            throw FormatError.badMetadata(path: path, key: "tessera.activation", reason: "expected a16, a8 or a4")
+            throw FormatError.badMetadata(path: path, key: "tessera.activation",
+                                          reason: "expected one of \(ActivationMode.allCases.map(\.name).joined(separator: ", ")) (a newer Tessera's mode?)")
         }
         activation = act
+        switch gguf.metadata["tessera.activation_clip"] {
+        case nil: activationClip = 1
+        case .float32(let c)? where c > 0 && c <= 1: activationClip = c
+        default: throw FormatError.badMetadata(path: path, key: "tessera.activation_clip", reason: "expected a float32 in (0, 1]")
+        }
         // Every tensor's checksum first: a damaged file names its damaged tensor.
         for t in gguf.tensors {
             guard case .uint64(let stored)? = gguf.metadata["tessera.checksum.\(t.name)"] else {
@@ -267,13 +279,16 @@ public final class PackedModelSource: ModelSource {
     public func hasTensor(_ name: String) -> Bool { shapes[name] != nil }
     public func tensorShape(_ name: String) -> [Int]? { shapes[name] }
     public var storedActivation: ActivationMode { activation }
+    public var storedActivationClip: Float { activationClip }
     public func releaseResidentPages() { gguf.file.dropResidentPages() }
 
     /// The scheme the file's `tessera.*` keys state.
     public var scheme: PackedFormat.Scheme {
-        PackedFormat.Scheme(bits: bits, group: group, activation: activation,
-                            zeroPoint: gguf.string("tessera.zero_point") == "integer" ? .integer : .float,
-                            embedding: gguf.string("tessera.embedding").flatMap(PackedFormat.Embedding.init(rawValue:)) ?? .f16)
+        var s = PackedFormat.Scheme(bits: bits, group: group, activation: activation,
+                                    zeroPoint: gguf.string("tessera.zero_point") == "integer" ? .integer : .float,
+                                    embedding: gguf.string("tessera.embedding").flatMap(PackedFormat.Embedding.init(rawValue:)) ?? .f16)
+        s.activationClip = activationClip
+        return s
     }
 
     /// Whether `name` is stored packed.

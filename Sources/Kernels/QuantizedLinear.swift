@@ -11,6 +11,8 @@ public final class QuantizedLinear: LinearWeights {
 
     public let weights: PackedWeights
     public var activation: ActivationMode
+    /// Per-token modes: the scale is activationClip·max|x|/levels (values past it clamp).
+    public var activationClip: Float = 1
     public var a16Prefill: A16Prefill = .dequantizeAndSgemm
     /// Rows per dequantized panel for `.dequantizeAndSgemm`; 0 picks ~512 KB panels (16…256 rows).
     public var panelRows = 0
@@ -19,9 +21,10 @@ public final class QuantizedLinear: LinearWeights {
     public var outFeatures: Int { weights.rows }
     public var byteCount: Int { weights.byteCount }
 
-    public init(weights: PackedWeights, activation: ActivationMode = .a16) {
+    public init(weights: PackedWeights, activation: ActivationMode = .a16, activationClip: Float = 1) {
         self.weights = weights
         self.activation = activation
+        self.activationClip = activationClip
     }
 
     /// Scratch for T tokens in the pool's workspace: quantized activations xq [T, cols],
@@ -61,7 +64,8 @@ public final class QuantizedLinear: LinearWeights {
     /// Whether `other` reads an input prepared exactly as this layer prepares it (same
     /// activation mode, row width and group), so that one `prepare` serves both.
     func preparesInputLike(_ other: QuantizedLinear) -> Bool {
-        activation == other.activation && weights.cols == other.weights.cols && weights.group == other.weights.group
+        activation == other.activation && activationClip == other.activationClip
+            && weights.cols == other.weights.cols && weights.group == other.weights.group
     }
 
     /// x [T, cols] ready for the kernels: A16 its group sums, A8/A4 its quantized codes,
@@ -87,6 +91,13 @@ public final class QuantizedLinear: LinearWeights {
                 tsr_quantize_act(x + t * cols, Int32(cols), Int32(G), levels, xq + t * cols, dx + t * blocks,
                                  bsums + t * blocks, fsums + t * groups)
             }
+        case .a8Token, .a4Token:
+            // One scale per token, written to every block's dx: the A8/A4 kernels run unchanged.
+            let levels = activation.levels
+            for t in 0..<T {
+                tsr_quantize_act_token(x + t * cols, Int32(cols), Int32(G), levels, activationClip, xq + t * cols,
+                                       dx + t * blocks, bsums + t * blocks, fsums + t * groups)
+            }
         }
         return PreparedInput(x: x, tokens: T, xq: xq, dx: dx, fsums: fsums)
     }
@@ -103,7 +114,7 @@ public final class QuantizedLinear: LinearWeights {
                 } else {
                     tsr_qgemm_f32(w, Int32(T), input.x, input.fsums, y, rows, lo, hi)
                 }
-            case .a8, .a4:
+            case .a8, .a4, .a8Token, .a4Token:
                 if T == 1 {
                     tsr_qgemv_i8(w, input.xq, input.dx, input.fsums, y, lo, hi)
                 } else {

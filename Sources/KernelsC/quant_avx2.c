@@ -144,7 +144,7 @@ INLINE float offset_term(const uint16_t *m, const uint16_t *s, size_t gs, const 
 }
 
 // ---- activation quantizer -------------------------------------------------------------------
-AVX2 void tsr_quantize_blocks_avx2(const float *x, int n, int levels, int8_t *xq, float *dx, int32_t *bsums) {
+AVX2 void tsr_quantize_blocks_avx2(const float *x, int n, int levels, float scale, int8_t *xq, float *dx, int32_t *bsums) {
     const __m256 signBit = _mm256_set1_ps(-0.0f);
     const __m256 hiv = _mm256_set1_ps((float)levels), lov = _mm256_set1_ps((float)-levels);
     const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -157,7 +157,7 @@ AVX2 void tsr_quantize_blocks_avx2(const float *x, int n, int levels, int8_t *xq
         __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        float d = _mm_cvtss_f32(m4) / (float)levels;
+        float d = scale > 0 ? scale : _mm_cvtss_f32(m4) / (float)levels;
         float id = d != 0 ? 1.0f / d : 0.0f;
         const __m256 idv = _mm256_set1_ps(id);
         __m256i v[4], sum = _mm256_setzero_si256();

@@ -189,7 +189,7 @@ INLINE float offset_term(const uint16_t *m, const uint16_t *s, size_t gs, const 
 // Same operations as quantize_blocks_ref, lane by lane: max with fmaxf semantics (vmaxnm: a
 // NaN loses to a number), one division, rint with ties to even (vrndn), clamp with maxnm then
 // minnm (a NaN product becomes −levels, as fmaxf/fminf make it). Identical bytes.
-void tsr_quantize_blocks_neon(const float *x, int n, int levels, int8_t *xq, float *dx, int32_t *bsums) {
+void tsr_quantize_blocks_neon(const float *x, int n, int levels, float scale, int8_t *xq, float *dx, int32_t *bsums) {
     const float32x4_t hiv = vdupq_n_f32((float)levels), lov = vdupq_n_f32((float)-levels);
     for (int b = 0; b < n / 32; b++) {
         const float *xb = x + 32 * b;
@@ -198,7 +198,7 @@ void tsr_quantize_blocks_neon(const float *x, int n, int levels, int8_t *xq, flo
             f[j] = vld1q_f32(xb + 4 * j);
             mx = vmaxnmq_f32(mx, vabsq_f32(f[j]));
         }
-        float d = vmaxnmvq_f32(mx) / (float)levels;
+        float d = scale > 0 ? scale : vmaxnmvq_f32(mx) / (float)levels;
         float id = d != 0 ? 1.0f / d : 0.0f;
         const float32x4_t idv = vdupq_n_f32(id);
         int32x4_t v[8], sum = vdupq_n_s32(0);

@@ -161,12 +161,13 @@ void tsr_group_sums_f32(const float *x, int n, int group, float *sums) {
     }
 }
 
-/// Quantizes blocks [0, n/32) of x; the SIMD paths (quant_avx2.c, quant_neon.c) must give the same bytes.
-static void quantize_blocks_ref(const float *x, int n, int levels, int8_t *xq, float *dx, int32_t *bsums) {
+/// Quantizes blocks [0, n/32) of x with the scale `scale` (> 0), or each block with its own
+/// max|x|/levels (scale 0); the SIMD paths (quant_avx2.c, quant_neon.c) must give the same bytes.
+static void quantize_blocks_ref(const float *x, int n, int levels, float scale, int8_t *xq, float *dx, int32_t *bsums) {
     for (int b = 0; b < n / 32; b++) {
         float amax = 0;
         for (int i = 32 * b; i < 32 * b + 32; i++) amax = fmaxf(amax, fabsf(x[i]));
-        float d = amax / (float)levels;
+        float d = scale > 0 ? scale : amax / (float)levels;
         float id = d != 0 ? 1.0f / d : 0.0f;
         int32_t sum = 0;
         for (int i = 32 * b; i < 32 * b + 32; i++) {
@@ -191,7 +192,20 @@ static void act_group_sums(const float *dx, const int32_t *bsums, int n, int gro
 }
 
 void tsr_quantize_act_ref(const float *x, int n, int group, int levels, int8_t *xq, float *dx, int32_t *bsums, float *xsums) {
-    quantize_blocks_ref(x, n, levels, xq, dx, bsums);
+    quantize_blocks_ref(x, n, levels, 0, xq, dx, bsums);
+    act_group_sums(dx, bsums, n, group, xsums);
+}
+
+/// The per-token scale clip·max|x|/levels (0 for an all-zero row, which then quantizes to zeros
+/// block by block). max is exact in any order, so every path shares this loop.
+static float token_scale(const float *x, int n, int levels, float clip) {
+    float amax = 0;
+    for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(x[i]));
+    return clip * amax / (float)levels;
+}
+
+void tsr_quantize_act_token_ref(const float *x, int n, int group, int levels, float clip, int8_t *xq, float *dx, int32_t *bsums, float *xsums) {
+    quantize_blocks_ref(x, n, levels, token_scale(x, n, levels, clip), xq, dx, bsums);
     act_group_sums(dx, bsums, n, group, xsums);
 }
 
@@ -273,15 +287,24 @@ void tsr_q_dequantize(const tsr_qweights *w, float *dst, int rowBegin, int rowEn
     }
 }
 
-void tsr_quantize_act(const float *x, int n, int group, int levels, int8_t *xq, float *dx, int32_t *bsums, float *xsums) {
+static void quantize_blocks(const float *x, int n, int levels, float scale, int8_t *xq, float *dx, int32_t *bsums) {
     switch (tsr_kernel_path(TSR_KERNEL_QUANT)) {
 #if defined(__x86_64__)
-    case TSR_PATH_AVX2: tsr_quantize_blocks_avx2(x, n, levels, xq, dx, bsums); break;
+    case TSR_PATH_AVX2: tsr_quantize_blocks_avx2(x, n, levels, scale, xq, dx, bsums); return;
 #elif defined(__aarch64__)
-    case TSR_PATH_NEON: tsr_quantize_blocks_neon(x, n, levels, xq, dx, bsums); break;
+    case TSR_PATH_NEON: tsr_quantize_blocks_neon(x, n, levels, scale, xq, dx, bsums); return;
 #endif
-    default: quantize_blocks_ref(x, n, levels, xq, dx, bsums);
+    default: quantize_blocks_ref(x, n, levels, scale, xq, dx, bsums);
     }
+}
+
+void tsr_quantize_act(const float *x, int n, int group, int levels, int8_t *xq, float *dx, int32_t *bsums, float *xsums) {
+    quantize_blocks(x, n, levels, 0, xq, dx, bsums);
+    act_group_sums(dx, bsums, n, group, xsums);
+}
+
+void tsr_quantize_act_token(const float *x, int n, int group, int levels, float clip, int8_t *xq, float *dx, int32_t *bsums, float *xsums) {
+    quantize_blocks(x, n, levels, token_scale(x, n, levels, clip), xq, dx, bsums);
     act_group_sums(dx, bsums, n, group, xsums);
 }
 

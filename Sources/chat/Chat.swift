@@ -58,8 +58,8 @@ struct Chat: ParsableCommand {
     @Option(name: [.customShort("c"), .long], help: "Context size in tokens (0 = the model's, capped at 4096).")
     var ctxSize: Int = 0
 
-    @Option(help: "Packed models: run with activations 16 (fp32), 8 or 4 (per-token integer) instead of the file's mode.")
-    var act: Int?
+    @Option(help: "Packed models: run with activations \(ActivationMode.flagHelp) instead of the file's mode.")
+    var act: String?
 
     @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = one per fast physical core).")
     var threads: Int = 0
@@ -71,7 +71,7 @@ struct Chat: ParsableCommand {
     var numa = false
 
     func validate() throws {
-        if let act, ActivationMode(bits: act) == nil { throw ValidationError("--act must be 16, 8 or 4, got \(act)") }
+        if let act, case .failure(let e) = ActivationMode.parse(flag: act) { throw ValidationError(e.description) }
         guard temperature >= 0 else { throw ValidationError("--temperature must be ≥ 0, got \(temperature)") }
         guard topK >= 0 else { throw ValidationError("--top-k must be ≥ 0, got \(topK)") }
         guard topP > 0 && topP <= 1 else { throw ValidationError("--top-p must be in (0, 1], got \(topP)") }
@@ -104,7 +104,7 @@ struct Chat: ParsableCommand {
         if oneShot == nil && isatty(STDIN_FILENO) == 0 {
             oneShot = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
         }
-        let loaded = try LoadedModel.load(path: model, threads: threads, numa: numa, activation: act.flatMap { ActivationMode(bits: $0) })
+        let loaded = try LoadedModel.load(path: model, threads: threads, numa: numa, activation: act.flatMap { ActivationMode(flag: $0) })
         let config = loaded.model.config
         let context = ctxSize > 0 ? ctxSize : min(config.contextLength, 4096)
         let template = raw ? nil : try ChatTemplate.resolve(override: chatTemplate, modelTemplate: loaded.chatTemplate)

@@ -28,8 +28,8 @@ struct CalibrateCommand: ParsableCommand {
     @Option(help: "Group size: 32, 64, 128 or row (must divide every row width).")
     var group: String
 
-    @Option(help: "Activation mode the output runs with: 16, 8 or 4.")
-    var act: Int = 16
+    @Option(help: "Activation mode the output runs with: \(ActivationMode.flagHelp).")
+    var act: String = "16"
 
     @Option(help: "Calibration text (.txt/.raw, or .jsonl with a \"text\" field); the default is relative to the repository root.")
     var data: String = "data/wikitext2/wiki.valid.raw"
@@ -69,7 +69,7 @@ struct CalibrateCommand: ParsableCommand {
     func validate() throws {
         guard [2, 3, 4].contains(bits) else { throw ValidationError("--bits must be 2, 3 or 4, got \(bits)") }
         guard let g = groupSize, g == 0 || [32, 64, 128].contains(g) else { throw ValidationError("--group must be 32, 64, 128 or row, got \(group)") }
-        guard ActivationMode(bits: act) != nil else { throw ValidationError("--act must be 16, 8 or 4, got \(act)") }
+        if case .failure(let e) = ActivationMode.parse(flag: act) { throw ValidationError(e.description) }
         if let stages, HardeningSchedule(argument: stages) == nil { throw ValidationError("--stages must be 20, 10 or exp:T[:K], got \(stages)") }
         for (name, value) in [("--samples", samples), ("--seq-len", seqLen), ("--batch", batch), ("--steps", steps)] {
             if let value, value < 1 { throw ValidationError("\(name) must be positive, got \(value)") }
@@ -89,7 +89,7 @@ struct CalibrateCommand: ParsableCommand {
         o.initialisation = method == .rtn ? .rtn : initialisation
         o.bits = bits
         o.group = groupSize!
-        o.activation = ActivationMode(bits: act)!
+        o.activation = ActivationMode(flag: act)!
         if let samples { o.samples = samples }
         if let seqLen { o.sequenceLength = seqLen }
         if let batch { o.batch = batch }

@@ -73,7 +73,7 @@ struct Inspect: ParsableCommand {
     func printPacked(_ p: PackedModelSource) throws {
         let g = p.gguf
         func key(_ k: String) -> String? { g.metadata[k].map { "\($0.summary)" } }
-        print("\npacked Tessera file v\(key("tessera.format_version") ?? "?"): method \(key("tessera.method") ?? "?"), W\(p.bits) g\(p.group == 0 ? "row" : "\(p.group)"), activations \(p.activation.name), zero point \(key("tessera.zero_point") ?? "?"), embedding \(key("tessera.embedding") ?? "?")")
+        print("\npacked Tessera file v\(key("tessera.format_version") ?? "?"): method \(key("tessera.method") ?? "?"), W\(p.bits) g\(p.group == 0 ? "row" : "\(p.group)"), activations \(p.activation.name) (\(p.activation.summary)\(p.activationClip != 1 ? ", clip \(p.activationClip)" : "")), zero point \(key("tessera.zero_point") ?? "?"), embedding \(key("tessera.embedding") ?? "?")")
         print("rotation: \(p.rotation?.summary ?? "none")")
         let calibration = g.metadataKeys.filter { $0.hasPrefix("tessera.calibration.") && !$0.hasSuffix("_losses") }
         if !calibration.isEmpty {

@@ -35,7 +35,7 @@ struct Perplexity: ParsableCommand {
     }
 
     func run() throws {
-        let loaded = try LoadedModel.load(path: model, threads: runtime.threads, numa: runtime.numa, activation: runtime.activation)
+        let loaded = try LoadedModel.load(path: model, threads: runtime.threads, numa: runtime.numa, activation: runtime.activation, activationClip: runtime.actClip)
         guard let data = FileManager.default.contents(atPath: file) else {
             throw ValidationError("cannot read text file \(file)")
         }

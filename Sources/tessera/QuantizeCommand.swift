@@ -18,8 +18,11 @@ struct Quantize: ParsableCommand {
     @Option(help: "Group size: 32, 64, 128 or row.")
     var group: String
 
-    @Option(help: "Activation mode the file runs with by default: 16 (fp32), 8 or 4 (integer, one scale per 32 activations).")
-    var act: Int = 16
+    @Option(help: "Activation mode the file runs with by default: \(ActivationMode.flagHelp).")
+    var act: String = "16"
+
+    @Option(help: "Per-token modes (--act 8 or 4): the clipping ratio of each token's scale the file records (0 < c ≤ 1; choose it on held-out text with `tessera ppl --act-clip`).")
+    var actClip: Float = 1
 
     @Option(help: "Embedding table and tied head: q8 (default: no measurable perplexity cost, 9 bits per weight), f16, q6 (7 bits per weight; +0.7 % perplexity), or q4 (smaller; +5 % perplexity on the demo model).")
     var embed: PackedFormat.Embedding = .q8
@@ -39,12 +42,14 @@ struct Quantize: ParsableCommand {
     enum Rotation: String, ExpressibleByArgument, CaseIterable { case none, hadamard }
 
     var groupSize: Int? { group == "row" ? 0 : Int(group) }
-    var activation: ActivationMode? { ActivationMode(bits: act) }
+    var activation: ActivationMode? { ActivationMode(flag: act) }
 
     func validate() throws {
         guard QuantizedTensor.supportedBits.contains(bits) else { throw ValidationError("--bits must be 2, 3, 4, 6 or 8, got \(bits)") }
         guard let g = groupSize, g == 0 || [32, 64, 128].contains(g) else { throw ValidationError("--group must be 32, 64, 128 or row, got \(group)") }
-        guard activation != nil else { throw ValidationError("--act must be 16, 8 or 4, got \(act)") }
+        if case .failure(let e) = ActivationMode.parse(flag: act) { throw ValidationError(e.description) }
+        guard actClip > 0 && actClip <= 1 else { throw ValidationError("--act-clip must be in (0, 1], got \(actClip)") }
+        if actClip != 1 && activation?.perToken != true { throw ValidationError("--act-clip needs per-token activations (--act 8 or 4)") }
         guard zeroPoint == "float" || zeroPoint == "int" else { throw ValidationError("--zero-point must be float or int, got \(zeroPoint)") }
         if rotateSeed != nil && rotate == .none { throw ValidationError("--rotate-seed needs --rotate hadamard") }
     }
@@ -57,8 +62,9 @@ struct Quantize: ParsableCommand {
         // Every row width must take the group size: say so before any work.
         let group = groupSize!
         try source.config.checkGroup(group)
-        let scheme = PackedFormat.Scheme(bits: bits, group: group, activation: activation!,
+        var scheme = PackedFormat.Scheme(bits: bits, group: group, activation: activation!,
                                          zeroPoint: zeroPoint == "int" ? .integer : .float, embedding: embed)
+        scheme.activationClip = actClip
         let start = ContinuousClock.now
         try RoundToNearest.write(source: source, tokenizer: tokenizer, scheme: scheme, to: output) { name, index, count in
             let width = 30, done = width * (index + 1) / count

@@ -22,14 +22,18 @@ struct RuntimeOptions: ParsableArguments {
     @Flag(help: "Pin threads to CPUs and use node-local memory (multi-socket machines).")
     var numa = false
 
-    @Option(help: "Packed models: run with activations 16 (fp32), 8 or 4 (per-token integer) instead of the file's mode.")
-    var act: Int?
+    @Option(help: "Packed models: run with activations \(ActivationMode.flagHelp) instead of the file's mode.")
+    var act: String?
 
-    var activation: ActivationMode? { act.flatMap { ActivationMode(bits: $0) } }
+    @Option(help: "Per-token activations: clip each token's scale to this share of its largest value (0 < c ≤ 1) instead of the file's ratio (1 unless the file says).")
+    var actClip: Float?
+
+    var activation: ActivationMode? { act.flatMap { ActivationMode(flag: $0) } }
 
     func validate() throws {
         guard threads >= 0 else { throw ValidationError("--threads must be 0 (one per fast physical core) or positive, got \(threads)") }
-        if let act, ActivationMode(bits: act) == nil { throw ValidationError("--act must be 16, 8 or 4, got \(act)") }
+        if let act, case .failure(let e) = ActivationMode.parse(flag: act) { throw ValidationError(e.description) }
+        if let actClip, !(actClip > 0 && actClip <= 1) { throw ValidationError("--act-clip must be in (0, 1], got \(actClip)") }
     }
 }
 

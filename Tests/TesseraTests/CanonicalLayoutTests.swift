@@ -192,6 +192,20 @@ final class CanonicalLayoutTests: XCTestCase {
         try check(WeightBinder(source: packed, activation: .a16).model(pool: pool), .a16, "override")
         try check(WeightBinder(source: packed, linears: .fp32).model(pool: pool), nil, "fp32")
         try check(WeightBinder(source: memory).model(pool: pool), nil, "fp32 source")
+        // A per-token file: its clipping ratio reaches every quantized linear, unless overridden.
+        let tokenPath = tempPath()
+        defer { try? FileManager.default.removeItem(atPath: tokenPath) }
+        var tokenScheme = PackedFormat.Scheme(bits: 3, group: 32, activation: .a4Token, embedding: .q8)
+        tokenScheme.activationClip = 0.875
+        try RoundToNearest.write(source: memory, tokenizer: nil, scheme: tokenScheme, to: tokenPath)
+        let tokenFile = try ModelLoader.open(tokenPath)
+        XCTAssertEqual(tokenFile.storedActivation, .a4Token)
+        XCTAssertEqual(tokenFile.storedActivationClip, 0.875)
+        for (binder, clip) in [(WeightBinder(source: tokenFile), Float(0.875)), (WeightBinder(source: tokenFile, activationClip: 0.5), 0.5)] {
+            try check(binder.model(pool: pool), .a4Token, "per-token file")
+            let q = try XCTUnwrap(binder.model(pool: pool).blocks[0].linears[0] as? QuantizedLinear)
+            XCTAssertEqual(q.activationClip, clip)
+        }
         // The q8 table stays quantized under `.fp32` (tables keep their stored form).
         let table = try XCTUnwrap(WeightBinder(source: packed, linears: .fp32).model(pool: pool).tokenEmbedding as? QuantizedLinear)
         XCTAssertEqual(table.weights.bits, 8)

@@ -60,7 +60,7 @@ final class FusedLinearTests: XCTestCase {
 
     func testFusedGroupsGiveBitIdenticalLogitsWithFewerDispatches() throws {
         let prompt: [Int32] = [1, 50, 96, 3, 3, 17]   // two prefill batches of maxBatch 4
-        let cases: [(ActivationMode, QuantizedLinear.A16Prefill)] = [(.a16, .dequantizeAndSgemm), (.a16, .fused), (.a8, .fused), (.a4, .fused)]
+        let cases: [(ActivationMode, QuantizedLinear.A16Prefill)] = [(.a16, .dequantizeAndSgemm), (.a16, .fused), (.a8, .fused), (.a4, .fused), (.a8Token, .fused), (.a4Token, .fused)]
         for (mode, prefill) in cases {
             for threads in [1, 2] {
                 let label = "\(mode) \(prefill) \(threads) threads"

@@ -281,6 +281,64 @@ final class QuantKernelTests: XCTestCase {
         return a
     }
 
+    func tokenQuantized(_ x: UnsafePointer<Float>, count n: Int, group: Int, levels: Int32, clip: Float, reference: Bool = false) -> Activations {
+        var a = Activations(xq: [Int8](repeating: 0x55, count: n), dx: [Float](repeating: .nan, count: n / 32),
+                            bsums: [Int32](repeating: 0x55, count: n / 32), xsums: [Float](repeating: .nan, count: n / group))
+        (reference ? tsr_quantize_act_token_ref : tsr_quantize_act_token)(x, Int32(n), Int32(group), levels, clip, &a.xq, &a.dx, &a.bsums, &a.xsums)
+        return a
+    }
+
+    /// Per-token activations: one scale clip·max|x|/levels in every block's dx, codes rounded to
+    /// nearest (float64 check) and clamped past the clip, the SIMD path giving the reference's
+    /// bytes; the group sums are Σ dx·bsums in block order.
+    func testPerTokenQuantizerMatchesFloat64AndReference() throws {
+        try requireSIMDPath(TSR_KERNEL_QUANT)
+        var rng = SplitMix64(seed: 44)
+        for levels: Int32 in [127, 7] {
+            for clip: Float in [1, 0.9, 0.55] {
+                for (n, group) in [(32, 32), (96, 32), (576, 64), (384, 128), (1536, 64), (3072, 128)] {
+                    let x = blockyFloats(n, &rng)
+                    let a = tokenQuantized(x.pointer, count: n, group: group, levels: levels, clip: clip)
+                    let r = tokenQuantized(x.pointer, count: n, group: group, levels: levels, clip: clip, reference: true)
+                    let label = "levels \(levels) clip \(clip) n \(n) G\(group)"
+                    XCTAssertEqual(a.xq, r.xq, label)
+                    XCTAssertEqual(a.dx.map(\.bitPattern), r.dx.map(\.bitPattern), label)
+                    XCTAssertEqual(a.bsums, r.bsums, label)
+                    XCTAssertEqual(a.xsums.map(\.bitPattern), r.xsums.map(\.bitPattern), label)
+                    var amax: Float = 0
+                    for i in 0..<n { amax = max(amax, abs(x[i])) }
+                    let d = clip * amax / Float(levels)
+                    XCTAssertEqual(a.dx, [Float](repeating: d, count: n / 32), label)
+                    var clamped = 0
+                    for i in 0..<n {
+                        let exact = Double(x[i]) / Double(d), q = Int(a.xq[i])
+                        if abs(exact) > Double(levels) + 0.5 {
+                            XCTAssertEqual(q, exact > 0 ? Int(levels) : -Int(levels), "\(label) i \(i)")
+                            clamped += 1
+                        } else {
+                            XCTAssertLessThanOrEqual(abs(Double(q) - exact), 0.5001, "\(label) i \(i)")
+                        }
+                    }
+                    if clip == 1 { XCTAssertEqual(clamped, 0, label) }
+                    for b in 0..<n / 32 {
+                        XCTAssertEqual(a.bsums[b], (32 * b..<32 * b + 32).reduce(0) { $0 + Int32(a.xq[$1]) }, label)
+                    }
+                    for g in 0..<n / group {
+                        var s: Float = 0
+                        for b in g * group / 32..<(g + 1) * group / 32 { s += a.dx[b] * Float(a.bsums[b]) }
+                        XCTAssertEqual(a.xsums[g].bitPattern, s.bitPattern, label)
+                    }
+                }
+            }
+        }
+        // An all-zero token quantizes to zeros with dx = 0.
+        let zeros = [Float](repeating: 0, count: 64)
+        let z = zeros.withUnsafeBufferPointer { tokenQuantized($0.baseAddress!, count: 64, group: 64, levels: 7, clip: 0.9) }
+        XCTAssertEqual(z.xq, [Int8](repeating: 0, count: 64))
+        XCTAssertEqual(z.dx, [0, 0])
+        XCTAssertEqual(z.xsums, [0])
+    }
+
     func quantized(_ x: FloatBuffer, group: Int, levels: Int32) -> Activations {
         quantized(x.pointer, count: x.count, group: group, levels: levels)
     }
@@ -569,9 +627,10 @@ final class QuantKernelTests: XCTestCase {
                         layer.forward(X.pointer, tokens: T, into: Y.pointer, pool: pool)
                         for t in 0..<T {
                             let xt = X.pointer + t * cols
-                            // The activation step of each 32-block (0 for fp32).
+                            // The activation step of each 32-block (0 for fp32; the token's for per-token modes).
                             let dx = (0..<cols / 32).map { b -> Double in
-                                let amax = (32 * b..<32 * b + 32).map { abs(xt[$0]) }.max()!
+                                let span = mode.perToken ? 0..<cols : 32 * b..<32 * b + 32
+                                let amax = span.map { abs(xt[$0]) }.max()!
                                 return mode == .a16 ? 0 : Double(amax) / Double(mode.levels)
                             }
                             for r in 0..<rows {

@@ -351,7 +351,7 @@ static void check_i8(const wcase *c, int levels, const char *where0) {
             s->outputs += cols;
             memset(b.xq + o, 0x55, cols);
             if (v) tsr_quantize_act(X + o, cols, w->group, levels, b.xq + o, b.dx + ob, b.bsums + ob, b.xsums + og);
-            else tsr_quantize_blocks_neon(X + o, cols, levels, b.xq + o, b.dx + ob, b.bsums + ob);
+            else tsr_quantize_blocks_neon(X + o, cols, levels, 0, b.xq + o, b.dx + ob, b.bsums + ob);
             int ok = same_bits(a.xq + o, b.xq + o, cols) && same_bits(a.dx + ob, b.dx + ob, sizeof(float) * blocks) &&
                      same_bits(a.bsums + ob, b.bsums + ob, sizeof(int32_t) * blocks) &&
                      (!v || same_bits(a.xsums + og, b.xsums + og, sizeof(float) * groups));

@@ -34,8 +34,8 @@ struct Bench: ParsableCommand {
     @Option(name: .customShort("o"), help: "Output: md or json.")
     var output: String = "md"
 
-    @Option(help: "Packed and ggml-block models: run with activations 16 (fp32), 8 or 4 (per-block integer) instead of the file's mode (llama.cpp runs Q4_0/Q4_1/Q8_0 with 8-bit activations).")
-    var act: Int?
+    @Option(help: "Packed and ggml-block models: run with activations \(ActivationMode.flagHelp) instead of the file's mode (llama.cpp runs Q4_0/Q4_1/Q8_0 with 8-bit activations per block of 32: 8-block).")
+    var act: String?
 
     @Flag(help: "After the tests, time one more pp and tg run step by step (norms, linears, attention, head...) and print where the time goes.")
     var profile = false
@@ -48,7 +48,7 @@ struct Bench: ParsableCommand {
         guard threadList != nil else { throw ValidationError("-t takes positive thread counts like 1,2, got \(threads)") }
         guard prompt >= 0, generate >= 0, repetitions >= 1 else { throw ValidationError("-p and -n must be ≥ 0 and -r ≥ 1") }
         guard prompt > 0 || generate > 0 || bandwidth else { throw ValidationError("-p 0 and -n 0 leave nothing to measure") }
-        if let act, ActivationMode(bits: act) == nil { throw ValidationError("--act must be 16, 8 or 4, got \(act)") }
+        if let act, case .failure(let e) = ActivationMode.parse(flag: act) { throw ValidationError(e.description) }
         guard output == "md" || output == "json" else { throw ValidationError("-o takes md or json, got \(output)") }
     }
 
@@ -134,7 +134,7 @@ struct Bench: ParsableCommand {
                 ProcessStats.resetPeakResident()
                 let m: LlamaModel
                 if let path {
-                    m = try LoadedModel.load(path: path, threads: n, activation: act.flatMap { ActivationMode(bits: $0) }).model
+                    m = try LoadedModel.load(path: path, threads: n, activation: act.flatMap { ActivationMode(flag: $0) }).model
                 } else {
                     m = try WeightBinder(source: SyntheticModelSource(shape: synthetic!)).model(pool: ThreadPool(threads: n))
                 }

@@ -115,6 +115,14 @@ void tsr_group_sums_f32(const float *x, int n, int group, float *sums);
 void tsr_quantize_act(const float *x, int n, int group, int levels, int8_t *xq, float *dx, int32_t *bsums, float *xsums);
 void tsr_quantize_act_ref(const float *x, int n, int group, int levels, int8_t *xq, float *dx, int32_t *bsums, float *xsums);
 
+/// The per-token quantizer: one scale for all n activations (a token's row), clipped,
+///   d        = clip·max|x| / levels            (0 < clip ≤ 1; 0 for an all-zero row)
+///   dx[b]    = d for every block               (so every A8/A4 kernel runs it unchanged)
+///   xq, bsums, xsums as above, with values past ±levels·d clamped.
+/// The SIMD and reference paths produce identical bytes.
+void tsr_quantize_act_token(const float *x, int n, int group, int levels, float clip, int8_t *xq, float *dx, int32_t *bsums, float *xsums);
+void tsr_quantize_act_token_ref(const float *x, int n, int group, int levels, float clip, int8_t *xq, float *dx, int32_t *bsums, float *xsums);
+
 /// The integer part of the A8/A4 kernels, per 32-block b of a row:
 /// out[(r − rowBegin)·(cols / 32) + b] = Σ_{i∈b} q_i·xq_i. `bsums` are the block sums from
 /// tsr_quantize_act (the 8-bit path uses them).
