@@ -30,6 +30,17 @@ public enum ActivationMode: Sendable, CaseIterable {
         }
     }
 
+    /// The mode with at least 8-bit codes (A4 → A8 at the same granularity): what the embedding
+    /// table and head run with, since 4-bit codes on the logits' input cost far more than they
+    /// save (QuaRot and llama.cpp both keep the head's activations at 8 bits or more).
+    public var atLeast8Bit: ActivationMode {
+        switch self {
+        case .a4: return .a8
+        case .a4Token: return .a8Token
+        default: return self
+        }
+    }
+
     /// Whether one scale covers the whole token (else one per block of 32).
     public var perToken: Bool { self == .a8Token || self == .a4Token }
 

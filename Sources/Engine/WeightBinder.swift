@@ -10,13 +10,13 @@ import Quant
 /// calls `LinearWeights`.
 ///
 ///   stored as                 block linear                 embedding table / head
-///   quantized (packed file)   QuantizedLinear(mode)        QuantizedLinear(mode)
-///   ggml Q4_0/Q4_1/Q8_0       QuantizedLinear(mode)        QuantizedLinear(mode)
+///   quantized (packed file)   QuantizedLinear(mode)        QuantizedLinear(mode ≥ 8 bits)
+///   ggml Q4_0/Q4_1/Q8_0       QuantizedLinear(mode)        QuantizedLinear(mode ≥ 8 bits)
 ///   fp16                      FP32Linear (decoded)         F16Linear
 ///   anything else             FP32Linear                   FP32Linear
 ///
 /// mode = the caller's activation override, else the file's (`storedActivation`, a16 for GGUF);
-/// likewise the per-token modes' clipping ratio (`storedActivationClip`, 1 unless a file says).
+/// tables run A4 modes as A8 (`ActivationMode.atLeast8Bit`); likewise the per-token modes' clipping ratio (`storedActivationClip`, 1 unless a file says).
 /// A rotated source (`rotation.onlineDownHadamard`) gets the model's online Hadamard transform
 /// before down_proj; every other source binds exactly as before.
 /// `linears: .fp32` decodes every block linear to fp32 instead (the reference forward that
@@ -56,7 +56,9 @@ public struct WeightBinder {
         try check(name, [rows, cols])
         let stored = try source.storedMatrix(name)
         if case .f16(let bits) = stored { return bits.withUnsafeBytes { F16Linear(copying: $0.baseAddress!, outFeatures: rows, inFeatures: cols) } }
-        if let q = quantized(name, stored) { return QuantizedLinear(weights: try PackedWeights(q, name: name), activation: activation, activationClip: activationClip) }
+        if let q = quantized(name, stored) {
+            return QuantizedLinear(weights: try PackedWeights(q, name: name), activation: activation.atLeast8Bit, activationClip: activationClip)
+        }
         return FP32Linear(weight: try fp32(name, stored), outFeatures: rows, inFeatures: cols)
     }
 

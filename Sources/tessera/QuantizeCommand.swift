@@ -87,8 +87,8 @@ struct Quantize: ParsableCommand {
             print("rotation: \(rotation.summary)"
                   + (rotated.untiedHead ? String(format: "; the final norm's weight is folded into a separate head (%.2f MB)", Double(headBytes) / 1e6) : ""))
         }
-        print(String(format: "wrote %@ in %.1f s: W%dg%@ A%d, block linears %.3f bits/weight, whole file %.2f MB (%.3f bits/parameter)",
-                     output, (ContinuousClock.now - start).seconds, bits, group == 0 ? "row" : "\(group)", act,
+        print(String(format: "wrote %@ in %.1f s: W%dg%@ %@, block linears %.3f bits/weight, whole file %.2f MB (%.3f bits/parameter)",
+                     output, (ContinuousClock.now - start).seconds, bits, group == 0 ? "row" : "\(group)", activation!.summary + (actClip != 1 ? " (clip \(actClip))" : ""),
                      Double(linearBytes * 8) / Double(linearWeights), Double(fileBytes) / 1e6,
                      Double(fileBytes * 8) / Double(source.config.parameterCount)))
     }
