@@ -105,4 +105,51 @@ final class RotatedCalibrationTests: XCTestCase {
             .run(tokens: CalibrationTests.tokens(), tokenizer: nil, embedding: .f16, resume: true), "unrotated")
         assertRefused(try calibrateRotated(Self.rotatedOptions(.a8Token, clip: 0.9), to: split, resume: true), "A8")
     }
+
+    /// Tune on a rotated A8 file: the teacher is the fp model rotated with the file's seed (its
+    /// logits through the student's head are the fp model's), the student forward equals the
+    /// packed file's inference (online transform, integer activations), and a short tune keeps
+    /// the rotation and activation keys.
+    func testTuneOnARotatedStudent() throws {
+        let path = temporaryPath("rot.gguf")
+        var o = Self.rotatedOptions(.a8Token, clip: 0.95)
+        o.method = .awq
+        _ = try calibrateRotated(o, seed: 7, to: path)
+        let student = try PackedModelSource(gguf: GGUFFile(path: path))
+        let fpSource = CalibrationTests.tinySource()
+        let pool = ThreadPool(threads: 2)
+        let tuner = try EndToEndModel(teacher: fpSource, student: student, sequenceLength: 16, pool: pool)
+        XCTAssertEqual((tuner.teacher as? RotatedModelSource)?.rotation, student.rotation)
+        XCTAssertNotNil(tuner.studentActivations)
+
+        let window = Array(CalibrationTests.tokens()[100..<116])
+        // Teacher: its final states through the student's (rotated) norm and head give the fp logits.
+        let states = try tuner.teacherStates([window], progress: { _ in })
+        tuner.projectTeacher(states[0])
+        let fpLogits = try InferenceSession(model: try RotationTests.fp32Model(fpSource), contextLength: 32).forward(window, logitRows: 16)
+        let V = student.config.vocab
+        let teacherLogits = (0..<16).map { t in Array(tuner.teacherLogits.array[t * V..<(t + 1) * V]) }
+        XCTAssertLessThan(Self.relativeDifference(teacherLogits, fpLogits), 1e-2)
+        // Student: the packed file's inference.
+        tuner.forward(window)
+        let model = try WeightBinder(source: student).model(pool: pool)
+        let inference = try InferenceSession(model: model, contextLength: 32).forward(window, logitRows: 16)
+        let studentLogits = (0..<16).map { t in Array(tuner.logits.array[t * V..<(t + 1) * V]) }
+        XCTAssertLessThan(Self.relativeDifference(studentLogits, inference), 1e-4)
+
+        // A teacher rotated otherwise is refused; the rotated fp model itself is accepted.
+        XCTAssertThrowsError(try EndToEndModel(teacher: try RotatedModelSource(base: fpSource, seed: 8), student: student, sequenceLength: 16, pool: pool))
+        XCTAssertNoThrow(try EndToEndModel(teacher: try RotatedModelSource(base: fpSource, seed: 7), student: student, sequenceLength: 16, pool: pool))
+
+        let tuned = temporaryPath("tuned.gguf")
+        var e2e = EndToEndTests.options(steps: 6)
+        e2e.evalEvery = 3
+        let report = try EndToEndTuner(teacher: fpSource, student: student, options: e2e, outputPath: tuned, pool: pool)
+            .run(tokens: CalibrationTests.tokens(), resume: false)
+        XCTAssertTrue(report.evalKL.allSatisfy { $0[1].isFinite })
+        let out = try PackedModelSource(gguf: GGUFFile(path: tuned))
+        XCTAssertEqual(out.rotation, student.rotation)
+        XCTAssertEqual(out.storedActivation, .a8Token)
+        XCTAssertEqual(out.storedActivationClip, 0.95)
+    }
 }
