@@ -22,6 +22,21 @@ public struct BlockInputs {
 ///   These are the inputs the quantized block will actually see, and it saves a second run.
 /// - o_proj ← v_proj is searched only when every query head has its own value head (MHA);
 ///   under GQA (SmolLM2, LLaMA-3.2) it is skipped, as in the reference and in llm-awq.
+/// - The search and the clip search see fp activations; the reference quantizes x there too
+///   in weight-activation mode (BlockCalibrator quantizes the clip search's inputs).
+///
+/// On a rotated model (HadamardRotation.swift) each fold must still be an identity of the
+/// stored weights:
+/// - norm → q, k, v and norm → gate, up: the norm's output feeds those linears directly (the
+///   rotation sits in the weights, the norm weights are 1 after folding), so dividing the norm
+///   weight by s and multiplying the columns by s is exact, as on any model.
+/// - v → o: the per-head Hadamard is folded into v's rows and o's columns; v's output channel
+///   i still reaches o's input channel i one to one (attention mixes positions, not
+///   channels), so scaling v's rows and o's columns stays exact.
+/// - up → down is WRONG with the online transform: down's input is H_F·(silu(g)⊙u)/√F, which
+///   mixes all F channels, so down·diag(s)·H_F·diag(1/s) ≠ down·H_F. It is skipped (α nil)
+///   when `shape.onlineDownHadamard`; down's input is nearly outlier-free after the transform,
+///   which is what the scales were for. (Without the online transform it stays valid.)
 public enum AWQ {
     /// α = n/20, n = 0..<20 (α = 0 is the identity).
     static let grid = (0..<20).map { Float($0) / 20 }
@@ -81,8 +96,10 @@ public enum AWQ {
             divideColumns(inputs.mlp, rows: N, cols: C, by: best.scales)
         }
 
-        // 4. down ← up; loss on down's output.
-        report.alphas.append(foldPair(p.up, p.down, rows: C, cols: F, fc1Cols: C, inputs: inputs.down, bits: bits, group: group, pool: pool))
+        // 4. down ← up; loss on down's output. Not across the online Hadamard (see above).
+        report.alphas.append(shape.onlineDownHadamard
+            ? nil
+            : foldPair(p.up, p.down, rows: C, cols: F, fc1Cols: C, inputs: inputs.down, bits: bits, group: group, pool: pool))
         return report
     }
 

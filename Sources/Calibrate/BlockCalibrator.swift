@@ -69,21 +69,26 @@ final class BlockCalibrator {
         var report: BlockReport
     }
 
-    /// y = block(x) for every sequence of `input`, into `output` (a batch at a time).
-    func run(_ p: BlockParameters, input: Trajectory, output: Trajectory) {
+    /// The student's activation quantizer (nil: fp32); never the fp teacher's.
+    var studentActivations: ActivationFakeQuantizer? { options.activationQuantizer }
+
+    /// y = block(x) for every sequence of `input`, into `output` (a batch at a time); a
+    /// `student` block quantizes its activations as the options say, the fp block does not.
+    func run(_ p: BlockParameters, input: Trajectory, output: Trajectory, student: Bool) {
         let B = options.batch, T = input.T
         var first = 0
         while first < input.samples {
             let count = min(B, input.samples - first)
             input.gather(Array(first..<first + count), into: x.pointer)
-            BlockForwardBackward.forward(p, shape: shape, x: x.pointer, B: count, T: T, tape: tape, into: y.pointer, pool: pool)
+            BlockForwardBackward.forward(p, shape: shape, x: x.pointer, B: count, T: T, tape: tape, into: y.pointer,
+                                         activations: student ? studentActivations : nil, pool: pool)
             output.store(y.pointer, first: first, count: count)
             first += count
         }
     }
 
     /// Mean over tokens of Σ_hidden (block(x) − target)² on the first `sequences` sequences
-    /// (default: `lossSequences`, the reference's logged loss).
+    /// (default: `lossSequences`, the reference's logged loss), for the student block `p`.
     func loss(_ p: BlockParameters, inputs: Trajectory, targets: Trajectory, sequences: Int? = nil) -> Double {
         let B = options.batch, T = inputs.T, C = shape.C
         let n = min(sequences ?? options.lossSequences, inputs.samples)
@@ -92,7 +97,8 @@ final class BlockCalibrator {
             let count = min(B, n - first)
             inputs.gather(Array(first..<first + count), into: x.pointer)
             targets.gather(Array(first..<first + count), into: target.pointer)
-            BlockForwardBackward.forward(p, shape: shape, x: x.pointer, B: count, T: T, tape: tape, into: y.pointer, pool: pool)
+            BlockForwardBackward.forward(p, shape: shape, x: x.pointer, B: count, T: T, tape: tape, into: y.pointer,
+                                         activations: studentActivations, pool: pool)
             for t in 0..<count * T {
                 var sum = 0.0
                 for i in t * C..<(t + 1) * C { let d = Double(y[i] - target[i]); sum += d * d }
@@ -180,6 +186,11 @@ final class BlockCalibrator {
         }
         let attention = strided(captured.attention, C), attnOut = strided(captured.attentionOutput, HD)
         let mlp = strided(captured.mlp, C), down = strided(captured.down, F)
+        // With integer activations the clip error is measured on quantized inputs, as the
+        // reference's weight-activation mode does (down's after the online transform).
+        if let quantizer = studentActivations {
+            for (x, width) in [(attention, C), (attnOut, HD), (mlp, C), (down, F)] { quantizer.apply(x.pointer, rows: tokens, width: width, pool: pool) }
+        }
         let clipped: [(String, FloatBuffer, Int, Int, FloatBuffer)] = [
             (BlockLinear.value.rawValue, p.value, shape.KVH * shape.D, C, attention), (BlockLinear.attentionOutput.rawValue, p.attentionOutput, C, HD, attnOut),
             (BlockLinear.gate.rawValue, p.gate, F, C, mlp), (BlockLinear.up.rawValue, p.up, F, C, mlp), (BlockLinear.down.rawValue, p.down, C, F, down)]
@@ -249,7 +260,8 @@ final class BlockCalibrator {
                 inputs.gather(batch, into: x.pointer)
                 targets.gather(batch, into: target.pointer)
                 materialize(layers, into: q)
-                BlockForwardBackward.forward(q, shape: shape, x: x.pointer, B: B, T: T, tape: tape, into: y.pointer, pool: pool)
+                BlockForwardBackward.forward(q, shape: shape, x: x.pointer, B: B, T: T, tape: tape, into: y.pointer,
+                                             activations: studentActivations, pool: pool)
                 // L = mean_tokens w_t Σ_hidden (y − target)²; dL/dy = 2 w_t (y − target)/tokens (into y).
                 let tokens = Float(B * T)
                 var total: Double = 0

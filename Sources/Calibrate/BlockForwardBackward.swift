@@ -20,6 +20,17 @@ import Engine
 //   g  = m·Wgᵀ   u = m·Wuᵀ   s = silu(g)⊙u
 //   y  = h1 + s·Wdᵀ
 //
+// A rotated model with the online transform (`BlockShape.onlineDownHadamard`, the file's
+// `tessera.rotation.online_down`) runs y = h1 + s'·Wdᵀ with s' = s·H_Fᵀ/√F, i.e. each token's
+// row u := H_F·u/√F (`Hadamard.apply(u, F)`, InferenceSession's `downInputHadamard`); its
+// backward is the adjoint ds = ds'·H_F/√F, each row d := H_Fᵀ·d/√F (`transpose: true`: the
+// Paley-built H_F are not symmetric).
+//
+// A student that runs with integer activations (`ActivationFakeQuantizer`) fake-quantizes the
+// input of every linear as the runtime does: a (q, k, v), o (Wo), m (gate, up), s' (Wd), after
+// the online transform. The tape keeps the quantized inputs (dW = dyᵀ·x̂); the backward passes
+// the gradient straight through (see ActivationFakeQuant.swift). The fp teacher never quantizes.
+//
 // The backward yields dL/dW of the seven linears. The norms are frozen. Block-wise
 // calibration does not want dL/dx, so by default the chain stops at dq, dk, dv; end-to-end
 // tuning (EndToEnd.swift) asks for it and gets da = dq·Wq + dk·Wk + dv·Wv through the
@@ -30,8 +41,14 @@ public struct BlockShape {
     public let C, H, KVH, D, F: Int
     public let eps: Float
     public let rope: RotaryEmbedding
+    /// The rotated model's online transform on down_proj's input (see the notes at the top).
+    public let onlineDownHadamard: Bool
 
-    public init(config: LlamaConfig) {
+    /// `rotation`: the model's (a rotated file's record, or RotatedModelSource's); its
+    /// `onlineDownHadamard` switches the transform on.
+    public init(config: LlamaConfig, rotation: RotationRecord? = nil) {
+        onlineDownHadamard = rotation?.onlineDownHadamard ?? false
+        precondition(!onlineDownHadamard || Hadamard.isSupported(config.ffn), "FFN width \(config.ffn) has no Hadamard form")
         linearShapes = BlockLinear.allCases.map { let s = $0.shape(config); return (s.out, s.in) }
         C = config.hidden
         H = config.heads
@@ -100,6 +117,8 @@ public final class BlockTape {
     public private(set) var B = 0, T = 0
 
     // Saved by the forward.
+    // (The inputs of the linears, a, o, m and s, as the linears saw them: fake-quantized when
+    // the forward quantized activations, s after the online transform.)
     let a: FloatBuffer               // [N, C]   RMSNorm(x; attnNorm)
     let q, k, v: FloatBuffer         // [N, Q], [N, KV], [N, KV]; q and k rotated
     let probs: FloatBuffer           // [B, H, T, T] causal softmax (row t valid in 0...t)
@@ -156,7 +175,7 @@ public final class BlockTape {
     public var attentionOutputInput: UnsafeMutablePointer<Float> { o.pointer }
     /// m [N, C]: input of Wg, Wu.
     public var mlpInput: UnsafeMutablePointer<Float> { m.pointer }
-    /// s [N, F]: input of Wd.
+    /// s [N, F]: input of Wd (after the online transform, when the model has it).
     public var downInput: UnsafeMutablePointer<Float> { s.pointer }
 
     /// Checks that B sequences of T tokens fit and remembers them for the backward.
@@ -176,22 +195,27 @@ public final class BlockTape {
 
 public enum BlockForwardBackward {
     /// y[N,C] = block(x[N,C]) for B sequences of T tokens; fills the tape. y may be x.
+    /// `activations`: fake-quantize every linear's input (a student with integer activations).
     public static func forward(_ p: BlockParameters, shape: BlockShape, x: UnsafePointer<Float>, B: Int, T: Int,
-                               tape: BlockTape, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+                               tape: BlockTape, into y: UnsafeMutablePointer<Float>,
+                               activations: ActivationFakeQuantizer? = nil, pool: ThreadPool) {
         tape.record(B: B, T: T, shape: shape)
         let N = B * T, C = shape.C
-        // a = RMSNorm(x; attnNorm)
+        // a = RMSNorm(x; attnNorm) (then â)
         rmsNormForward(x, p.attentionNorm.pointer, out: tape.a.pointer, rstd: tape.attentionRstd.pointer, N: N, C: C, eps: shape.eps, pool: pool)
+        activations?.apply(tape.a.pointer, rows: N, width: C, pool: pool)
         // h1 = x + attention(a)·Woᵀ
         attentionForward(p, shape, a: tape.a.pointer, B: B, T: T, q: tape.q.pointer, k: tape.k.pointer,
-                         v: tape.v.pointer, probs: tape.probs.pointer, o: tape.o.pointer, into: tape.h1.pointer, pool: pool)
+                         v: tape.v.pointer, probs: tape.probs.pointer, o: tape.o.pointer, into: tape.h1.pointer,
+                         activations: activations, pool: pool)
         add(x, into: tape.h1.pointer, count: N * C, pool: pool)
-        // m = RMSNorm(h1; mlpNorm)
+        // m = RMSNorm(h1; mlpNorm) (then m̂)
         rmsNormForward(tape.h1.pointer, p.mlpNorm.pointer, out: tape.m.pointer, rstd: tape.mlpRstd.pointer,
                        N: N, C: C, eps: shape.eps, pool: pool)
+        activations?.apply(tape.m.pointer, rows: N, width: C, pool: pool)
         // y = h1 + (silu(m·Wgᵀ)⊙(m·Wuᵀ))·Wdᵀ
         mlpForward(p, shape, m: tape.m.pointer, N: N, g: tape.g.pointer, u: tape.u.pointer, s: tape.s.pointer,
-                   into: y, pool: pool)
+                   into: y, activations: activations, pool: pool)
         add(tape.h1.pointer, into: y, count: N * C, pool: pool)
     }
 
@@ -207,6 +231,8 @@ public enum BlockForwardBackward {
         // y = h1 + s·Wdᵀ: dWd = dyᵀ·s, ds = dy·Wd (dy also flows to h1 unchanged, added below).
         linearBackward(dy, x: tape.s.pointer, weight: p.down.pointer, dW: grads.down.pointer, dx: tape.dGate.pointer,
                        N: N, out: C, in: F, pool: pool)
+        // s' = s·H_Fᵀ/√F (online transform): ds = ds'·H_F/√F, each row d := H_Fᵀ·d/√F.
+        if shape.onlineDownHadamard { Hadamard.applyRows(tape.dGate.pointer, rows: N, width: F, transpose: true, pool: pool) }
         // s = silu(g)⊙u: dg (over ds, in place) and du.
         swigluBackward(tape.dGate.pointer, du: tape.dUp.pointer, g: tape.g.pointer, u: tape.u.pointer, count: N * F, pool: pool)
         // g = m·Wgᵀ, u = m·Wuᵀ: dWg = dgᵀ·m, dWu = duᵀ·m, dm = dg·Wg + du·Wu.
@@ -297,12 +323,13 @@ public enum BlockForwardBackward {
 
     // MARK: - Sublayers
 
-    /// out = o·Woᵀ with o = attention(q, k, v) and q, k, v = a·Wq,k,vᵀ (q, k rotated).
+    /// out = o·Woᵀ with o = attention(q, k, v) and q, k, v = a·Wq,k,vᵀ (q, k rotated); with
+    /// `activations`, o is fake-quantized in place before Wo (a is the caller's to quantize).
     private static func attentionForward(_ p: BlockParameters, _ shape: BlockShape, a: UnsafePointer<Float>, B: Int, T: Int,
                                          q: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>,
                                          v: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>,
                                          o: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>,
-                                         pool: ThreadPool) {
+                                         activations: ActivationFakeQuantizer? = nil, pool: ThreadPool) {
         let N = B * T, C = shape.C, Q = shape.qWidth, KV = shape.kvWidth
         linearForward(a, weight: p.query.pointer, into: q, N: N, out: Q, in: C, pool: pool)
         linearForward(a, weight: p.key.pointer, into: k, N: N, out: KV, in: C, pool: pool)
@@ -310,17 +337,22 @@ public enum BlockForwardBackward {
         ropeForward(q, heads: shape.H, N: N, T: T, rope: shape.rope, pool: pool)
         ropeForward(k, heads: shape.KVH, N: N, T: T, rope: shape.rope, pool: pool)
         attentionForward(shape, q: q, k: k, v: v, B: B, T: T, probs: probs, o: o, pool: pool)
+        activations?.apply(o, rows: N, width: Q, pool: pool)
         linearForward(o, weight: p.attentionOutput.pointer, into: out, N: N, out: C, in: Q, pool: pool)
     }
 
-    /// out = s·Wdᵀ with s = silu(g)⊙u, g = m·Wgᵀ, u = m·Wuᵀ.
+    /// out = s·Wdᵀ with s = silu(g)⊙u, g = m·Wgᵀ, u = m·Wuᵀ; a rotated model's s rows
+    /// transformed s := H_F·s/√F first, then (`activations`) fake-quantized, in place.
     private static func mlpForward(_ p: BlockParameters, _ shape: BlockShape, m: UnsafePointer<Float>, N: Int,
                                    g: UnsafeMutablePointer<Float>, u: UnsafeMutablePointer<Float>,
-                                   s: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+                                   s: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>,
+                                   activations: ActivationFakeQuantizer? = nil, pool: ThreadPool) {
         let C = shape.C, F = shape.F
         linearForward(m, weight: p.gate.pointer, into: g, N: N, out: F, in: C, pool: pool)
         linearForward(m, weight: p.up.pointer, into: u, N: N, out: F, in: C, pool: pool)
         swigluForward(g, u, into: s, count: N * F, pool: pool)
+        if shape.onlineDownHadamard { Hadamard.applyRows(s, rows: N, width: F, pool: pool) }
+        activations?.apply(s, rows: N, width: F, pool: pool)
         linearForward(s, weight: p.down.pointer, into: out, N: N, out: C, in: F, pool: pool)
     }
 

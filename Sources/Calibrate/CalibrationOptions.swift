@@ -54,7 +54,11 @@ public struct CalibrationOptions: Equatable, Sendable {
     public var bits = 2
     /// Weights per group; 0 = one group per row.
     public var group = 64
+    /// The activation mode the output runs with. An integer mode also makes the calibration
+    /// fake-quantize the student's linear inputs as the runtime will (`ActivationFakeQuantizer`).
     public var activation: ActivationMode = .a16
+    /// Per-token modes: the clipping ratio of each token's scale (0 < c ≤ 1; in the file).
+    public var activationClip: Float = 1
     /// Calibration windows and their length in tokens.
     public var samples = 128
     public var sequenceLength = 512
@@ -123,5 +127,10 @@ public struct CalibrationOptions: Equatable, Sendable {
          ("lr", "\(learningRate)"), ("scale_lr", "\(scaleLearningRate)"), ("scale_wd", "\(scaleWeightDecay)"),
          ("par", "\(adaptiveRounding)"), ("dst", "\(scaleTuning)"), ("seed", "\(seed)"), ("guard_seqs", "\(guardSequences)")]
             + (tokenNormCap > 0 ? [("token_norm_cap", "\(tokenNormCap)")] : [])
+            + (activation != .a16 ? [("act", activation.name)] : [])
+            + (activationClip != 1 ? [("act_clip", "\(activationClip)")] : [])
     }
+
+    /// The student's activation quantizer (nil: fp32 activations).
+    public var activationQuantizer: ActivationFakeQuantizer? { ActivationFakeQuantizer(mode: activation, clip: activationClip) }
 }

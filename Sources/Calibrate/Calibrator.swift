@@ -66,7 +66,9 @@ public final class Calibrator {
 
     func fingerprint(tokens: [Int32]) -> [String] {
         let h = tokens.withUnsafeBytes { PackedFormat.checksum($0.baseAddress!, $0.count) }
-        return options.metadata.map { "\($0.0)=\($0.1)" } + ["model=\(source.path)", "data=\(tokens.count):\(String(h, radix: 16))"]
+        // A rotated source has its base's path: its rotation is part of what the blocks were made from.
+        let rotation = source.rotation.map { ["rotation=\($0.kind.rawValue):seed \($0.seed):online_down \($0.onlineDownHadamard)"] } ?? []
+        return options.metadata.map { "\($0.0)=\($0.1)" } + ["model=\(source.path)"] + rotation + ["data=\(tokens.count):\(String(h, radix: 16))"]
     }
 
     /// Calibrates every block (up to `blockLimit`) and writes the packed model (after the last
@@ -75,10 +77,10 @@ public final class Calibrator {
                     progress: (CalibrationProgress) -> Void = { _ in },
                     blockDone: (BlockReport) -> Void = { _ in }) throws -> Summary {
         let start = ContinuousClock.now
-        // The block forward does not apply a rotated model's online transform (yet).
-        if let r = source.rotation { throw CalibrationError("\(source.path) is rotated (\(r.summary)): calibrate does not run on rotated models yet") }
         let c = source.config, o = options
-        let shape = BlockShape(config: c)
+        // A rotated source (RotatedModelSource): its weights hold the rotation, the block forward
+        // applies the online transform its record asks for, and the file written records it.
+        let shape = BlockShape(config: c, rotation: source.rotation)
         let print = fingerprint(tokens: tokens)
         var state = try checkpoint.open(fingerprint: print, resume: resume)
             ?? State(fingerprint: print, completedBlocks: 0, reports: [])
@@ -107,13 +109,14 @@ public final class Calibrator {
         let calibrator = BlockCalibrator(shape: shape, options: o, pool: pool)
         for b in state.completedBlocks..<max(state.completedBlocks, lastBlock) {
             let fp = try BlockParameters(source: source, block: b, shape: shape)
-            // Targets: the fp block on the fp trajectory.
+            // Targets: the fp block on the fp trajectory (fp activations).
             let nextTargets = try trajectory("fp", b + 1)
-            calibrator.run(fp, input: targets, output: nextTargets)
+            calibrator.run(fp, input: targets, output: nextTargets, student: false)
             let out = try calibrator.calibrate(block: b, blocks: c.blockCount, fp: fp, inputs: inputs, targets: nextTargets, progress: progress)
-            // Inputs of the next block: the quantized block on the quantized trajectory.
+            // Inputs of the next block: the quantized block on the quantized trajectory (its
+            // activations quantized as the runtime will).
             let nextInputs = try trajectory("xq", b + 1)
-            calibrator.run(out.quantized, input: inputs, output: nextInputs)
+            calibrator.run(out.quantized, input: inputs, output: nextInputs, student: true)
 
             // Checkpoint: block, trajectories, then the state (the commit point).
             try writeBlock(out, index: b)
@@ -174,7 +177,8 @@ public final class Calibrator {
         }
         // (Every block linear comes from a block file: the zero point here is only RTN's fallback;
         // the file's label follows from the calibrated tensors, as PackedRewrite says.)
-        let scheme = PackedFormat.Scheme(bits: o.bits, group: o.group, activation: o.activation, zeroPoint: .integer, embedding: embedding)
+        var scheme = PackedFormat.Scheme(bits: o.bits, group: o.group, activation: o.activation, zeroPoint: .integer, embedding: embedding)
+        scheme.activationClip = o.activationClip
         var metadata = o.metadata.map { ("tessera.calibration.\($0.0)", $0.1) }
         metadata.append(("tessera.calibration.final_losses", reports.map { String(format: "%.6g", $0.lossFinal) }.joined(separator: ",")))
         metadata.append(("tessera.calibration.initial_losses", reports.map { String(format: "%.6g", $0.lossInitial) }.joined(separator: ",")))

@@ -11,6 +11,8 @@ public final class EndToEndModel {
     public let student: PackedModelSource
     let pool: ThreadPool
     let shape: BlockShape
+    /// The student's activation quantizer, from its file (nil: fp32); the teacher has none.
+    let studentActivations: ActivationFakeQuantizer?
     let T: Int, C: Int, V: Int
 
     // The student.
@@ -33,20 +35,23 @@ public final class EndToEndModel {
     let grads: BlockGradients
 
     /// The student as stored (α = β = γ = 0), for windows of `sequenceLength` tokens.
-    public init(teacher: ModelSource, student: PackedModelSource, sequenceLength: Int, pool: ThreadPool) throws {
+    ///
+    /// A rotated student (its file's RotationRecord) is taught by the fp model rotated the same
+    /// way (`RotatedModelSource` with the record's seed), unless `teacher` already is: the
+    /// teacher's final states are projected through the student's output norm and head, which
+    /// live in the rotated residual frame. Both forwards apply the online transform the record asks for.
+    public init(teacher fpTeacher: ModelSource, student: PackedModelSource, sequenceLength: Int, pool: ThreadPool) throws {
         let c = student.config
-        // The tune's own forward does not apply a rotated file's online transform (yet).
-        if let r = student.rotation ?? teacher.rotation {
-            throw CalibrationError("\(student.path) is rotated (\(r.summary)): tune does not run on rotated models yet")
-        }
+        let teacher = try Self.teacher(fpTeacher, rotatedAs: student)
         guard c == teacher.config else {
             throw CalibrationError("\(student.path) and \(teacher.path) are not the same architecture: tune a packed model against the model it was made from")
         }
         self.teacher = teacher
         self.student = student
         self.pool = pool
-        let shape = BlockShape(config: c)
+        let shape = BlockShape(config: c, rotation: student.rotation)
         self.shape = shape
+        studentActivations = ActivationFakeQuantizer(mode: student.storedActivation, clip: student.storedActivationClip)
         (T, C, V) = (sequenceLength, c.hidden, c.vocab)
         var blocks: [BlockParameters] = [], layers: [TunableLinear] = []
         var first = 0
@@ -87,6 +92,21 @@ public final class EndToEndModel {
         materialize()
     }
 
+    /// The teacher for `student`: `fp` itself for an unrotated student; for a rotated one, `fp`
+    /// rotated with the student's record (or `fp` when it already carries that rotation).
+    static func teacher(_ fp: ModelSource, rotatedAs student: PackedModelSource) throws -> ModelSource {
+        switch (student.rotation, fp.rotation) {
+        case (nil, nil):
+            return fp
+        case let (r?, nil):
+            return try RotatedModelSource(base: fp, seed: r.seed, onlineDown: r.onlineDownHadamard)
+        case let (r?, t?) where r == t:
+            return fp
+        case let (r, t):
+            throw CalibrationError("\(student.path) is \(r.map { "rotated (\($0.summary))" } ?? "not rotated") but the teacher \(fp.path) is \(t.map { "rotated (\($0.summary))" } ?? "not rotated"); give the unrotated fp model the packed one was made from")
+        }
+    }
+
     /// Every block linear from the current α, β; every norm from γ.
     func materialize() {
         for (j, norm) in norms.enumerated() {
@@ -125,7 +145,7 @@ public final class EndToEndModel {
         CalibrationData.embed(window, table: embedding, C: C, into: x0.pointer)
         for (b, p) in blocks.enumerated() {
             BlockForwardBackward.forward(p, shape: shape, x: activations[b].pointer, B: 1, T: T, tape: tapes[b],
-                                         into: activations[b + 1].pointer, pool: pool)
+                                         into: activations[b + 1].pointer, activations: studentActivations, pool: pool)
         }
         project(activations[blocks.count], norm: outputNorm, rstd: outputRstd, into: logits)
     }

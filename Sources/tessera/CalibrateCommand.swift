@@ -13,8 +13,10 @@ struct CalibrateCommand: ParsableCommand {
         Block by block: inputs are the already-quantized blocks' outputs, targets the fp model's. \
         A checkpoint is written after every block to OUT.calib/; re-run with --resume to continue \
         an interrupted run. Writes OUT, OUT.log.json (losses per block/stage/step) and OUT.svg \
-        (block reconstruction loss before and after). Calibration is weight-only; --act only sets \
-        the activation mode the output runs with.
+        (block reconstruction loss before and after). With --act 8 or 4 (or 8-block, 4-block) the \
+        calibrated blocks quantize the inputs of their linears as the output will run (the fp \
+        targets do not); with --rotate hadamard the fp model is rotated first, as tessera quantize \
+        --rotate does, and the calibration runs the online transform the output records.
         """)
 
     enum Preset: String, ExpressibleByArgument, CaseIterable { case paper, fast }
@@ -28,8 +30,17 @@ struct CalibrateCommand: ParsableCommand {
     @Option(help: "Group size: 32, 64, 128 or row (must divide every row width).")
     var group: String
 
-    @Option(help: "Activation mode the output runs with: \(ActivationMode.flagHelp).")
+    @Option(help: "Activation mode the output runs with, and the calibration simulates: \(ActivationMode.flagHelp).")
     var act: String = "16"
+
+    @Option(name: .customLong("act-clip"), help: "Per-token modes (--act 8 or 4): the clipping ratio of each token's scale, used by the calibration and recorded in the file (0 < c ≤ 1).")
+    var actClip: Float = 1
+
+    @Option(help: "Rotate the fp weights before calibrating: none, or hadamard (as tessera quantize --rotate: the output records the rotation and runs an online Hadamard transform before down_proj).")
+    var rotate: Quantize.Rotation = .none
+
+    @Option(name: .customLong("rotate-seed"), help: "Seed of the rotation's random signs (default 1; recorded in the file; needs --rotate hadamard).")
+    var rotateSeed: UInt64?
 
     @Option(help: "Calibration text (.txt/.raw, or .jsonl with a \"text\" field); the default is relative to the repository root.")
     var data: String = "data/wikitext2/wiki.valid.raw"
@@ -70,6 +81,9 @@ struct CalibrateCommand: ParsableCommand {
         guard [2, 3, 4].contains(bits) else { throw ValidationError("--bits must be 2, 3 or 4, got \(bits)") }
         guard let g = groupSize, g == 0 || [32, 64, 128].contains(g) else { throw ValidationError("--group must be 32, 64, 128 or row, got \(group)") }
         if case .failure(let e) = ActivationMode.parse(flag: act) { throw ValidationError(e.description) }
+        guard actClip > 0 && actClip <= 1 else { throw ValidationError("--act-clip must be in (0, 1], got \(actClip)") }
+        if actClip != 1 && ActivationMode(flag: act)?.perToken != true { throw ValidationError("--act-clip needs per-token activations (--act 8 or 4)") }
+        if rotateSeed != nil && rotate == .none { throw ValidationError("--rotate-seed needs --rotate hadamard") }
         if let stages, HardeningSchedule(argument: stages) == nil { throw ValidationError("--stages must be 20, 10 or exp:T[:K], got \(stages)") }
         for (name, value) in [("--samples", samples), ("--seq-len", seqLen), ("--batch", batch), ("--steps", steps)] {
             if let value, value < 1 { throw ValidationError("\(name) must be positive, got \(value)") }
@@ -90,6 +104,7 @@ struct CalibrateCommand: ParsableCommand {
         o.bits = bits
         o.group = groupSize!
         o.activation = ActivationMode(flag: act)!
+        o.activationClip = actClip
         if let samples { o.samples = samples }
         if let seqLen { o.sequenceLength = seqLen }
         if let batch { o.batch = batch }
@@ -113,14 +128,16 @@ struct CalibrateCommand: ParsableCommand {
             throw ValidationError("cannot read calibration text \(data): pass --data FILE (the default is relative to the repository root)")
         }
         let o = options()
-        let source = try ModelLoader.open(model)
+        let opened = try ModelLoader.open(model)
+        if opened is PackedModelSource {
+            throw ValidationError("\(model) is already a packed Tessera model; calibrate from the original GGUF or Hugging Face folder")
+        }
+        // The rotation is a view of the fp weights: each block is rotated as it is read.
+        let source: ModelSource = rotate == .hadamard ? try RotatedModelSource(base: opened, seed: rotateSeed ?? 1) : opened
         let c = source.config
         try c.checkGroup(o.group)
         if let blocks, !(1..<c.blockCount).contains(blocks) {
             throw ValidationError("--blocks must be between 1 and \(c.blockCount - 1) (the model has \(c.blockCount) blocks), got \(blocks)")
-        }
-        if source is PackedModelSource {
-            throw ValidationError("\(model) is already a packed Tessera model; calibrate from the original GGUF or Hugging Face folder")
         }
         let tokenizer = try source.makeTokenizer()
         let text = try CalibrationData.text(path: data)
@@ -139,6 +156,8 @@ struct CalibrateCommand: ParsableCommand {
         calibrator.trajectoryBudget = maxMemory?.bytes
         calibrator.blockLimit = blocks
         print("calibrate: \(model) → \(output)")
+        if let r = source.rotation { print("  rotation: \(r.summary)") }
+        if o.activation != .a16 { print("  activations \(o.activation.summary)\(o.activationClip != 1 ? ", clip \(o.activationClip)" : ""), fake-quantized in the calibrated blocks") }
         print("  \(o.method.rawValue) W\(o.bits)g\(group) init \(o.initialisation.rawValue); \(o.samples) windows × \(o.sequenceLength) tokens from \(data) (\(tokens.count) tokens); batch \(o.batch), stages \(o.schedule.argument) × \(o.stepsPerStage) steps, lr \(o.learningRate), scale lr \(o.scaleLearningRate); PAR \(o.adaptiveRounding ? "on" : "off"), DST \(o.scaleTuning ? "on" : "off")\(o.tokenNormCap > 0 ? "; token-norm cap \(o.tokenNormCap)" : ""); seed \(o.seed); \(pool.threads) threads; OpenBLAS core \(Matmul.blasCore)")
         let sequenceMB = Double(Trajectory.sequenceBytes(T: o.sequenceLength, C: c.hidden)) / 1e6
         print(String(format: "  trajectories: 4 × %.0f MB (fp16); %d of %d windows each kept in RAM%@", Double(o.samples) * sequenceMB,

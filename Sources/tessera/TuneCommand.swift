@@ -82,6 +82,10 @@ struct TuneCommand: ParsableCommand {
         let tuner = try EndToEndTuner(teacher: teacher, student: student, options: o, outputPath: output, pool: pool)
         print("tune: \(student.path) → \(output), teacher \(teacher.path)")
         print("  W\(student.bits)g\(student.group); \(o.samples) windows × \(o.sequenceLength) tokens from \(data) (\(tokens.count) tokens); \(o.steps) steps, lr \(o.learningRate) cosine to 0\(o.warmupSteps > 0 ? " after \(o.warmupSteps) warm-up steps" : ""); held-out KL on \(o.evalSamples) windows; \(o.trainNorms ? "scales, offsets and norms" : "scales and offsets"); seed \(o.seed); \(pool.threads) threads; OpenBLAS core \(Matmul.blasCore)")
+        if let r = student.rotation { print("  rotated (\(r.summary)): the teacher is \(teacher.path) rotated the same way") }
+        if student.storedActivation != .a16 {
+            print("  activations \(student.storedActivation.summary)\(student.storedActivationClip != 1 ? ", clip \(student.storedActivationClip)" : ""), fake-quantized in the student")
+        }
         if resume && FileManager.default.fileExists(atPath: tuner.checkpointDirectory) { print("resuming from the checkpoint in \(tuner.checkpointDirectory)") }
         fflush(stdout)
         let start = ContinuousClock.now

@@ -11,6 +11,13 @@ struct ReferenceBlock {
     let frequencies: [Double]    // rotary θᵢ per pair (GGUF interleaved pairs)
     var attentionNorm, mlpNorm: [Double]
     var linears: [[Double]]      // Wq, Wk, Wv, Wo, Wg, Wu, Wd as [out·in] row-major
+    /// A rotated model's online transform on down_proj's input: s := M·s per token, M [F·F]
+    /// row-major (H_F/√F); nil: none.
+    var downTransform: [Double]? = nil
+    /// Constants added to the four linear inputs (a, o, m, s after the transform), [N·width]
+    /// each; nil: none. Set to x̂ − x at one point (`freezeInputOffsets`), they make the block
+    /// run on fake-quantized inputs there while its derivatives are the straight-through ones.
+    var inputOffsets: [[Double]]? = nil
 
     init(config c: LlamaConfig, parameters p: BlockParameters) {
         (C, H, KVH, D, F) = (c.hidden, c.heads, c.kvHeads, c.headDim, c.ffn)
@@ -24,8 +31,27 @@ struct ReferenceBlock {
     }
 
     /// y [N·C] for x [N·C] holding B sequences of T tokens.
-    func forward(_ x: [Double], B: Int, T: Int) -> [Double] {
+    func forward(_ x: [Double], B: Int, T: Int) -> [Double] { run(x, B: B, T: T).y }
+
+    /// Offsets that make the linear inputs at x equal `quantized` (a, o, m, s as the Swift
+    /// forward's tape holds them): input k depends only on the offsets before it, so one pass each.
+    mutating func freezeInputOffsets(to quantized: [[Float]], x: [Double], B: Int, T: Int) {
+        inputOffsets = quantized.map { [Double](repeating: 0, count: $0.count) }
+        for k in quantized.indices {
+            let captured = run(x, B: B, T: T).inputs[k]
+            inputOffsets![k] = zip(quantized[k], captured).map { Double($0) - $1 }
+        }
+    }
+
+    /// y, and the four linear inputs (a, o, m, s after the transform) before their offsets.
+    func run(_ x: [Double], B: Int, T: Int) -> (y: [Double], inputs: [[Double]]) {
         let N = B * T, Q = H * D, KV = KVH * D
+        var inputs: [[Double]] = []
+        func offset(_ v: [Double]) -> [Double] {
+            inputs.append(v)
+            guard let d = inputOffsets?[inputs.count - 1] else { return v }
+            return zip(v, d).map(+)
+        }
         func norm(_ x: [Double], _ w: [Double]) -> [Double] {
             var out = x
             for n in 0..<N {
@@ -60,7 +86,7 @@ struct ReferenceBlock {
                 }
             }
         }
-        let a = norm(x, attentionNorm)
+        let a = offset(norm(x, attentionNorm))
         var q = linear(a, linears[0], out: Q, in: C), k = linear(a, linears[1], out: KV, in: C)
         let v = linear(a, linears[2], out: KV, in: C)
         rope(&q, heads: H)
@@ -87,12 +113,14 @@ struct ReferenceBlock {
                 }
             }
         }
-        let attention = linear(o, linears[3], out: C, in: Q)
+        let attention = linear(offset(o), linears[3], out: C, in: Q)
         let h1 = zip(x, attention).map(+)
-        let m = norm(h1, mlpNorm)
+        let m = offset(norm(h1, mlpNorm))
         let g = linear(m, linears[4], out: F, in: C), u = linear(m, linears[5], out: F, in: C)
-        let s = (0..<N * F).map { g[$0] / (1 + exp(-g[$0])) * u[$0] }
-        return zip(h1, linear(s, linears[6], out: C, in: F)).map(+)
+        var s = (0..<N * F).map { g[$0] / (1 + exp(-g[$0])) * u[$0] }
+        if let M = downTransform { s = linear(s, M, out: F, in: F) }   // s·Mᵀ per row: M·s per token
+        let y = zip(h1, linear(offset(s), linears[6], out: C, in: F)).map(+)
+        return (y, inputs)
     }
 
     /// L = Σ (y − target)² / N
@@ -101,7 +129,7 @@ struct ReferenceBlock {
     }
 }
 
-final class BlockGradientTests: XCTestCase {
+final class BlockGradientTests: XCTestCase, BlockGradientChecking {
     static func config(C: Int = 64, H: Int = 4, KVH: Int = 2, D: Int = 16, F: Int = 96, llama3Rope: Bool = true) -> LlamaConfig {
         let factors = llama3Rope
             ? Llama3RopeScaling(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalContext: 32).frequencyFactors(headDim: D, base: 10000)
@@ -129,23 +157,6 @@ final class BlockGradientTests: XCTestCase {
     static func random(_ count: Int, seed: UInt64, scale: Float = 1) -> [Float] {
         var rng = SplitMix64(seed: seed)
         return (0..<count).map { _ in rng.uniform(-scale, scale) }
-    }
-
-    /// max |a − b| / max |b|
-    func relativeError(_ a: [Float], _ b: [Double]) -> Double {
-        zip(a, b).map { abs(Double($0) - $1) }.max()! / b.map(abs).max()!
-    }
-
-    func relativeError(_ a: [Float], _ b: [Float]) -> Double { relativeError(a, b.map(Double.init)) }
-
-    func runForward(_ p: BlockParameters, _ shape: BlockShape, x: [Float], B: Int, T: Int, tape: BlockTape, pool: ThreadPool) -> [Float] {
-        var y = [Float](repeating: .nan, count: B * T * shape.C)
-        x.withUnsafeBufferPointer { xp in
-            y.withUnsafeMutableBufferPointer {
-                BlockForwardBackward.forward(p, shape: shape, x: xp.baseAddress!, B: B, T: T, tape: tape, into: $0.baseAddress!, pool: pool)
-            }
-        }
-        return y
     }
 
     // MARK: - Forward
@@ -217,55 +228,6 @@ final class BlockGradientTests: XCTestCase {
     }
 
     // MARK: - Gradients
-
-    /// Runs forward and backward for L = Σ (y − target)² / N; returns the analytic dL/dW.
-    func analyticGradients(_ p: BlockParameters, _ shape: BlockShape, x: [Float], target: [Float], B: Int, T: Int,
-                           pool: ThreadPool) -> [[Float]] {
-        let tape = BlockTape(shape: shape, batch: B, tokens: T), grads = BlockGradients(shape: shape)
-        for w in grads.linears { w.buffer.update(repeating: .nan) }  // must be overwritten
-        let y = runForward(p, shape, x: x, B: B, T: T, tape: tape, pool: pool)
-        let N = Float(B * T)
-        let dy = zip(y, target).map { 2 * ($0 - $1) / N }
-        BlockForwardBackward.backward(p, shape: shape, B: B, T: T, tape: tape, dy: dy, grads: grads, pool: pool)
-        return grads.linears.map(\.array)
-    }
-
-    /// dL/dW[l][i] by central differences of the float64 reference.
-    func numericGradient(_ reference: ReferenceBlock, linear l: Int, index i: Int, x: [Double], target: [Double],
-                         B: Int, T: Int) -> Double {
-        let h = 1e-4
-        var plus = reference, minus = reference
-        plus.linears[l][i] += h
-        minus.linears[l][i] -= h
-        return (plus.loss(x, target: target, B: B, T: T) - minus.loss(x, target: target, B: B, T: T)) / (2 * h)
-    }
-
-    /// Checks `samples` entries of each linear (all when nil). Error of an entry: |analytic − numeric| /
-    /// (|numeric| + 1e-3·max|analytic gradient of that linear|).
-    func checkGradients(config: LlamaConfig, B: Int, T: Int, samples: Int?, threads: Int, seed: UInt64,
-                        file: StaticString = #filePath, line: UInt = #line) {
-        let shape = BlockShape(config: config)
-        let p = Self.randomParameters(shape, seed: seed)
-        let x = Self.random(B * T * shape.C, seed: seed + 1), target = Self.random(B * T * shape.C, seed: seed + 2)
-        let analytic = analyticGradients(p, shape, x: x, target: target, B: B, T: T, pool: ThreadPool(threads: threads))
-        let reference = ReferenceBlock(config: config, parameters: p)
-        let xd = x.map(Double.init), targetd = target.map(Double.init)
-        var rng = SplitMix64(seed: seed + 3)
-        for (l, gradient) in analytic.enumerated() {
-            let name = BlockParameters.linearNames[l]
-            XCTAssertFalse(gradient.contains { !$0.isFinite }, "\(name) has non-finite gradients", file: file, line: line)
-            let scale = Double(gradient.map(abs).max()!)
-            XCTAssertGreaterThan(scale, 1e-4, "\(name)'s gradient is ~0", file: file, line: line)
-            let indices = samples.map { n in (0..<n).map { _ in Int.random(in: 0..<gradient.count, using: &rng) } }
-                ?? Array(gradient.indices)
-            var worst = 0.0
-            for i in indices {
-                let numeric = numericGradient(reference, linear: l, index: i, x: xd, target: targetd, B: B, T: T)
-                worst = max(worst, abs(Double(gradient[i]) - numeric) / (abs(numeric) + 1e-3 * scale))
-            }
-            XCTAssertLessThan(worst, 1e-3, "\(name): worst relative error over \(indices.count) entries", file: file, line: line)
-        }
-    }
 
     /// 20 entries of each linear; ragged T, two sequences, GQA with 2 query heads per kv head.
     func testGradientsMatchFiniteDifferences() {
@@ -391,6 +353,98 @@ final class BlockGradientTests: XCTestCase {
             BlockForwardBackward.mlpSublayer(p, shape: shape, normed: a, B: B, T: T, into: &reused, scratch: scratch, pool: pool)
             XCTAssertEqual(reused, fresh, "MLP, call \(call)")
             XCTAssertFalse(fresh.contains { !$0.isFinite }, "call \(call)")
+        }
+    }
+}
+
+/// The block tests' helpers (forward on arrays, relative errors, the gradient check against the
+/// float64 reference), shared with RotatedCalibrationTests.
+protocol BlockGradientChecking {}
+
+extension BlockGradientChecking {
+    /// max |a − b| / max |b|
+    func relativeError(_ a: [Float], _ b: [Double]) -> Double {
+        zip(a, b).map { abs(Double($0) - $1) }.max()! / b.map(abs).max()!
+    }
+
+    func relativeError(_ a: [Float], _ b: [Float]) -> Double { relativeError(a, b.map(Double.init)) }
+
+    func runForward(_ p: BlockParameters, _ shape: BlockShape, x: [Float], B: Int, T: Int, tape: BlockTape,
+                    activations: ActivationFakeQuantizer? = nil, pool: ThreadPool) -> [Float] {
+        var y = [Float](repeating: .nan, count: B * T * shape.C)
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer {
+                BlockForwardBackward.forward(p, shape: shape, x: xp.baseAddress!, B: B, T: T, tape: tape, into: $0.baseAddress!,
+                                             activations: activations, pool: pool)
+            }
+        }
+        return y
+    }
+
+    /// Runs forward and backward for L = Σ (y − target)² / N; returns the analytic dL/dW.
+    func analyticGradients(_ p: BlockParameters, _ shape: BlockShape, x: [Float], target: [Float], B: Int, T: Int,
+                           pool: ThreadPool) -> [[Float]] {
+        analyticGradientsAndInputs(p, shape, x: x, target: target, B: B, T: T, activations: nil, pool: pool).gradients
+    }
+
+    /// The same, and the four linear inputs the forward's tape holds (a, o, m, s).
+    func analyticGradientsAndInputs(_ p: BlockParameters, _ shape: BlockShape, x: [Float], target: [Float], B: Int, T: Int,
+                                    activations: ActivationFakeQuantizer?, pool: ThreadPool) -> (gradients: [[Float]], inputs: [[Float]]) {
+        let tape = BlockTape(shape: shape, batch: B, tokens: T), grads = BlockGradients(shape: shape)
+        for w in grads.linears { w.buffer.update(repeating: .nan) }  // must be overwritten
+        let y = runForward(p, shape, x: x, B: B, T: T, tape: tape, activations: activations, pool: pool)
+        let N = B * T
+        let inputs = [(tape.attentionInput, shape.C), (tape.attentionOutputInput, shape.qWidth), (tape.mlpInput, shape.C), (tape.downInput, shape.F)]
+            .map { Array(UnsafeBufferPointer(start: $0.0, count: N * $0.1)) }
+        let dy = zip(y, target).map { 2 * ($0 - $1) / Float(N) }
+        BlockForwardBackward.backward(p, shape: shape, B: B, T: T, tape: tape, dy: dy, grads: grads, pool: pool)
+        return (grads.linears.map(\.array), inputs)
+    }
+
+    /// dL/dW[l][i] by central differences of the float64 reference.
+    func numericGradient(_ reference: ReferenceBlock, linear l: Int, index i: Int, x: [Double], target: [Double],
+                         B: Int, T: Int) -> Double {
+        let h = 1e-4
+        var plus = reference, minus = reference
+        plus.linears[l][i] += h
+        minus.linears[l][i] -= h
+        return (plus.loss(x, target: target, B: B, T: T) - minus.loss(x, target: target, B: B, T: T)) / (2 * h)
+    }
+
+    /// Checks `samples` entries of each linear (all when nil). Error of an entry: |analytic − numeric| /
+    /// (|numeric| + 1e-3·max|analytic gradient of that linear|).
+    /// `rotation`: the block of a rotated model (with its online transform before down_proj).
+    /// `activations`: the linear inputs fake-quantized; the numeric gradient is then the
+    /// straight-through one (the reference's inputs shifted by the frozen x̂ − x of the forward).
+    func checkGradients(config: LlamaConfig, B: Int, T: Int, samples: Int?, threads: Int, seed: UInt64,
+                        rotation: RotationRecord? = nil, activations: ActivationFakeQuantizer? = nil,
+                        file: StaticString = #filePath, line: UInt = #line) {
+        let shape = BlockShape(config: config, rotation: rotation)
+        let p = BlockGradientTests.randomParameters(shape, seed: seed)
+        let x = BlockGradientTests.random(B * T * shape.C, seed: seed + 1), target = BlockGradientTests.random(B * T * shape.C, seed: seed + 2)
+        let (analytic, inputs) = analyticGradientsAndInputs(p, shape, x: x, target: target, B: B, T: T, activations: activations,
+                                                            pool: ThreadPool(threads: threads))
+        var reference = ReferenceBlock(config: config, parameters: p)
+        let xd = x.map(Double.init), targetd = target.map(Double.init)
+        if shape.onlineDownHadamard {
+            let F = shape.F, root = Double(F).squareRoot()
+            reference.downTransform = Hadamard.matrix(F)!.map { Double($0) / root }
+        }
+        if activations != nil { reference.freezeInputOffsets(to: inputs, x: xd, B: B, T: T) }
+        var rng = SplitMix64(seed: seed + 3)
+        for (l, gradient) in analytic.enumerated() {
+            let name = BlockParameters.linearNames[l]
+            XCTAssertFalse(gradient.contains { !$0.isFinite }, "\(name) has non-finite gradients", file: file, line: line)
+            let scale = Double(gradient.map(abs).max()!)
+            XCTAssertGreaterThan(scale, 1e-4, "\(name)'s gradient is ~0", file: file, line: line)
+            let indices = samples.map { n in (0..<n).map { _ in Int.random(in: 0..<gradient.count, using: &rng) } }
+                ?? Array(gradient.indices)
+            var worst = 0.0
+            for i in indices {
+                let numeric = numericGradient(reference, linear: l, index: i, x: xd, target: targetd, B: B, T: T)
+                worst = max(worst, abs(Double(gradient[i]) - numeric) / (abs(numeric) + 1e-3 * scale))
+            }
+            XCTAssertLessThan(worst, 1e-3, "\(name): worst relative error over \(indices.count) entries", file: file, line: line)
         }
     }
 }

@@ -103,6 +103,10 @@ final class CommandLineTests: XCTestCase {
         assertCleanFailure(try run("tessera", ["calibrate", "/nonexistent/model.gguf", "--bits", "2", "--group", "64", "--stages", "exp:x", "-o", "/tmp/x.gguf"]), mentioning: "--stages")
         assertCleanFailure(try run("tessera", ["calibrate", "/nonexistent/model.gguf", "--bits", "2", "--group", "64", "--no-par", "--no-dst", "-o", "/tmp/x.gguf"]), mentioning: "nothing to train")
         assertCleanFailure(try run("tessera", ["calibrate", "/nonexistent/model.gguf", "--bits", "2", "--group", "64", "--token-norm-cap", "0.5", "-o", "/tmp/x.gguf"]), mentioning: "--token-norm-cap")
+        assertCleanFailure(try run("tessera", ["calibrate", "/nonexistent/model.gguf", "--bits", "2", "--group", "64", "--act", "8", "--act-clip", "0", "-o", "/tmp/x.gguf"]), mentioning: "--act-clip")
+        assertCleanFailure(try run("tessera", ["calibrate", "/nonexistent/model.gguf", "--bits", "2", "--group", "64", "--act-clip", "0.9", "-o", "/tmp/x.gguf"]), mentioning: "per-token")
+        assertCleanFailure(try run("tessera", ["calibrate", "/nonexistent/model.gguf", "--bits", "2", "--group", "64", "--rotate-seed", "3", "-o", "/tmp/x.gguf"]), mentioning: "--rotate-seed")
+        assertCleanFailure(try run("tessera", ["calibrate", "/nonexistent/model.gguf", "--bits", "2", "--group", "64", "--rotate", "givens", "-o", "/tmp/x.gguf"]), mentioning: "--rotate")
         let model = try TestPaths.requireDemoModel()
         assertCleanFailure(try run("tessera", ["calibrate", model, "--bits", "2", "--group", "128", "-o", "/tmp/x.gguf"]), mentioning: "does not divide the row width 576")
         assertCleanFailure(try run("tessera", ["calibrate", model, "--bits", "2", "--group", "64", "--data", "/nonexistent.txt", "-o", "/tmp/x.gguf"]), mentioning: "/nonexistent.txt")
@@ -134,6 +138,24 @@ final class CommandLineTests: XCTestCase {
         let chat = try run("chat", [out, "--prompt", "What is the capital of France?", "--temperature", "0", "--max-tokens", "12"])
         XCTAssertEqual(chat.status, 0, chat.stderr)
         XCTAssertFalse(chat.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+    }
+
+    /// `calibrate --rotate hadamard --act 8 --act-clip 0.95` on the demo model (its first block):
+    /// the run says it calibrates the rotated model with quantized activations, and the block's loss.
+    func testCalibrateRotatedWithQuantizedActivations() throws {
+        let model = try TestPaths.requireDemoModel()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-calib-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("w4a8-rot.gguf").path
+        let r = try run("tessera", ["calibrate", model, "--bits", "4", "--group", "64", "--samples", "2", "--seq-len", "32",
+                                    "--stages", "exp:4:2", "--steps", "2", "-t", "2", "--blocks", "1", "-o", out,
+                                    "--rotate", "hadamard", "--rotate-seed", "5", "--act", "8", "--act-clip", "0.95",
+                                    "--data", TestPaths.data + "/wikitext2/wiki.valid.raw"], timeout: 600)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("rotation: hadamard, seed 5, online Hadamard before down_proj: yes"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("activations A8 per token, clip 0.95, fake-quantized"), r.stdout)
+        XCTAssertNotNil(r.stdout.range(of: #"block  0: loss [0-9.e+]+ → [0-9.e+]+"#, options: .regularExpression), r.stdout)
     }
 
     /// `calibrate --blocks N`: calibrates the first N blocks, prints their losses, writes no
