@@ -41,13 +41,6 @@ final class CalibrationTests: XCTestCase {
         return o
     }
 
-    func temporaryPath(_ name: String) -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-calib-\(UUID().uuidString)")
-        try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-        return dir.appendingPathComponent(name).path
-    }
-
     func calibrate(_ o: CalibrationOptions, to path: String, blocks: Int? = nil, resume: Bool = false,
                    source: InMemorySource = tinySource()) throws -> Calibrator.Summary {
         let calibrator = Calibrator(source: source, options: o, outputPath: path, pool: ThreadPool(threads: 2))

@@ -8,13 +8,6 @@ import KernelsC
 /// the packed model's inference, its gradients against finite differences, the held-out KL,
 /// resume, and the output file.
 final class EndToEndTests: XCTestCase {
-    func temporaryPath(_ name: String) -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-e2e-\(UUID().uuidString)")
-        try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-        return dir.appendingPathComponent(name).path
-    }
-
     /// The tiny model (teacher) and its W2g32 AWQ quantization (student, a packed file).
     func models() throws -> (InMemorySource, PackedModelSource) {
         let teacher = CalibrationTests.tinySource()

@@ -6,13 +6,6 @@ import XCTest
 /// The pieces calibrate, tune and average share: the zero point read from stored tensors, the
 /// "packed file with tensors replaced" writer (PackedRewrite) and the checkpoint folder.
 final class PackedRewriteTests: XCTestCase {
-    func temporaryPath(_ name: String) -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-rewrite-\(UUID().uuidString)")
-        try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-        return dir.appendingPathComponent(name).path
-    }
-
     /// A W4g32 RTN file of the tiny calibration model, with the given zero point and embedding.
     func rtnFile(zeroPoint: ZeroPoint, embedding: PackedFormat.Embedding = .f16) throws -> PackedModelSource {
         let path = temporaryPath("rtn-\(zeroPoint.label)-\(embedding.rawValue).gguf")

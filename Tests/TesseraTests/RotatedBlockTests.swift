@@ -9,18 +9,6 @@ import KernelsC
 /// online transform and the straight-through estimator against float64 finite differences, and
 /// the student forward against the inference of the same packed file.
 final class RotatedBlockTests: XCTestCase, BlockGradientChecking {
-    func temporaryPath(_ name: String) -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-calrot-\(UUID().uuidString)")
-        try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-        return dir.appendingPathComponent(name).path
-    }
-
-    /// max over rows of max|a − b| / max|b|.
-    static func relativeDifference(_ a: [[Float]], _ b: [[Float]]) -> Float {
-        RotationTests.maxRelativeDifference(a, b)
-    }
-
     // MARK: - The fake quantizer
 
     /// x̂ = xq·dx of `tsr_quantize_act_token_ref` (per token, clips 1, 0.9, 0.55) and of
@@ -162,11 +150,11 @@ final class RotatedBlockTests: XCTestCase, BlockGradientChecking {
             let shape = BlockShape(config: packed.config, rotation: packed.rotation)
             let quantizer = ActivationFakeQuantizer(mode: packed.storedActivation, clip: packed.storedActivationClip)
             XCTAssertEqual(quantizer?.clip, clip)
-            let matched = Self.relativeDifference(try student(shape: shape, activations: quantizer), inference)
+            let matched = RotationTests.maxRelativeDifference(try student(shape: shape, activations: quantizer), inference)
             XCTAssertLessThan(matched, 1e-4, mode.name)
-            let fpActivations = Self.relativeDifference(try student(shape: shape, activations: nil), inference)
+            let fpActivations = RotationTests.maxRelativeDifference(try student(shape: shape, activations: nil), inference)
             XCTAssertGreaterThan(fpActivations, 10 * max(matched, 1e-5), "\(mode.name): fp activations should differ")
-            let noTransform = Self.relativeDifference(try student(shape: BlockShape(config: packed.config), activations: quantizer), inference)
+            let noTransform = RotationTests.maxRelativeDifference(try student(shape: BlockShape(config: packed.config), activations: quantizer), inference)
             // Measured: 2e-7; with fp activations 0.0096 (A8), 0.058 (A4); without the transform 0.22.
             print("rotated W4 \(mode.name): student vs inference \(matched); fp activations \(fpActivations); no online transform \(noTransform)")
             XCTAssertGreaterThan(noTransform, 1e-2, "\(mode.name): without the online transform")

@@ -7,18 +7,6 @@ import XCTest
 /// the tiny calibration model (issue 35): the file records the rotation and runs near the fp
 /// model, resume gives the same file, and tune's teacher is rotated as the student.
 final class RotatedCalibrationTests: XCTestCase {
-    func temporaryPath(_ name: String) -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-calrot-\(UUID().uuidString)")
-        try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-        return dir.appendingPathComponent(name).path
-    }
-
-    /// max over rows of max|a − b| / max|b|.
-    static func relativeDifference(_ a: [[Float]], _ b: [[Float]]) -> Float {
-        RotationTests.maxRelativeDifference(a, b)
-    }
-
     /// Options for a short calibration of the tiny model: W4g32, per-token activations.
     static func rotatedOptions(_ mode: ActivationMode, clip: Float = 1) -> CalibrationOptions {
         var o = CalibrationTests.options(.tesseraq, bits: 4)
@@ -77,8 +65,8 @@ final class RotatedCalibrationTests: XCTestCase {
             }
             XCTAssertEqual(generated.count, 4)
 
-            let error = Self.relativeDifference(try RotationTests.logits(model, tokens), fpLogits)
-            let broken = Self.relativeDifference(try RotationTests.logits(RotationTests.withoutOnlineTransform(model), tokens), fpLogits)
+            let error = RotationTests.maxRelativeDifference(try RotationTests.logits(model, tokens), fpLogits)
+            let broken = RotationTests.maxRelativeDifference(try RotationTests.logits(RotationTests.withoutOnlineTransform(model), tokens), fpLogits)
             // Measured: A8 0.017 (0.072 without the transform), A4 0.034 (0.086), of the largest logit.
             print("tiny rotated W4 \(mode.name): logits vs fp \(error); without the online transform \(broken)")
             XCTAssertLessThan(error, bound, "\(mode.name): logits against the fp model")
@@ -129,13 +117,13 @@ final class RotatedCalibrationTests: XCTestCase {
         let fpLogits = try InferenceSession(model: try RotationTests.fp32Model(fpSource), contextLength: 32).forward(window, logitRows: 16)
         let V = student.config.vocab
         let teacherLogits = (0..<16).map { t in Array(tuner.teacherLogits.array[t * V..<(t + 1) * V]) }
-        XCTAssertLessThan(Self.relativeDifference(teacherLogits, fpLogits), 1e-2)
+        XCTAssertLessThan(RotationTests.maxRelativeDifference(teacherLogits, fpLogits), 1e-2)
         // Student: the packed file's inference.
         tuner.forward(window)
         let model = try WeightBinder(source: student).model(pool: pool)
         let inference = try InferenceSession(model: model, contextLength: 32).forward(window, logitRows: 16)
         let studentLogits = (0..<16).map { t in Array(tuner.logits.array[t * V..<(t + 1) * V]) }
-        XCTAssertLessThan(Self.relativeDifference(studentLogits, inference), 1e-4)
+        XCTAssertLessThan(RotationTests.maxRelativeDifference(studentLogits, inference), 1e-4)
 
         // A teacher rotated otherwise is refused; the rotated fp model itself is accepted.
         XCTAssertThrowsError(try EndToEndModel(teacher: try RotatedModelSource(base: fpSource, seed: 8), student: student, sequenceLength: 16, pool: pool))

@@ -1,4 +1,5 @@
 import Foundation
+import XCTest
 
 /// Locations the tests read: the repository's data/ (the files it ships, data/README.md), ../shared
 /// beside the repository for the few files it does not ship (llama.cpp's tokenizer test
@@ -61,5 +62,15 @@ extension TestPaths {
     static func requireDemoModel(file: StaticString = #filePath, line: UInt = #line) throws -> String {
         if haveDemoModel { return demoModel }
         throw unavailable("demo model not present at \(demoModel) (run scripts/setup.sh)", file: file, line: line)
+    }
+}
+
+extension XCTestCase {
+    /// A path named `name` in a fresh temporary folder that is removed when the test ends.
+    func temporaryPath(_ name: String) -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-test-\(UUID().uuidString)")
+        try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        return dir.appendingPathComponent(name).path
     }
 }
