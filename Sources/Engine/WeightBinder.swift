@@ -16,7 +16,8 @@ import Quant
 ///   anything else             FP32Linear                   FP32Linear
 ///
 /// mode = the caller's activation override, else the file's (`storedActivation`, a16 for GGUF);
-/// tables run A4 modes as A8 (`ActivationMode.atLeast8Bit`); likewise the per-token modes' clipping ratio (`storedActivationClip`, 1 unless a file says).
+/// likewise the per-token modes' clipping ratio (`storedActivationClip`, 1 unless a file says).
+/// Tables run A4 modes as A8 (`ActivationMode.atLeast8Bit`).
 /// A rotated source (`rotation.onlineDownHadamard`) gets the model's online Hadamard transform
 /// before down_proj; every other source binds exactly as before.
 /// `linears: .fp32` decodes every block linear to fp32 instead (the reference forward that

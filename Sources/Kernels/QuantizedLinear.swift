@@ -85,18 +85,16 @@ public final class QuantizedLinear: LinearWeights {
         switch activation {
         case .a16:
             for t in 0..<T { tsr_group_sums_f32(x + t * cols, Int32(cols), Int32(G), fsums + t * groups) }
-        case .a8, .a4:
-            let levels = activation.levels
+        case .a8, .a4, .a8Token, .a4Token:
+            // Per-token modes write their one scale into every block's dx: the A8/A4 kernels run unchanged.
+            let levels = activation.levels, n = Int32(cols), group = Int32(G)
             for t in 0..<T {
-                tsr_quantize_act(x + t * cols, Int32(cols), Int32(G), levels, xq + t * cols, dx + t * blocks,
-                                 bsums + t * blocks, fsums + t * groups)
-            }
-        case .a8Token, .a4Token:
-            // One scale per token, written to every block's dx: the A8/A4 kernels run unchanged.
-            let levels = activation.levels
-            for t in 0..<T {
-                tsr_quantize_act_token(x + t * cols, Int32(cols), Int32(G), levels, activationClip, xq + t * cols,
-                                       dx + t * blocks, bsums + t * blocks, fsums + t * groups)
+                let (xt, xqt, dxt, bt, st) = (x + t * cols, xq + t * cols, dx + t * blocks, bsums + t * blocks, fsums + t * groups)
+                if activation.perToken {
+                    tsr_quantize_act_token(xt, n, group, levels, activationClip, xqt, dxt, bt, st)
+                } else {
+                    tsr_quantize_act(xt, n, group, levels, xqt, dxt, bt, st)
+                }
             }
         }
         return PreparedInput(x: x, tokens: T, xq: xq, dx: dx, fsums: fsums)
