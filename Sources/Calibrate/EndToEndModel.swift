@@ -22,6 +22,10 @@ public final class EndToEndModel {
     let head: FloatBuffer            // [V, C]
     let outputNorm: FloatBuffer      // [C] the student's (trains with trainNorms)
     let teacherOutputNorm: FloatBuffer // [C] as in the file
+    /// A rotated student that kept its tied head: the output norm acts in the Hadamard domain
+    /// (RotationRecord.outputNormHadamard), after a weightless RMSNorm (`unitNorm`, all ones).
+    let outputNormHadamard: OnlineHadamard?
+    let unitNorm: FloatBuffer
     /// The norm weights that train with `trainNorms` ([C] each: attention and MLP norm of every
     /// block, then the output norm), their values in the file, and their names.
     let norms: [FloatBuffer], normInitial: [[Float]], normNames: [String]
@@ -75,6 +79,8 @@ public final class EndToEndModel {
         head = c.tiedEmbeddings ? embedding : try student.floatTensor(TensorName.output)
         teacherOutputNorm = try student.floatTensor(TensorName.outputNorm)
         outputNorm = FloatBuffer(count: c.hidden)
+        outputNormHadamard = student.rotation?.outputNormHadamard == true ? OnlineHadamard(width: c.hidden) : nil
+        unitNorm = FloatBuffer(Array(repeating: 1, count: c.hidden))
         outputNorm.pointer.update(from: teacherOutputNorm.pointer, count: c.hidden)
         norms = blocks.flatMap { [$0.attentionNorm, $0.mlpNorm] } + [outputNorm]
         normInitial = norms.map(\.array)
@@ -154,10 +160,12 @@ public final class EndToEndModel {
     /// `teacherLogits`, through the file's output norm (the student's may train) and the shared head.
     func projectTeacher(_ state: FloatBuffer) { project(state, norm: teacherOutputNorm, rstd: nil, into: teacherLogits) }
 
-    /// logits[T, V] = RMSNorm(h; norm)·headᵀ (normed kept in `normed`, 1/rms in `rstd`).
+    /// logits[T, V] = RMSNorm(h; norm)·headᵀ (normed kept in `normed`, 1/rms in `rstd`); with
+    /// `outputNormHadamard`, normed = Aᵀ·(norm ⊙ A·(h/rms(h))).
     func project(_ h: FloatBuffer, norm: FloatBuffer, rstd: FloatBuffer?, into out: FloatBuffer) {
-        BlockForwardBackward.rmsNormForward(h.pointer, norm.pointer, out: normed.pointer, rstd: rstd?.pointer,
-                                            N: T, C: C, eps: shape.eps, pool: pool)
+        BlockForwardBackward.rmsNormForward(h.pointer, outputNormHadamard == nil ? norm.pointer : unitNorm.pointer, out: normed.pointer,
+                                            rstd: rstd?.pointer, N: T, C: C, eps: shape.eps, pool: pool)
+        outputNormHadamard?.scaleInDomain(normed.pointer, rows: T, by: norm.pointer, pool: pool)
         let (C, V) = (self.C, self.V)
         pool.parallelFor(T, multiple: 8) { r in
             Matmul.sgemm(transA: false, transB: true, M: r.count, N: V, K: C, A: normed.pointer + r.lowerBound * C, lda: C,
@@ -206,10 +214,22 @@ public final class EndToEndModel {
         }
         // h → RMSNorm: dh (no residual); d outputNorm.
         let h = activations[blocks.count], L = blocks.count
-        BlockForwardBackward.rmsNormWeightGradient(gradient.pointer, x: h.pointer, rstd: outputRstd.pointer, into: dGamma + 2 * L * C, N: T, C: C, pool: pool)
+        if let a = outputNormHadamard {
+            // normed = Aᵀ·(g ⊙ A·n'), n' = h·rstd: dg = Σ_t (A·dnormed) ⊙ (A·h)·rstd, dn' = Aᵀ·(g ⊙ A·dnormed).
+            a.apply(gradient.pointer, rows: T, pool: pool)
+            normed.pointer.update(from: h.pointer, count: T * C)   // the student's normed is spent
+            a.apply(normed.pointer, rows: T, pool: pool)
+            BlockForwardBackward.rmsNormWeightGradient(gradient.pointer, x: normed.pointer, rstd: outputRstd.pointer, into: dGamma + 2 * L * C, N: T, C: C, pool: pool)
+            pool.parallelFor(T) { r in
+                for t in r { for i in 0..<C { gradient[t * C + i] *= outputNorm[i] } }
+            }
+            a.apply(gradient.pointer, rows: T, transpose: true, pool: pool)
+        } else {
+            BlockForwardBackward.rmsNormWeightGradient(gradient.pointer, x: h.pointer, rstd: outputRstd.pointer, into: dGamma + 2 * L * C, N: T, C: C, pool: pool)
+        }
         normGradient(dGamma, norm: 2 * L)
-        BlockForwardBackward.rmsNormBackward(gradient.pointer, x: h.pointer, weight: outputNorm.pointer, rstd: outputRstd.pointer,
-                                             residual: nil, into: inputGradient.pointer, N: T, C: C, pool: pool)
+        BlockForwardBackward.rmsNormBackward(gradient.pointer, x: h.pointer, weight: outputNormHadamard == nil ? outputNorm.pointer : unitNorm.pointer,
+                                             rstd: outputRstd.pointer, residual: nil, into: inputGradient.pointer, N: T, C: C, pool: pool)
         var dy = inputGradient, dx = gradient
         for b in stride(from: blocks.count - 1, through: 0, by: -1) {
             BlockForwardBackward.backward(blocks[b], shape: shape, B: 1, T: T, tape: tapes[b], dy: dy.pointer, grads: grads,

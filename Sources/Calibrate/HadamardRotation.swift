@@ -4,8 +4,9 @@ import Engine
 // QuaRot-style rotation of an fp Llama model (issue 35, part 1): a weight transformation that
 // leaves the model's function unchanged, so that quantizing the rotated weights (and, later,
 // the activations) meets no outlier channels. `tessera quantize --rotate hadamard` quantizes
-// the rotated view this file makes; the model code knows nothing of it, except the one online
-// transform the file's `tessera.rotation.online_down` key asks the forward pass for.
+// the rotated view this file makes; the model code knows nothing of it, except the online
+// transforms the file's `tessera.rotation.online_down` and `.output_norm_hadamard` keys ask the
+// forward pass for.
 //
 // Notation. Weights are stored [out, in] and act on column vectors, y = W·x. C = hidden size,
 // F = FFN width, D = head dim. H_n is the ±1 matrix KernelsC's `tsr_hadamard_f32` multiplies by
@@ -25,10 +26,14 @@ import Engine
 //    norm weights must be folded first: diag(g) does not commute with Q.
 //    Per row (W·Q)[r, :] = (Qᵀ·W[r, :]ᵀ)ᵀ = H_Cᵀ·(s ⊙ W[r, :])/√C; per column
 //    (Qᵀ·W)[:, j] = H_Cᵀ·(s ⊙ W[:, j])/√C: one transposed transform of each row or column.
-//    The head: tied, it is E·diag(g_out) after folding, so head' = E·diag(g_out)·Q, which is the
-//    rotated table E' = E·Q only when g_out = 1. With any other final-norm weight the rotation
-//    unties the head (`output.weight` is written: V·C more weights; SmolLM2-135M: 28.3 M,
-//    31.9 MB at q8). An untied head gets W·diag(g_out)·Q.
+//    The head. Untied, it is a reader: W·diag(g_out)·Q, and the final norm becomes weightless.
+//    Tied, folding g_out would make head' = E·diag(g_out)·Q, another table than E' = E·Q unless
+//    g_out = 1 (untying it would cost V·C more weights; SmolLM2-135M: 28.3 M, 31.9 MB at q8).
+//    So a tied head keeps the one table E' and the final norm keeps g_out, applied in the
+//    Hadamard domain: with n' = x'/rms(x') = Qᵀ·n the head must see u with E'·u = E·(g ⊙ n),
+//    i.e. Q·u = g ⊙ Q·n', u = Qᵀ·(g ⊙ Q·n') = Aᵀ·(g ⊙ A·n') with A = H_C/√C (the signs cancel,
+//    s ⊙ s = 1). The file says so (`tessera.rotation.output_norm_hadamard`) and the forward pass
+//    applies it (`OnlineHadamard.scaleInDomain`): two C-wide transforms per token.
 //
 // 2. Per attention head, between value and output, Hd = H_D/√D: v_proj's rows of KV head h,
 //    Wv[h·D ..< (h+1)·D, :], become Hd·Wv_h (each column of the block transformed); o_proj's
@@ -140,16 +145,14 @@ public enum HadamardRotation {
     }
 }
 
-/// The rotated view of a model (see the notes at the top of this file): the same config (its
-/// head untied when the final norm's weight is not 1), every tensor rotated as it is read,
-/// norms all ones, and `rotation` set so that a packed file written from it records the
-/// rotation and the binder applies the online transform.
+/// The rotated view of a model (see the notes at the top of this file): the same config (a tied
+/// head stays tied), every tensor rotated as it is read, block norms all ones (the final norm
+/// too, unless a tied head keeps it for the Hadamard domain), and `rotation` set so that a packed
+/// file written from it records the rotation and the binder applies the online transforms.
 public final class RotatedModelSource: ModelSource {
     public let base: ModelSource
     public let config: LlamaConfig
     public let rotation: RotationRecord?
-    /// True when the base's head was tied and the rotation wrote a separate one.
-    public let untiedHead: Bool
     private let signs: [Float]
     private let shapes: [String: [Int]]
 
@@ -171,15 +174,12 @@ public final class RotatedModelSource: ModelSource {
         }
         self.base = base
         signs = HadamardRotation.signs(seed: seed, count: c.hidden)
-        var config = c
-        if c.tiedEmbeddings {
-            let g = try base.floatTensor(TensorName.outputNorm)
-            config.tiedEmbeddings = g.array.allSatisfy { $0 == 1 }
-        }
-        untiedHead = c.tiedEmbeddings && !config.tiedEmbeddings
-        self.config = config
-        rotation = RotationRecord(kind: .hadamard, seed: seed, onlineDownHadamard: onlineDown)
-        shapes = Dictionary(uniqueKeysWithValues: config.requiredTensorShapes.map { ($0.name, $0.shape) })
+        config = c
+        // A tied head keeps its one table; the final norm's weight then acts in the Hadamard domain.
+        let finalNorm = try base.floatTensor(TensorName.outputNorm).array
+        let normInDomain = c.tiedEmbeddings && !finalNorm.allSatisfy { $0 == 1 }
+        rotation = RotationRecord(kind: .hadamard, seed: seed, onlineDownHadamard: onlineDown, outputNormHadamard: normInDomain)
+        shapes = Dictionary(uniqueKeysWithValues: c.requiredTensorShapes.map { ($0.name, $0.shape) })
     }
 
     public func hasTensor(_ name: String) -> Bool { shapes[name] != nil }
@@ -188,6 +188,7 @@ public final class RotatedModelSource: ModelSource {
     public func floatTensor(_ name: String) throws -> FloatBuffer {
         guard let shape = shapes[name] else { throw FormatError.missingTensor(path: path, tensor: name) }
         let c = config
+        if name == TensorName.outputNorm && rotation!.outputNormHadamard { return try copy(name) }   // applied in the Hadamard domain
         if shape.count == 1 { return FloatBuffer(Array(repeating: 1, count: shape[0])) }   // folded norms
         let rows = shape[0], cols = shape[1]
         if name == TensorName.tokenEmbedding {
@@ -196,8 +197,8 @@ public final class RotatedModelSource: ModelSource {
             return e
         }
         if name == TensorName.output {
-            // A separate head, or the tied table made one: W·diag(g_out)·Q.
-            let w = try copy(base.hasTensor(TensorName.output) ? TensorName.output : TensorName.tokenEmbedding)
+            // An untied head: W·diag(g_out)·Q.
+            let w = try copy(name)
             HadamardRotation.foldNorm(w, rows: rows, cols: cols, try base.floatTensor(TensorName.outputNorm))
             HadamardRotation.rotateReader(w, rows: rows, cols: cols, signs: signs)
             return w

@@ -18,8 +18,9 @@ import Quant
 /// mode = the caller's activation override, else the file's (`storedActivation`, a16 for GGUF);
 /// likewise the per-token modes' clipping ratio (`storedActivationClip`, 1 unless a file says).
 /// Tables run A4 modes as A8 (`ActivationMode.atLeast8Bit`).
-/// A rotated source (`rotation.onlineDownHadamard`) gets the model's online Hadamard transform
-/// before down_proj; every other source binds exactly as before.
+/// A rotated source gets the model's online Hadamard transform before down_proj
+/// (`rotation.onlineDownHadamard`) and its final norm in the Hadamard domain
+/// (`rotation.outputNormHadamard`); every other source binds exactly as before.
 /// `linears: .fp32` decodes every block linear to fp32 instead (the reference forward that
 /// tests compare the low-bit kernels and llama.cpp's fp32 figures against); tables keep the
 /// stored form either way.
@@ -113,7 +114,16 @@ public struct WeightBinder {
             ? try table(TensorName.output, rows: c.vocab, cols: c.hidden) : embedding
         return LlamaModel(config: c, tokenEmbedding: embedding, blocks: blocks,
                           outputNorm: try vector(TensorName.outputNorm, c.hidden), output: output, pool: pool,
-                          downInputHadamard: try downInputHadamard())
+                          downInputHadamard: try downInputHadamard(), outputNormHadamard: try outputNormHadamard())
+    }
+
+    /// The final norm's Hadamard-domain transform, when the source's rotation asks for it.
+    private func outputNormHadamard() throws -> OnlineHadamard? {
+        guard let rotation = source.rotation, rotation.outputNormHadamard else { return nil }
+        guard let h = OnlineHadamard(width: source.config.hidden) else {
+            throw FormatError.invalid(path: source.path, reason: "the file asks for the final norm in the Hadamard domain of width \(source.config.hidden) (the hidden size), which has no supported form (m·2^k, m = 1, 12, 20, 28 or 36)")
+        }
+        return h
     }
 
     /// The online transform before down_proj, when the source's rotation asks for it.

@@ -46,9 +46,10 @@ public enum Hadamard {
     }
 }
 
-/// The online transform a rotated model applies at run time: each row u of width n becomes
-/// H_n·u/√n (n = the FFN width, on the SwiGLU output before down_proj). The forward pass calls
-/// `apply`; the rotation folded Hᵀ/√n into down_proj's weights so the product is unchanged.
+/// The online transforms a rotated model applies at run time. With n = the FFN width, each row u
+/// of the SwiGLU output becomes H_n·u/√n before down_proj (`apply`; the rotation folded Hᵀ/√n
+/// into down_proj's weights, so the product is unchanged). With n = the hidden size, the final
+/// norm's weight g acts in the Hadamard domain (`scaleInDomain`), which keeps a tied head one table.
 public struct OnlineHadamard: Sendable {
     public let width: Int
 
@@ -58,8 +59,22 @@ public struct OnlineHadamard: Sendable {
         self.width = width
     }
 
-    /// rows × width values, row-major, transformed in place.
-    public func apply(_ x: UnsafeMutablePointer<Float>, rows: Int, pool: ThreadPool) {
-        Hadamard.applyRows(x, rows: rows, width: width, pool: pool)
+    /// rows × width values, row-major, transformed in place (`transpose`: by Hᵀ/√n, the inverse).
+    public func apply(_ x: UnsafeMutablePointer<Float>, rows: Int, transpose: Bool = false, pool: ThreadPool) {
+        Hadamard.applyRows(x, rows: rows, width: width, transpose: transpose, pool: pool)
+    }
+
+    /// Each row x := Aᵀ·(g ⊙ A·x), A = H_n/√n, in place: a per-channel scale g applied in the
+    /// Hadamard domain (its own transpose: the backward pass calls it on the gradient too).
+    public func scaleInDomain(_ x: UnsafeMutablePointer<Float>, rows: Int, by g: UnsafePointer<Float>, pool: ThreadPool) {
+        let n = width
+        pool.parallelFor(rows) { r in
+            for row in r {
+                let v = x + row * n
+                Hadamard.apply(v, n)
+                for i in 0..<n { v[i] *= g[i] }
+                Hadamard.apply(v, n, transpose: true)
+            }
+        }
     }
 }

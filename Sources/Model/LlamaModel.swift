@@ -64,10 +64,20 @@ public final class LlamaModel {
     /// A rotated model's online transform of the SwiGLU output before down_proj (its file says
     /// so: `tessera.rotation.online_down`); nil for every other model.
     public let downInputHadamard: OnlineHadamard?
+    /// A rotated model that kept its tied head (`tessera.rotation.output_norm_hadamard`): the
+    /// final norm is weightless and `outputNorm` acts in the Hadamard domain,
+    /// normed := Aᵀ·(g ⊙ A·(x/rms(x))), A = H_C/√C; nil for every other model.
+    public let outputNormHadamard: OnlineHadamard?
+    /// All ones [C]: the weightless norm that precedes `outputNormHadamard`.
+    let unitNorm: FloatBuffer
 
     public init(config: LlamaConfig, tokenEmbedding: EmbeddingTable, blocks: [LlamaBlock], outputNorm: FloatBuffer,
-                output: LinearWeights, pool: ThreadPool, downInputHadamard: OnlineHadamard? = nil) {
+                output: LinearWeights, pool: ThreadPool, downInputHadamard: OnlineHadamard? = nil,
+                outputNormHadamard: OnlineHadamard? = nil) {
         precondition(downInputHadamard.map { $0.width == config.ffn } ?? true, "the down_proj input transform must be FFN-wide")
+        precondition(outputNormHadamard.map { $0.width == config.hidden } ?? true, "the final norm's transform must be hidden-wide")
+        self.outputNormHadamard = outputNormHadamard
+        unitNorm = FloatBuffer(Array(repeating: 1, count: outputNormHadamard == nil ? 0 : config.hidden))
         self.config = config
         self.tokenEmbedding = tokenEmbedding
         self.blocks = blocks

@@ -81,12 +81,7 @@ struct Quantize: ParsableCommand {
         for (name, shape) in source.config.requiredTensorShapes where name.hasPrefix("blk.") && shape.count == 2 {
             linearWeights += shape[0] * shape[1]
         }
-        if let rotated = source as? RotatedModelSource, let rotation = rotated.rotation {
-            // output.weight, or its .codes/.scales/.offsets
-            let headBytes = packed.gguf.tensors.filter { $0.name.hasPrefix(TensorName.output) }.reduce(0) { $0 + $1.byteCount }
-            print("rotation: \(rotation.summary)"
-                  + (rotated.untiedHead ? String(format: "; the final norm's weight is folded into a separate head (%.2f MB)", Double(headBytes) / 1e6) : ""))
-        }
+        if let rotation = source.rotation { print("rotation: \(rotation.summary)") }
         print(String(format: "wrote %@ in %.1f s: W%dg%@ %@, block linears %.3f bits/weight, whole file %.2f MB (%.3f bits/parameter)",
                      output, (ContinuousClock.now - start).seconds, bits, group == 0 ? "row" : "\(group)", activation!.summary + (actClip != 1 ? " (clip \(actClip))" : ""),
                      Double(linearBytes * 8) / Double(linearWeights), Double(fileBytes) / 1e6,

@@ -50,6 +50,11 @@ final class EndToEndTests: XCTestCase {
     /// channels) with the largest gradients and some of every kind.
     func testGradientsMatchFiniteDifferences() throws {
         let (teacher, student) = try models()
+        try Self.checkGradients(teacher: teacher, student: student)
+    }
+
+    /// The gradient check of `testGradientsMatchFiniteDifferences`, for any teacher and student.
+    static func checkGradients(teacher: ModelSource, student: PackedModelSource) throws {
         let pool = ThreadPool(threads: 2)
         let tuner = try EndToEndModel(teacher: teacher, student: student, sequenceLength: 16, pool: pool)
         let window = Array(CalibrationTests.tokens()[200..<216])
@@ -69,10 +74,10 @@ final class EndToEndTests: XCTestCase {
         let C = student.config.hidden, normCount = tuner.norms.count
         XCTAssertEqual(normCount, 2 * student.config.blockCount + 1)
         let parameters: [(String, FloatBuffer, ReferenceWritableKeyPath<EndToEndModel, [Float]>, [Int])] = [
-            // First group of each layer of block 1; the first channel of each norm of block 1 and of the output norm.
+            // First group of each layer of block 1; a channel of each norm of block 1 and four of the output norm.
             ("α", dAlpha, \.alpha, tuner.layers.suffix(7).map { $0.first }),
             ("β", dBeta, \.beta, tuner.layers.suffix(7).map { $0.first }),
-            ("γ", dGamma, \.gamma, [(normCount - 3) * C, (normCount - 2) * C + 1, (normCount - 1) * C + 2]),
+            ("γ", dGamma, \.gamma, [(normCount - 3) * C, (normCount - 2) * C + 1] + [2, 5, 11, 30].map { (normCount - 1) * C + $0 }),
         ]
         for (name, grad, path, some) in parameters {
             let order = (0..<grad.count).sorted { abs(grad[$0]) > abs(grad[$1]) }

@@ -46,7 +46,8 @@ final class RotatedCalibrationTests: XCTestCase {
                 XCTAssertTrue(r.lossFinal.isFinite)
             }
             let packed = try PackedModelSource(gguf: GGUFFile(path: path))
-            XCTAssertEqual(packed.rotation, RotationRecord(seed: 3, onlineDownHadamard: true))
+            XCTAssertEqual(packed.rotation, RotationRecord(seed: 3, onlineDownHadamard: true, outputNormHadamard: true))   // tied, final norm ≠ 1
+            XCTAssertTrue(packed.config.tiedEmbeddings)
             XCTAssertEqual(packed.storedActivation, mode)
             XCTAssertEqual(packed.storedActivationClip, clip)
             XCTAssertEqual(packed.gguf.string("tessera.calibration.act"), mode.name)
@@ -92,6 +93,20 @@ final class RotatedCalibrationTests: XCTestCase {
         assertRefused(try Calibrator(source: CalibrationTests.tinySource(), options: o, outputPath: split, pool: ThreadPool(threads: 2))
             .run(tokens: CalibrationTests.tokens(), tokenizer: nil, embedding: .f16, resume: true), "unrotated")
         assertRefused(try calibrateRotated(Self.rotatedOptions(.a8Token, clip: 0.9), to: split, resume: true), "A8")
+    }
+
+    /// The tune's gradients on a rotated student whose tied head kept one table (its final norm
+    /// acts in the Hadamard domain, and trains there) against finite differences.
+    func testTuneGradientsWithTheFinalNormInTheHadamardDomain() throws {
+        let path = temporaryPath("rot16.gguf")
+        var o = Self.rotatedOptions(.a16)
+        o.method = .awq
+        o.bits = 2
+        _ = try calibrateRotated(o, seed: 7, to: path)
+        let student = try PackedModelSource(gguf: GGUFFile(path: path))
+        XCTAssertEqual(student.rotation?.outputNormHadamard, true)
+        XCTAssertTrue(student.config.tiedEmbeddings)
+        try EndToEndTests.checkGradients(teacher: CalibrationTests.tinySource(), student: student)
     }
 
     /// Tune on a rotated A8 file: the teacher is the fp model rotated with the file's seed (its

@@ -25,7 +25,13 @@ final class RotationTests: XCTestCase {
     /// The same weights without the online transform (what a runtime ignoring the flag would run).
     static func withoutOnlineTransform(_ m: LlamaModel) -> LlamaModel {
         LlamaModel(config: m.config, tokenEmbedding: m.tokenEmbedding, blocks: m.blocks, outputNorm: m.outputNorm,
-                   output: m.output, pool: m.pool)
+                   output: m.output, pool: m.pool, outputNormHadamard: m.outputNormHadamard)
+    }
+
+    /// The model with its final norm's weight applied as usual, not in the Hadamard domain.
+    static func withoutHeadNormTransform(_ m: LlamaModel) -> LlamaModel {
+        LlamaModel(config: m.config, tokenEmbedding: m.tokenEmbedding, blocks: m.blocks, outputNorm: m.outputNorm,
+                   output: m.output, pool: m.pool, downInputHadamard: m.downInputHadamard)
     }
 
     /// LLaMA-3.2 in miniature: GQA 8/2 heads of 16, llama3 RoPE scaling, FFN 3× hidden
@@ -76,11 +82,14 @@ final class RotationTests: XCTestCase {
             let base = InMemorySource(config: config, seed: 11, tied: tied)
             if unitFinalNorm { base.tensors[TensorName.outputNorm]!.values = Array(repeating: 1, count: config.hidden) }
             let rotated = try RotatedModelSource(base: base, seed: 7)
-            // A tied head stays tied only when the final norm's weight is 1 (then head' = E·Q = E').
-            XCTAssertEqual(rotated.config.tiedEmbeddings, tied && unitFinalNorm, label)
-            XCTAssertEqual(rotated.untiedHead, tied && !unitFinalNorm, label)
-            XCTAssertEqual(rotated.hasTensor(TensorName.output), !(tied && unitFinalNorm), label)
-            XCTAssertEqual(rotated.rotation, RotationRecord(kind: .hadamard, seed: 7, onlineDownHadamard: true), label)
+            // A tied head stays one table; unless the final norm's weight is 1, that weight then
+            // acts in the Hadamard domain (the file says so).
+            let normInDomain = tied && !unitFinalNorm
+            XCTAssertEqual(rotated.config.tiedEmbeddings, tied, label)
+            XCTAssertEqual(rotated.hasTensor(TensorName.output), !tied, label)
+            XCTAssertEqual(rotated.rotation, RotationRecord(kind: .hadamard, seed: 7, onlineDownHadamard: true, outputNormHadamard: normInDomain), label)
+            XCTAssertEqual(try rotated.floatTensor(TensorName.outputNorm).array,
+                           normInDomain ? base.tensors[TensorName.outputNorm]!.values : Array(repeating: 1, count: config.hidden), label)
             // The weights really moved; the norms are folded.
             for name in [TensorName.tokenEmbedding, TensorName.block(1, "attn_v"), TensorName.block(0, "ffn_down")] {
                 let a = try rotated.floatTensor(name).array, b = base.tensors[name]!.values
@@ -91,13 +100,18 @@ final class RotationTests: XCTestCase {
             let reference = try Self.fp32Model(base), model = try Self.fp32Model(rotated)
             XCTAssertNil(reference.downInputHadamard, label)
             XCTAssertEqual(model.downInputHadamard?.width, config.ffn, label)
-            XCTAssertEqual(model.output === model.tokenEmbedding, tied && unitFinalNorm, label)
+            XCTAssertEqual(model.output === model.tokenEmbedding, tied, label)
+            XCTAssertEqual(model.outputNormHadamard?.width, normInDomain ? config.hidden : nil, label)
             let want = try Self.logits(reference, Self.tokens)
             let diff = Self.maxRelativeDifference(try Self.logits(model, Self.tokens), want)
             XCTAssertLessThanOrEqual(diff, 1e-4, label)
             // Skipping the online transform breaks it: the forward pass must apply it.
             let skipped = Self.maxRelativeDifference(try Self.logits(Self.withoutOnlineTransform(model), Self.tokens), want)
             XCTAssertGreaterThan(skipped, 1e-2, label)
+            if normInDomain {
+                let plainNorm = Self.maxRelativeDifference(try Self.logits(Self.withoutHeadNormTransform(model), Self.tokens), want)
+                XCTAssertGreaterThan(plainNorm, 1e-2, "\(label): the final norm must act in the Hadamard domain")
+            }
 
             // Without the online transform (down_proj not folded with HFᵀ): same function, no transform.
             let plain = try RotatedModelSource(base: base, seed: 7, onlineDown: false)
@@ -134,10 +148,13 @@ final class RotationTests: XCTestCase {
         let gguf = try GGUFModelSource(gguf: GGUFFile(path: try TestPaths.requireDemoModel()))
         let base = FP32View(gguf)
         let rotated = try RotatedModelSource(base: base, seed: 42)
-        XCTAssertTrue(rotated.untiedHead, "SmolLM2's final norm weight is not 1: the rotated head is separate")
+        XCTAssertTrue(rotated.config.tiedEmbeddings && !rotated.hasTensor(TensorName.output), "the tied head stays one table")
+        XCTAssertEqual(rotated.rotation?.outputNormHadamard, true, "SmolLM2's final norm weight is not 1: it acts in the Hadamard domain")
         let reference = try Self.fp32Model(base), model = try Self.fp32Model(rotated)
         XCTAssertTrue(reference.tokenEmbedding is FP32Linear)
         XCTAssertEqual(model.downInputHadamard?.width, 1536)
+        XCTAssertEqual(model.outputNormHadamard?.width, 576)
+        XCTAssertTrue(model.output === model.tokenEmbedding)
         let tokens: [Int32] = [504, 3575, 282, 4649, 314, 7042, 30]   // "The capital of France is Paris."
         let want = try Self.logits(reference, tokens), got = try Self.logits(model, tokens)
         let diff = Self.maxRelativeDifference(got, want)
@@ -154,9 +171,10 @@ final class RotationTests: XCTestCase {
     }
 
     /// W8g32 RTN of the rotated model: the file records the rotation, loads with the online
-    /// transform (an untied head stays untied), and runs close to the unrotated W8g32 file.
+    /// transforms (a tied head stays one table, an untied one stays untied), and runs close to
+    /// the unrotated W8g32 file.
     func testRotatedEightBitFileRoundTrip() throws {
-        for (label, tied) in [("tied (unties)", true), ("untied", false)] {
+        for (label, tied) in [("tied", true), ("untied", false)] {
             let base = InMemorySource(config: Self.llamaShape, seed: 21, tied: tied)
             let plainPath = tempPath(), rotatedPath = tempPath(), noOnlinePath = tempPath()
             defer { for p in [plainPath, rotatedPath, noOnlinePath] { try? FileManager.default.removeItem(atPath: p) } }
@@ -174,12 +192,15 @@ final class RotationTests: XCTestCase {
             XCTAssertEqual(rotated.gguf.string(RotationRecord.kindKey), "hadamard")
             XCTAssertEqual(rotated.gguf.metadata[RotationRecord.seedKey], .uint64(9))
             XCTAssertEqual(rotated.gguf.bool(RotationRecord.onlineDownKey), true)
-            XCTAssertEqual(rotated.rotation, RotationRecord(kind: .hadamard, seed: 9, onlineDownHadamard: true))
-            XCTAssertEqual(noOnline.rotation, RotationRecord(kind: .hadamard, seed: 9, onlineDownHadamard: false))
-            // The separate head is packed (output.weight.codes) and reads back as separate.
+            XCTAssertEqual(rotated.gguf.metadata[RotationRecord.outputNormHadamardKey], tied ? .bool(true) : nil, label)
+            XCTAssertEqual(rotated.rotation, RotationRecord(kind: .hadamard, seed: 9, onlineDownHadamard: true, outputNormHadamard: tied))
+            XCTAssertEqual(noOnline.rotation, RotationRecord(kind: .hadamard, seed: 9, onlineDownHadamard: false, outputNormHadamard: tied))
+            // Tied stays tied (one table, no output.weight); a separate head is packed and reads back as separate.
             XCTAssertEqual(plain.config.tiedEmbeddings, tied, label)
-            XCTAssertFalse(rotated.config.tiedEmbeddings, label)
-            XCTAssertTrue(rotated.isPacked(TensorName.output), label)
+            XCTAssertEqual(rotated.config.tiedEmbeddings, tied, label)
+            XCTAssertEqual(rotated.isPacked(TensorName.output), !tied, label)
+            func bytes(_ p: String) throws -> Int { (try FileManager.default.attributesOfItem(atPath: p)[.size] as? Int) ?? 0 }
+            XCTAssertLessThanOrEqual(try bytes(rotatedPath), try bytes(plainPath) + 4096, "\(label): rotation adds no table")
 
             let reference = try Self.logits(try Self.fp32Model(base), Self.tokens)
             func run(_ s: PackedModelSource) throws -> (LlamaModel, [[Float]]) {
@@ -193,7 +214,8 @@ final class RotationTests: XCTestCase {
             XCTAssertEqual(rotatedModel.downInputHadamard?.width, Self.llamaShape.ffn, label)
             XCTAssertNil(noOnlineModel.downInputHadamard, label)
             XCTAssertEqual(plainModel.output === plainModel.tokenEmbedding, tied, label)
-            XCTAssertFalse(rotatedModel.output === rotatedModel.tokenEmbedding, label)
+            XCTAssertEqual(rotatedModel.output === rotatedModel.tokenEmbedding, tied, label)
+            XCTAssertEqual(rotatedModel.outputNormHadamard != nil, tied, label)
             let toPlain = Self.maxRelativeDifference(rotatedLogits, plainLogits)
             let plainToFP = Self.maxRelativeDifference(plainLogits, reference)
             let rotatedToFP = Self.maxRelativeDifference(rotatedLogits, reference)
@@ -266,6 +288,13 @@ final class RotationTests: XCTestCase {
         XCTAssertThrowsError(try RotationRecord.read(noSeed)) { XCTAssertTrue("\($0)".contains(RotationRecord.seedKey), "\($0)") }
         let noFlag = try file([(RotationRecord.kindKey, .string("hadamard")), (RotationRecord.seedKey, .uint64(3))])
         XCTAssertThrowsError(try RotationRecord.read(noFlag)) { XCTAssertTrue("\($0)".contains(RotationRecord.onlineDownKey), "\($0)") }
+        // The final norm's flag is optional (files made before it have none) but must be a bool.
+        let headFlag = try file([(RotationRecord.kindKey, .string("hadamard")), (RotationRecord.seedKey, .uint64(3)),
+                                 (RotationRecord.onlineDownKey, .bool(true)), (RotationRecord.outputNormHadamardKey, .bool(true))])
+        XCTAssertEqual(try RotationRecord.read(headFlag), RotationRecord(kind: .hadamard, seed: 3, onlineDownHadamard: true, outputNormHadamard: true))
+        let badHeadFlag = try file([(RotationRecord.kindKey, .string("hadamard")), (RotationRecord.seedKey, .uint64(3)),
+                                    (RotationRecord.onlineDownKey, .bool(true)), (RotationRecord.outputNormHadamardKey, .uint64(1))])
+        XCTAssertThrowsError(try RotationRecord.read(badHeadFlag)) { XCTAssertTrue("\($0)".contains(RotationRecord.outputNormHadamardKey), "\($0)") }
     }
 }
 
