@@ -18,8 +18,8 @@ public struct ChainProgress: Sendable {
 /// seconds per unit measured so far, so the stages not started yet are estimated from the plan
 /// at the measured rate.
 public struct ChainETA: Sendable {
-    /// Every stage's estimated cost, in order.
-    public let stageUnits: [Double]
+    /// Every stage's estimated cost, in order (replaced when a time budget re-plans).
+    public var stageUnits: [Double]
     /// Seconds per unit, from the last stage with enough progress; nil before that.
     public private(set) var secondsPerUnit: Double?
     var stage = -1

@@ -29,8 +29,9 @@ public final class CalibrationChainRunner {
     public var blockLimit: Int?
     /// Keep `<output>.calib/` after success.
     public var keepIntermediate = false
-    /// `--time-budget`: the chain's steps are scaled to fit (`ChainPlanner`) when a run starts;
-    /// a resumed run keeps the recorded plan.
+    /// `--time-budget`: the chain's steps are scaled to fit (`ChainPlanner`) when a run starts,
+    /// and the rounds left again before each round, at the rate the finished stages measured;
+    /// every plan is recorded before its stage starts, so a resumed run keeps it.
     public var budget: TimeBudget?
     /// The stages' costs in seconds for the budget; nil: the cost model at the probed rate.
     public var estimateCosts: ((CalibrationChain) -> [StageCost])?
@@ -49,10 +50,16 @@ public final class CalibrationChainRunner {
         checkpoint = Checkpoint(output: outputPath, suffix: ".calib")
     }
 
-    /// The plan a run follows, as recorded in the state.
+    /// The plan a run follows, as recorded in the state (ChainBudget.swift makes it).
     struct Plan: Codable, Equatable {
         var blockwiseSteps: Int
         var rounds: [TuneRound]
+        /// Under a budget: each planned round's steps as asked for (a re-plan may give them back),
+        /// the measured rate (flops per second) of the cost model, and the stage whose re-plan is
+        /// the latest recorded (0: the first plan).
+        var requestedRoundSteps: [Int]
+        var flopsPerSecond: Double?
+        var plannedThrough = 0
         var budgetSummary: String?
     }
 
@@ -85,29 +92,6 @@ public final class CalibrationChainRunner {
         requested.fingerprint + Calibrator.fingerprint(source: source, tokens: tokens) + (budget.map { ["budget=\($0.argument)"] } ?? [])
     }
 
-    /// The plan of a fresh run: the requested chain, or under a budget the planner's.
-    func makePlan() throws -> Plan {
-        guard let budget else { return Plan(blockwiseSteps: requested.blockwise.stepsPerStage, rounds: requested.rounds) }
-        let costs: [StageCost]
-        if let estimateCosts {
-            costs = estimateCosts(requested)
-        } else {
-            let T = min(512, requested.blockwise.sequenceLength)
-            let rate = ChainCostModel.probe(config: source.config, sequenceLength: T, pool: pool)
-            costs = ChainCostModel(config: source.config, flopsPerSecond: rate).costs(requested)
-        }
-        let fitted = try ChainPlanner.fit(costs, budget: budget.seconds)
-        var rounds: [TuneRound] = []
-        for (k, round) in requested.rounds.enumerated() {
-            guard let steps = fitted.steps[k + 1] else { continue }
-            var r = round
-            r.steps = steps
-            rounds.append(r)
-        }
-        return Plan(blockwiseSteps: fitted.steps[0]!, rounds: rounds,
-                    budgetSummary: ChainPlanner.summary(costs, fitted, budget: budget.seconds))
-    }
-
     func stageOutput(_ k: Int) -> String { checkpoint.path(k == 0 ? "blockwise.gguf" : "tune\(k).gguf") }
 
     /// Runs the chain (or what is left of it) and writes `outputPath`. `tokens` is the tokenized data.
@@ -128,12 +112,16 @@ public final class CalibrationChainRunner {
             }
         }
         let resumedAt = state.completedStages
-        let chain = chain(state.plan)
         if let note = state.plan.budgetSummary { log(note) }
-        var eta = ChainETA(stageUnits: ChainCostModel(config: source.config).costs(chain).map { $0.seconds(steps: $0.steps) })
 
-        for k in state.completedStages..<chain.stageCount {
+        var eta = ChainETA(stageUnits: [])
+        while state.completedStages < 1 + state.plan.rounds.count {
+            let k = state.completedStages
+            if budget != nil && k > 0 && state.plan.plannedThrough < k { try replan(&state, before: k) }
+            let chain = chain(state.plan)
+            guard k < chain.stageCount else { break }
             let stageStart = ContinuousClock.now
+            eta.stageUnits = ChainCostModel(config: source.config).costs(chain).map { $0.seconds(steps: $0.steps) }
             func show(_ detail: String, _ fraction: Double) {
                 let left = eta.update(stage: k, fraction: fraction)
                 progress(ChainProgress(stage: k, stages: chain.stageCount, name: chain.stageName(k), detail: detail,
@@ -155,6 +143,7 @@ public final class CalibrationChainRunner {
             if let stop = stopAfter, stop.stage == k, stop.step == nil { throw CalibrationError("stopped after stage \(k + 1) (test hook)") }
         }
 
+        let chain = chain(state.plan)
         try Self.copyAtomically(stageOutput(chain.stageCount - 1), to: outputPath)
         if !keepIntermediate { checkpoint.removeAll() }
         return Summary(chain: chain, wroteModel: true, resumedAtStage: resumedAt, seconds: (ContinuousClock.now - start).seconds)

@@ -81,7 +81,7 @@ struct CalibrateCommand: ParsableCommand {
     @Option(name: .customLong("tune-steps"), help: "Replace the preset's tune rounds by one 512-token round of N steps (the preset's first round's windows and rate; 0: block-wise only).") var tuneSteps: Int?
     @Option(name: .customLong("tune-samples"), help: "Windows of every tune round (default: the preset's, 256 or 64).") var tuneSamples: Int?
     @Option(name: .customLong("tune-seq-len"), help: "Tokens per window of every tune round (default: the preset's, 512 or 2048).") var tuneSeqLen: Int?
-    @Option(name: .customLong("time-budget"), help: "Scale the chain's steps to fit this long, e.g. 90s, 60m or 2h (estimated from the model's shape and a short speed probe; tune rounds are dropped, latest first, before a stage goes below a quarter of its steps). The plan is printed and kept for --resume.") var timeBudget: TimeBudget?
+    @Option(name: .customLong("time-budget"), help: "Scale the chain's steps to fit this long, e.g. 90s, 60m or 2h (estimated from the model's shape and a short speed probe; tune rounds are dropped, latest first, before a stage goes below a quarter of its steps). The plan is printed and kept for --resume.") var timeBudget: String?
 
     var groupSize: Int? { group == "row" ? 0 : Int(group) }
 
@@ -106,6 +106,9 @@ struct CalibrateCommand: ParsableCommand {
             if let value, value < 1 { throw ValidationError("\(name) must be positive, got \(value)") }
         }
         if let tuneSeqLen, tuneSeqLen < 2 { throw ValidationError("--tune-seq-len must be at least 2") }
+        if let timeBudget, TimeBudget(argument: timeBudget) == nil {
+            throw ValidationError("--time-budget must be a positive duration with a unit, like 90s, 60m or 1.5h, got \(timeBudget)")
+        }
         if blocks != nil && timeBudget != nil { throw ValidationError("--blocks and --time-budget do not go together: --blocks runs part of the block-wise stage only") }
         if let tokenNormCap, !(tokenNormCap == 0 || tokenNormCap >= 1) { throw ValidationError("--token-norm-cap must be 0 (off) or at least 1, got \(tokenNormCap)") }
     }
@@ -176,7 +179,7 @@ struct CalibrateCommand: ParsableCommand {
         runner.trajectoryBudget = maxMemory?.bytes
         runner.blockLimit = blocks
         runner.keepIntermediate = keepIntermediate || keepCheckpoint
-        runner.budget = timeBudget
+        runner.budget = timeBudget.flatMap(TimeBudget.init(argument:))
         let bar = ChainProgressLine()
         runner.log = { line in
             bar.clear()
@@ -237,5 +240,4 @@ struct ByteCount: ExpressibleByArgument {
 
 extension CalibrationOptions.Method: ExpressibleByArgument {}
 extension CalibrationChain.Preset: ExpressibleByArgument {}
-extension TimeBudget: ExpressibleByArgument {}
 extension CalibrationOptions.Initialisation: ExpressibleByArgument {}

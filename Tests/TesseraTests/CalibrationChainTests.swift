@@ -99,35 +99,71 @@ final class CalibrationChainTests: XCTestCase {
         XCTAssertEqual(kept, ["blockwise.gguf", "state.json", "tune1.gguf", "tune2.gguf"])
     }
 
-    /// Under a time budget the plan is made once and recorded: a resumed run keeps it (it does
-    /// not estimate again), and the file is the planned chain's.
-    func testTimeBudgetPlanIsRecordedAndKeptOnResume() throws {
+    /// Under a time budget the first plan is made when the run starts, and the rounds left are
+    /// re-planned before each round at the rate the finished stages measured; each plan is
+    /// recorded before its stage starts, so a run resumed inside a stage keeps it.
+    func testTimeBudgetPlansAreRecordedAndKeptOnResume() throws {
         let out = temporaryPath("budget.gguf")
         // Given costs: block-wise 10 s + 2 s per step per stage, the rounds 5 s + 1 s per step.
+        var estimates = 0
         let costs: (CalibrationChain) -> [StageCost] = { chain in
+            estimates += 1
+            return [StageCost(name: "block-wise", fixedSeconds: 10, secondsPerStep: 2, steps: chain.blockwise.stepsPerStage, minimumSteps: 2, droppable: false)]
+                + chain.rounds.enumerated().map { StageCost(name: "tune \($0.offset + 1)", fixedSeconds: 5, secondsPerStep: 1, steps: $0.element.steps, minimumSteps: 7, droppable: true) }
+        }
+        var lines: [String] = []
+        func runner(stop: (Int, Int?)?) -> CalibrationChainRunner {
+            let r = self.runner(out)
+            r.budget = TimeBudget(argument: "85s")
+            r.estimateCosts = costs
+            r.stopAfter = stop
+            r.log = { lines.append($0) }
+            return r
+        }
+        // 85 s: 10 + 5 + 5 fixed and 20 + 30 + 30 s of steps at full length: 65/80 of each, and
+        // the second left back to tune 1.
+        XCTAssertThrowsError(try runner(stop: (0, nil)).run(tokens: Self.tokens, tokenizer: nil, embedding: .f16, resume: false))
+        XCTAssertTrue(lines.contains("time budget 1m25s: block-wise 10 → 8 steps per stage, tune 1 30 → 25 steps, tune 2 30 → 24 steps (estimated 1m25s)"), "\(lines)")
+        // Before tune 1: the block-wise stage took a fraction of a second against 26 s estimated,
+        // so the rounds get their steps back; that plan is recorded, and the run stops inside tune 1.
+        lines = []
+        XCTAssertThrowsError(try runner(stop: (1, 25)).run(tokens: Self.tokens, tokenizer: nil, embedding: .f16, resume: true))
+        XCTAssertTrue(lines.contains { $0.hasPrefix("time budget 1m25s, ") && $0.contains("before tune 1") && $0.hasSuffix(": tune 1 30 steps, tune 2 30 steps") }, "\(lines)")
+        // Resumed inside tune 1: no new plan for it; one before tune 2.
+        lines = []
+        estimates = 0
+        let summary = try runner(stop: nil).run(tokens: Self.tokens, tokenizer: nil, embedding: .f16, resume: true)
+        XCTAssertEqual(lines.filter { $0.contains(" left before ") }.count, 1, "\(lines)")
+        XCTAssertTrue(lines.contains { $0.contains("before tune 2") }, "\(lines)")
+        XCTAssertEqual(estimates, 2, "one estimate of the stages done and one of those left, before tune 2 only")
+        XCTAssertEqual(summary.chain.blockwise.stepsPerStage, 8)
+        XCTAssertEqual(summary.chain.rounds.map(\.steps), [30, 30])
+        let file = try PackedModelSource(gguf: GGUFFile(path: out))
+        XCTAssertEqual(file.gguf.string("tessera.calibration.steps"), "8")
+        XCTAssertTrue(file.gguf.string("tessera.e2e.settings")?.contains("steps=30") == true)
+    }
+
+    /// The re-plan before a round on given numbers: the block-wise stage estimated at 26 s took
+    /// 13 s, 52 s or 100 s of an 85 s budget; the rounds left are scaled by the same factor.
+    func testReplanScalesTheRoundsLeftByTheMeasuredRate() throws {
+        let out = temporaryPath("replan.gguf")
+        try FileManager.default.createDirectory(atPath: out + ".calib", withIntermediateDirectories: true)
+        let r = runner(out)
+        r.budget = TimeBudget(argument: "85s")
+        r.estimateCosts = { chain in
             [StageCost(name: "block-wise", fixedSeconds: 10, secondsPerStep: 2, steps: chain.blockwise.stepsPerStage, minimumSteps: 2, droppable: false)]
                 + chain.rounds.enumerated().map { StageCost(name: "tune \($0.offset + 1)", fixedSeconds: 5, secondsPerStep: 1, steps: $0.element.steps, minimumSteps: 7, droppable: true) }
         }
-        // 85 s: 10 + 5 + 5 fixed, 20 + 30 + 30 = 80 s of steps at full length → 65/80 of each.
-        let first = runner(out)
-        first.budget = TimeBudget(argument: "85s")
-        first.estimateCosts = costs
-        first.stopAfter = (0, nil)
-        var lines: [String] = []
-        first.log = { lines.append($0) }
-        XCTAssertThrowsError(try first.run(tokens: Self.tokens, tokenizer: nil, embedding: .f16, resume: false))
-        let note = try XCTUnwrap(lines.first { $0.hasPrefix("time budget 1m25s: ") }, "\(lines)")
-        XCTAssertTrue(note.contains("block-wise 10 → 8 steps per stage"), note)
-
-        let again = runner(out)
-        again.budget = TimeBudget(argument: "85s")
-        again.estimateCosts = { _ in XCTFail("a resumed run must keep the recorded plan"); return [] }
-        let summary = try again.run(tokens: Self.tokens, tokenizer: nil, embedding: .f16, resume: true)
-        XCTAssertEqual(summary.chain.blockwise.stepsPerStage, 8)
-        XCTAssertEqual(summary.chain.rounds.map(\.steps), [25, 24])
-        let file = try PackedModelSource(gguf: GGUFFile(path: out))
-        XCTAssertEqual(file.gguf.string("tessera.calibration.steps"), "8")
-        XCTAssertTrue(file.gguf.string("tessera.e2e.settings")?.contains("steps=24") == true)
+        let first = CalibrationChainRunner.Plan(blockwiseSteps: 8, rounds: Self.chain().rounds.map { var r = $0; r.steps = 25; return r },
+                                                requestedRoundSteps: [30, 30])
+        for (seconds, expected) in [(13.0, [30, 30]), (52, [11]), (100, [])] {
+            var state = CalibrationChainRunner.State(fingerprint: [], plan: first, completedStages: 1, stageSeconds: [seconds])
+            try r.replan(&state, before: 1)
+            XCTAssertEqual(state.plan.rounds.map(\.steps), expected, "\(seconds) s")
+            XCTAssertEqual(state.plan.plannedThrough, 1)
+            XCTAssertEqual(state.plan.blockwiseSteps, 8)
+            XCTAssertEqual(r.checkpoint.load()?.plan, state.plan, "recorded before the stage starts")
+        }
     }
 
     // MARK: - Planner (given costs, no clock)
