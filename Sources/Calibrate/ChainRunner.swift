@@ -127,7 +127,7 @@ public final class CalibrationChainRunner {
                 progress(ChainProgress(stage: k, stages: chain.stageCount, name: chain.stageName(k), detail: detail,
                                        fraction: fraction, remainingSeconds: left))
             }
-            log("stage \(k + 1)/\(chain.stageCount): \(chain.stageName(k)) — \(chain.summaryLines[k])")
+            log("stage \(k + 1)/\(chain.stageCount): \(chain.summaryLines[k])")
             if k == 0 {
                 guard try runBlockwise(chain.blockwise, tokens: tokens, tokenizer: tokenizer, embedding: embedding, show: show) else {
                     return Summary(chain: chain, wroteModel: false, resumedAtStage: resumedAt, seconds: (ContinuousClock.now - start).seconds)
@@ -198,6 +198,7 @@ public final class CalibrationChainRunner {
                 show(String(format: "step %d/%d KL %.4f", p.step, p.steps, p.loss), (units.fixed + units.perStep * Double(p.step)) / total)
             }
         }
+        if report.resumedAt > 0 { log("resumed after step \(report.resumedAt)") }
         report.summaryLines.forEach(log)
         try tuner.writeLogs(report, prefix: outputPath + ".tune\(k)")
         log(String(format: "tune %d done (+ %@.tune%d.json, .svg) in %.1f s", k, outputPath, k, report.seconds))
