@@ -69,9 +69,8 @@ public struct ChainCostModel: Sendable {
     /// second for the demo model).
     public static func probe(config c: LlamaConfig, sequenceLength T: Int, pool: ThreadPool) -> Double {
         let shapes = [(c.heads * c.headDim, c.hidden), (c.ffn, c.hidden), (c.hidden, c.ffn)]
-        let width = shapes.map { max($0.0, $0.1) }.max()!
-        let x = FloatBuffer(count: T * width), y = FloatBuffer(count: T * width)
-        let w = FloatBuffer(count: width * width)
+        let x = FloatBuffer(count: T * shapes.map(\.1).max()!), y = FloatBuffer(count: T * shapes.map(\.0).max()!)
+        let w = FloatBuffer(count: shapes.map { $0.0 * $0.1 }.max()!)
         var rng = SplitMix64(seed: 1)
         for i in 0..<x.count { x[i] = Float.random(in: -1...1, using: &rng) }
         for i in 0..<w.count { w[i] = Float.random(in: -1...1, using: &rng) }

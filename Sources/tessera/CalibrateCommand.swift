@@ -18,7 +18,8 @@ struct CalibrateCommand: ParsableCommand {
         model's; a tune round trains every group's scale and offset end to end against the fp \
         model, as tessera tune does. Everything in between (each stage's file and checkpoint, \
         the plan) is in OUT.calib/; re-run with --resume to continue an interrupted run from \
-        any stage. Writes OUT, OUT.log.json and OUT.svg (block-wise losses), OUT.tuneK.json and \
+        any stage. --time-budget 60m scales the steps to fit, --tune-steps 0 stops after the \
+        block-wise stage. Writes OUT, OUT.log.json and OUT.svg (block-wise losses), OUT.tuneK.json and \
         OUT.tuneK.svg (round K). With --act 8 or 4 (or 8-block, 4-block) the calibrated blocks \
         quantize the inputs of their linears as the output will run (the fp targets do not); \
         with --rotate hadamard the fp model is rotated first, as tessera quantize --rotate \
@@ -52,24 +53,24 @@ struct CalibrateCommand: ParsableCommand {
     @Option(help: "The chain: fast (block-wise 128×512 windows, 10 stages × 40 steps, lr 1e-2; then one 512-token tune), quality (block-wise fast at 80 steps per stage; a 512-token tune and two 2048-token rounds) or paper (the reference's block-wise budget: 512×2048 windows, 20 stages × 250 steps, batch 4; no tune).")
     var preset: CalibrationChain.Preset = .fast
 
-    @Option(help: "Method: tesseraq, awq (stop after the AWQ initialisation) or rtn.")
+    @Option(help: "Block-wise method: tesseraq, awq (stop after the AWQ initialisation) or rtn.")
     var method: CalibrationOptions.Method = .tesseraq
 
     @Option(name: .customLong("init"), help: "Initialisation: awq or rtn.")
     var initialisation: CalibrationOptions.Initialisation = .awq
 
     @Option(help: "Block-wise calibration windows (default: the preset's).") var samples: Int?
-    @Option(name: .customLong("seq-len"), help: "Tokens per window.") var seqLen: Int?
-    @Option(help: "Windows per Adam step.") var batch: Int?
+    @Option(name: .customLong("seq-len"), help: "Block-wise: tokens per window.") var seqLen: Int?
+    @Option(help: "Block-wise: windows per Adam step.") var batch: Int?
     @Option(help: "Hardening schedule: 20, 10 (the reference's lists) or exp:T[:K] (soft rate e^(−T·k/K)).") var stages: String?
-    @Option(help: "Adam steps per stage.") var steps: Int?
-    @Option(help: "Learning rate of the rounding variables.") var lr: Float?
-    @Option(name: .customLong("scale-lr"), help: "Learning rate of the dequantization-scale variables.") var scaleLR: Float?
+    @Option(help: "Block-wise: Adam steps per stage.") var steps: Int?
+    @Option(help: "Block-wise: learning rate of the rounding variables.") var lr: Float?
+    @Option(name: .customLong("scale-lr"), help: "Block-wise: learning rate of the dequantization-scale variables.") var scaleLR: Float?
     @Flag(name: .customLong("no-par"), help: "Ablation: keep nearest rounding, tune only the dequantization scales.") var noPAR = false
     @Flag(name: .customLong("no-dst"), help: "Ablation: tune only the rounding, not the dequantization scales.") var noDST = false
     @Option(name: .customLong("guard-seqs"), help: "Windows on which a block's TesseraQ result is compared with its initialisation; a block that ended worse keeps the initialisation (0: no guard).") var guardSeqs: Int = 32
     @Option(name: .customLong("token-norm-cap"), help: "Tokens whose fp output is longer than K × the block's median token (massive activations) count in the loss with their error scaled down to that length (0: all count fully, as the reference; default 16 with --preset fast, 0 with --preset paper).") var tokenNormCap: Float?
-    @Option(help: "Random seed (windows and mini-batches).") var seed: UInt64 = 42
+    @Option(help: "Random seed (windows and mini-batches; a tune round's windows are drawn with it too, plus the round's offset).") var seed: UInt64 = 42
     @Option(help: "Embedding table and tied head: f16, q8, q6 or q4.") var embed: PackedFormat.Embedding = .f16
     @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = one per fast physical core).") var threads: Int = 0
     @Option(name: .shortAndLong, help: "Output file.") var output: String
