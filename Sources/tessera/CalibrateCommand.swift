@@ -79,7 +79,7 @@ struct CalibrateCommand: ParsableCommand {
     @Option(help: "Tuning: calibrate only the first N blocks, print their losses and stop (no model is written; the checkpoint stays, and --resume continues it).") var blocks: Int?
     @Flag(name: .customLong("keep-intermediate"), help: "Keep OUT.calib/ after success (each stage's file, the plan).") var keepIntermediate = false
     @Flag(name: .customLong("keep-checkpoint"), help: "The same as --keep-intermediate.") var keepCheckpoint = false
-    @Option(name: .customLong("tune-steps"), help: "Replace the preset's tune rounds by one 512-token round of N steps (the preset's first round's windows and rate; 0: block-wise only).") var tuneSteps: Int?
+    @Option(name: .customLong("tune-steps"), help: "Replace the preset's tune rounds by one 512-token round of N steps (the preset's first round's windows and rate, for paper the fast preset's; 0: block-wise only).") var tuneSteps: Int?
     @Option(name: .customLong("tune-samples"), help: "Windows of every tune round (default: the preset's, 256 or 64).") var tuneSamples: Int?
     @Option(name: .customLong("tune-seq-len"), help: "Tokens per window of every tune round (default: the preset's, 512 or 2048).") var tuneSeqLen: Int?
     @Option(name: .customLong("time-budget"), help: "Scale the chain's steps to fit this long, e.g. 90s, 60m or 2h (estimated from the model's shape and a short speed probe; tune rounds are dropped, latest first, before a stage goes below a quarter of its steps). The plan is printed and kept for --resume.") var timeBudget: String?
