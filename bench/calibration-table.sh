@@ -58,7 +58,7 @@ calibrate() {  # name bits group method args...
   if [[ ! -s $OUT/$name.gguf ]]; then
     [[ -f $OUT/$name.gguf.calib/state.json ]] && set -- "$@" --resume  # an interrupted run continues
     /usr/bin/time -f "%M" -o "$OUT/$name.maxrss" \
-      $BIN calibrate "$MODEL" --bits "$bits" --group "$group" --method "$method" -o "$OUT/$name.gguf" $COMMON_ARGS "$@" > "$OUT/$name.out" 2> "$OUT/$name.err"
+      $BIN calibrate "$MODEL" --bits "$bits" --group "$group" --method "$method" --tune-steps 0 -o "$OUT/$name.gguf" $COMMON_ARGS "$@" > "$OUT/$name.out" 2> "$OUT/$name.err"
   fi
 }
 

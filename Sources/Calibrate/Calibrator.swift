@@ -65,10 +65,15 @@ public final class Calibrator {
     }
 
     func fingerprint(tokens: [Int32]) -> [String] {
+        options.metadata.map { "\($0.0)=\($0.1)" } + Self.fingerprint(source: source, tokens: tokens)
+    }
+
+    /// The model (and its rotation) and the data, as a checkpoint's fingerprint records them.
+    static func fingerprint(source: ModelSource, tokens: [Int32]) -> [String] {
         let h = tokens.withUnsafeBytes { PackedFormat.checksum($0.baseAddress!, $0.count) }
         // A rotated source has its base's path: its rotation is part of what the blocks were made from.
         let rotation = source.rotation.map { ["rotation=\($0.kind.rawValue):seed \($0.seed):online_down \($0.onlineDownHadamard)"] } ?? []
-        return options.metadata.map { "\($0.0)=\($0.1)" } + ["model=\(source.path)"] + rotation + ["data=\(tokens.count):\(String(h, radix: 16))"]
+        return ["model=\(source.path)"] + rotation + ["data=\(tokens.count):\(String(h, radix: 16))"]
     }
 
     /// Calibrates every block (up to `blockLimit`) and writes the packed model (after the last

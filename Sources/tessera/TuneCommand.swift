@@ -76,16 +76,11 @@ struct TuneCommand: ParsableCommand {
                       pool: ThreadPool(threads: threads), resume: resume)
     }
 
-    /// Runs a tuning with a progress line and prints its summary (also `calibrate --tune-steps`).
+    /// Runs a tuning with a progress line and prints its summary.
     static func tune(_ student: PackedModelSource, teacher: ModelSource, tokens: [Int32], data: String, options o: EndToEndOptions,
                      output: String, pool: ThreadPool, resume: Bool) throws {
         let tuner = try EndToEndTuner(teacher: teacher, student: student, options: o, outputPath: output, pool: pool)
-        print("tune: \(student.path) → \(output), teacher \(teacher.path)")
-        print("  W\(student.bits)g\(student.group); \(o.samples) windows × \(o.sequenceLength) tokens from \(data) (\(tokens.count) tokens); \(o.steps) steps, lr \(o.learningRate) cosine to 0\(o.warmupSteps > 0 ? " after \(o.warmupSteps) warm-up steps" : ""); held-out KL on \(o.evalSamples) windows; \(o.trainNorms ? "scales, offsets and norms" : "scales and offsets"); seed \(o.seed); \(pool.threads) threads; OpenBLAS core \(Matmul.blasCore)")
-        if let r = student.rotation { print("  rotated (\(r.summary)): the teacher is \(teacher.path) rotated the same way") }
-        if student.storedActivation != .a16 {
-            print("  activations \(student.storedActivation.summary)\(student.storedActivationClip != 1 ? ", clip \(student.storedActivationClip)" : ""), fake-quantized in the student")
-        }
+        tuner.headerLines(data: data, tokens: tokens.count, pool: pool).forEach { print($0) }
         if resume && FileManager.default.fileExists(atPath: tuner.checkpointDirectory) { print("resuming from the checkpoint in \(tuner.checkpointDirectory)") }
         fflush(stdout)
         let start = ContinuousClock.now
@@ -102,20 +97,14 @@ struct TuneCommand: ParsableCommand {
                 line += String(format: "] KL %.4f", p.loss)
                 if let (s0, t0) = firstTrainStep, p.step - s0 >= 2 {
                     let perStep = (ContinuousClock.now - t0).seconds / Double(p.step - s0)
-                    line += " ETA " + ProgressLine.clock(perStep * Double(p.steps - p.step))
+                    line += " ETA " + TimeBudget.format(perStep * Double(p.steps - p.step))
                 }
             }
             FileHandle.standardError.write(Data(("\r" + line + "\u{1B}[K").utf8))
         }
         FileHandle.standardError.write(Data("\n".utf8))
-        for point in report.evalKL { print(String(format: "held-out KL after %4d steps: %.5f", Int(point[0]), point[1])) }
-        let before = report.evalKL.first![1], after = report.evalKL.last![1]
-        print(report.kept ? String(format: "kept: held-out KL %.5f → %.5f (%+.1f%%)", before, after, 100 * (after / before - 1))
-                          : String(format: "not kept: held-out KL %.5f → %.5f did not improve; wrote the input unchanged", before, after))
-        let log = try JSONEncoder().encode(report)
-        try log.write(to: URL(fileURLWithPath: output + ".tune.json"), options: .atomic)
-        let title = "tune W\(student.bits)g\(student.group): KL to the fp model"
-        try Data(CalibrationReport.svg(tuning: report, title: title).utf8).write(to: URL(fileURLWithPath: output + ".tune.svg"), options: .atomic)
+        report.summaryLines.forEach { print($0) }
+        try tuner.writeLogs(report, prefix: output + ".tune")
         let rss = ProcessStats.peakResidentBytes()
         print(String(format: "wrote %@ (+ .tune.json, .tune.svg) in %.1f s; peak RSS %.0f MB", output, (ContinuousClock.now - start).seconds, Double(rss ?? 0) / 1e6))
         tuner.removeCheckpoint()

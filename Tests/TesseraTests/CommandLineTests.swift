@@ -111,6 +111,14 @@ final class CommandLineTests: XCTestCase {
         assertCleanFailure(try run("tessera", ["calibrate", model, "--bits", "2", "--group", "128", "-o", "/tmp/x.gguf"]), mentioning: "does not divide the row width 576")
         assertCleanFailure(try run("tessera", ["calibrate", model, "--bits", "2", "--group", "64", "--data", "/nonexistent.txt", "-o", "/tmp/x.gguf"]), mentioning: "/nonexistent.txt")
         assertCleanFailure(try run("tessera", ["calibrate", model, "--bits", "2", "--group", "64", "--max-memory", "12X", "-o", "/tmp/x.gguf"]), mentioning: "--max-memory")
+        // The chain's flags.
+        for (flags, mention) in [(["--time-budget", "0"], "--time-budget"), (["--time-budget", "banana"], "--time-budget"),
+                                 (["--time-budget", "0m"], "--time-budget"), (["--preset", "slow"], "--preset"),
+                                 (["--tune-samples", "0"], "--tune-samples"), (["--tune-seq-len", "1"], "--tune-seq-len"),
+                                 (["--tune-steps", "-1"], "--tune-steps"), (["--blocks", "2", "--time-budget", "1h"], "--blocks"),
+                                 (["--tune-seq-len", "100000"], "--tune-seq-len")] {
+            assertCleanFailure(try run("tessera", ["calibrate", model, "--bits", "2", "--group", "64", "-o", "/tmp/x.gguf"] + flags), mentioning: mention)
+        }
     }
 
     /// A (very short) calibration of the demo model end to end: the output chats.
@@ -121,7 +129,7 @@ final class CommandLineTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let out = dir.appendingPathComponent("w4.gguf").path
         let r = try run("tessera", ["calibrate", model, "--bits", "4", "--group", "64", "--samples", "2", "--seq-len", "64",
-                                    "--stages", "exp:4:2", "--steps", "2", "-t", "2", "-o", out, "--max-memory", "64K", "--tune-steps", "2",
+                                    "--stages", "exp:4:2", "--steps", "2", "-t", "2", "-o", out, "--max-memory", "64K", "--tune-steps", "2", "--tune-samples", "2", "--tune-seq-len", "64",
                                     "--data", TestPaths.data + "/wikitext2/wiki.valid.raw"], timeout: 600)
         XCTAssertEqual(r.status, 0, r.stderr)
         // Each block line gives the logged loss and the guard's check loss, both on the 2 windows there are.
@@ -129,12 +137,16 @@ final class CommandLineTests: XCTestCase {
                                         options: .regularExpression), r.stdout)
         XCTAssertTrue(r.stdout.contains("0 of 2 windows each kept in RAM"), r.stdout)  // every sequence read from disk
         XCTAssertTrue(r.stdout.contains("; token-norm cap 16.0;"), r.stdout)  // the fast preset's default
-        // Then the end-to-end tuning, on the same windows.
-        XCTAssertTrue(r.stdout.contains("2 windows × 64 tokens"), r.stdout)
+        // Then the end-to-end tune round (--tune-steps replaces the preset's), as one chain.
+        XCTAssertTrue(r.stdout.contains("calibrate: \(model) → \(out), preset fast: 2 stages"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("then tune 1: 2 × 64 tokens, 2 steps, lr 0.0005"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("stage 2/2: tune 1"), r.stdout)
         XCTAssertNotNil(r.stdout.range(of: #"held-out KL after +2 steps: [0-9.]+"#, options: .regularExpression), r.stdout)
-        for suffix in ["", ".log.json", ".svg", ".tune.json", ".tune.svg"] { XCTAssertTrue(FileManager.default.fileExists(atPath: out + suffix), suffix) }
-        XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".calib"), "the checkpoint is removed after success")
-        XCTAssertFalse(FileManager.default.fileExists(atPath: out + ".e2e"), "the tuning's checkpoint is removed after success")
+        XCTAssertTrue(r.stderr.contains("stage 1/2 block-wise: block 30/30"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("stage 2/2 tune 1: step 2/2"), r.stderr)
+        // The output and the stages' logs only; the checkpoint folder (with every stage's file) is gone.
+        let written = try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()
+        XCTAssertEqual(written, ["w4.gguf", "w4.gguf.log.json", "w4.gguf.svg", "w4.gguf.tune1.json", "w4.gguf.tune1.svg"])
         let chat = try run("chat", [out, "--prompt", "What is the capital of France?", "--temperature", "0", "--max-tokens", "12"])
         XCTAssertEqual(chat.status, 0, chat.stderr)
         XCTAssertFalse(chat.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
