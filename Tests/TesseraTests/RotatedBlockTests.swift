@@ -140,9 +140,12 @@ final class RotatedBlockTests: XCTestCase, BlockGradientChecking {
                     x = runForward(p, shape, x: x, B: 1, T: T, tape: tape, activations: activations, pool: pool)
                 }
                 var normed = [Float](repeating: 0, count: C)
+                // The tied head kept one table: the final norm's weight acts in the Hadamard domain.
+                let inDomain = try XCTUnwrap(model.outputNormHadamard), ones = [Float](repeating: 1, count: C)
                 return (0..<T).map { t in
                     var logits = [Float](repeating: 0, count: c.vocab)
-                    x.withUnsafeBufferPointer { Ops.rmsNorm($0.baseAddress! + t * C, model.outputNorm.pointer, &normed, C: C, eps: c.rmsEps) }
+                    x.withUnsafeBufferPointer { Ops.rmsNorm($0.baseAddress! + t * C, ones, &normed, C: C, eps: c.rmsEps) }
+                    normed.withUnsafeMutableBufferPointer { inDomain.scaleInDomain($0.baseAddress!, rows: 1, by: model.outputNorm.pointer, pool: pool) }
                     model.output.forward(normed, tokens: 1, into: &logits, pool: pool)
                     return logits
                 }
