@@ -86,6 +86,15 @@ public final class BlockParameters {
         (query, key, value, attentionOutput, gate, up, down) = (s[0], s[1], s[2], s[3], s[4], s[5], s[6])
     }
 
+    /// Norms of its own and the seven linears of `shared` (the same buffers): for a model whose
+    /// blocks take turns in one set of materialized weights.
+    public init(attentionNorm: FloatBuffer, mlpNorm: FloatBuffer, linearsOf shared: BlockParameters) {
+        self.attentionNorm = attentionNorm
+        self.mlpNorm = mlpNorm
+        (query, key, value, attentionOutput, gate, up, down) =
+            (shared.query, shared.key, shared.value, shared.attentionOutput, shared.gate, shared.up, shared.down)
+    }
+
     public var linears: [FloatBuffer] { [query, key, value, attentionOutput, gate, up, down] }
 }
 

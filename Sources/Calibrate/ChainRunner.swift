@@ -24,6 +24,8 @@ public final class CalibrationChainRunner {
     public var checkpointDirectory: String { checkpoint.directory }
     /// `--max-memory` of the block-wise stage (see `Calibrator.trajectoryBudget`).
     public var trajectoryBudget: Int?
+    /// `--max-memory` of the tune rounds: RAM the student's fp32 weights may take (see `EndToEndModel.init`).
+    public var weightBudget: Int?
     /// `--blocks N`: the block-wise stage stops after N blocks; no model is written, the
     /// checkpoint stays.
     public var blockLimit: Int?
@@ -184,7 +186,8 @@ public final class CalibrationChainRunner {
     func runRound(_ k: Int, _ round: TuneRound, seed: UInt64, tokens: [Int32], show: (String, Double) -> Void) throws {
         let student = try PackedModelSource(gguf: GGUFFile(path: stageOutput(k - 1)))
         let o = round.options(seed: seed)
-        let tuner = try EndToEndTuner(teacher: source, student: student, options: o, outputPath: stageOutput(k), pool: pool)
+        let tuner = try EndToEndTuner(teacher: source, student: student, options: o, outputPath: stageOutput(k), pool: pool, weightBudget: weightBudget)
+        if let note = tuner.weightNote { log(note) }
         if let stop = stopAfter, stop.stage == k, let steps = stop.step { tuner.stopAfterSteps = steps }
         let units = ChainCostModel(config: source.config).round(round)
         let total = units.fixed + units.perStep * Double(round.steps)

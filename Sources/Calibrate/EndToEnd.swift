@@ -180,8 +180,11 @@ public final class EndToEndTuner {
     public var teacher: ModelSource { model.teacher }
     public var student: PackedModelSource { model.student }
 
-    public init(teacher: ModelSource, student: PackedModelSource, options: EndToEndOptions, outputPath: String, pool: ThreadPool) throws {
-        model = try EndToEndModel(teacher: teacher, student: student, sequenceLength: options.sequenceLength, pool: pool)
+    /// `weightBudget`: see `EndToEndModel.init` (it does not change the result).
+    public init(teacher: ModelSource, student: PackedModelSource, options: EndToEndOptions, outputPath: String, pool: ThreadPool,
+                weightBudget: Int? = nil) throws {
+        model = try EndToEndModel(teacher: teacher, student: student, sequenceLength: options.sequenceLength, pool: pool,
+                                  weightBudget: weightBudget)
         self.options = options
         self.outputPath = outputPath
         checkpoint = Checkpoint(output: outputPath, suffix: ".e2e")

@@ -30,6 +30,12 @@ public final class EndToEndModel {
     /// block, then the output norm), their values in the file, and their names.
     let norms: [FloatBuffer], normInitial: [[Float]], normNames: [String]
     var alpha: [Float], beta: [Float], gamma: [Float]
+    /// Whether the blocks share one set of fp32 linears, materialized as each pass reaches a
+    /// block (the student's fp32 weights exceed the budget), instead of all of them after
+    /// every update. The values are the same either way, so is the result.
+    public let streamsWeights: Bool
+    /// Bytes of the student's block linears in fp32.
+    public let weightBytes: Int
     // Per-step buffers.
     let tapes: [BlockTape]
     let activations: [FloatBuffer]   // [T, C] input of block b (b = L: the final hidden state)
@@ -44,7 +50,11 @@ public final class EndToEndModel {
     /// way (`RotatedModelSource` with the record's seed), unless `teacher` already is: the
     /// teacher's final states are projected through the student's output norm and head, which
     /// live in the rotated residual frame. Both forwards apply the online transform the record asks for.
-    public init(teacher fpTeacher: ModelSource, student: PackedModelSource, sequenceLength: Int, pool: ThreadPool) throws {
+    ///
+    /// `weightBudget`: RAM the student's fp32 block linears may take (default: a third of the
+    /// machine's memory); above it the blocks take turns in one block's worth (`streamsWeights`).
+    public init(teacher fpTeacher: ModelSource, student: PackedModelSource, sequenceLength: Int, pool: ThreadPool,
+                weightBudget: Int? = nil) throws {
         let c = student.config
         let teacher = try Self.teacher(fpTeacher, rotatedAs: student)
         guard c == teacher.config else {
@@ -59,9 +69,14 @@ public final class EndToEndModel {
         (T, C, V) = (sequenceLength, c.hidden, c.vocab)
         var blocks: [BlockParameters] = [], layers: [TunableLinear] = []
         var first = 0
+        weightBytes = 4 * c.blockCount * c.blockLinearParameterCount
+        let budget = weightBudget ?? (ProcessStats.physicalMemoryBytes() ?? Int.max) / 3
+        streamsWeights = weightBytes > budget
+        let shared: BlockParameters? = streamsWeights ? BlockParameters(shape: shape) : nil
         for b in 0..<c.blockCount {
             // Norms as stored; the linears dequantized (α = β = 0, what materialize() gives too).
-            let p = try BlockParameters(source: student, block: b, shape: shape)
+            var p = try BlockParameters(source: student, block: b, shape: shape)
+            if let shared { p = BlockParameters(attentionNorm: p.attentionNorm, mlpNorm: p.mlpNorm, linearsOf: shared) }
             for name in BlockParameters.linearNames {
                 let full = TensorName.block(b, name)
                 guard student.isPacked(full) else { throw CalibrationError("\(full) in \(student.path) is not packed: nothing to tune") }
@@ -113,16 +128,22 @@ public final class EndToEndModel {
         }
     }
 
-    /// Every block linear from the current α, β; every norm from γ.
+    /// Every norm from γ; every block linear from the current α, β (streamed: none, each block
+    /// is materialized when a pass reaches it).
     func materialize() {
         for (j, norm) in norms.enumerated() {
             for i in 0..<C { norm[i] = normInitial[j][i] * (1 + gamma[j * C + i]) }
         }
+        if !streamsWeights { for b in blocks.indices { materializeLinears(ofBlock: b) } }
+    }
+
+    /// Block b's seven linears from the current α, β.
+    func materializeLinears(ofBlock b: Int) {
         alpha.withUnsafeBufferPointer { a in
-            beta.withUnsafeBufferPointer { b in
+            beta.withUnsafeBufferPointer { be in
                 let perBlock = BlockParameters.linearNames.count
-                for (i, layer) in layers.enumerated() {
-                    layer.materialize(alpha: a.baseAddress!, beta: b.baseAddress!, into: blocks[i / perBlock].linears[i % perBlock].pointer, pool: pool)
+                for l in 0..<perBlock {
+                    layers[b * perBlock + l].materialize(alpha: a.baseAddress!, beta: be.baseAddress!, into: blocks[b].linears[l].pointer, pool: pool)
                 }
             }
         }
@@ -150,6 +171,7 @@ public final class EndToEndModel {
         let x0 = activations[0]
         CalibrationData.embed(window, table: embedding, C: C, into: x0.pointer)
         for (b, p) in blocks.enumerated() {
+            if streamsWeights { materializeLinears(ofBlock: b) }
             BlockForwardBackward.forward(p, shape: shape, x: activations[b].pointer, B: 1, T: T, tape: tapes[b],
                                          into: activations[b + 1].pointer, activations: studentActivations, pool: pool)
         }
@@ -232,6 +254,7 @@ public final class EndToEndModel {
                                              rstd: outputRstd.pointer, residual: nil, into: inputGradient.pointer, N: T, C: C, pool: pool)
         var dy = inputGradient, dx = gradient
         for b in stride(from: blocks.count - 1, through: 0, by: -1) {
+            if streamsWeights && b != blocks.count - 1 { materializeLinears(ofBlock: b) }   // the forward left the last block's
             BlockForwardBackward.backward(blocks[b], shape: shape, B: 1, T: T, tape: tapes[b], dy: dy.pointer, grads: grads,
                                           inputGradient: (UnsafePointer(activations[b].pointer), dx.pointer), pool: pool)
             let perBlock = BlockParameters.linearNames.count

@@ -45,7 +45,13 @@ extension EndToEndTuner {
         if student.storedActivation != .a16 {
             lines.append("  activations \(student.storedActivation.summary)\(student.storedActivationClip != 1 ? ", clip \(student.storedActivationClip)" : ""), fake-quantized in the student")
         }
+        if let note = weightNote { lines.append(note) }
         return lines
+    }
+
+    /// Says so when the student's fp32 weights take turns in one block's worth of RAM.
+    public var weightNote: String? {
+        model.streamsWeights ? String(format: "  student weights: %.1f GB in fp32, over the memory budget: materialized one block at a time (the same result, a few %% slower)", Double(model.weightBytes) / 1e9) : nil
     }
 
     /// Writes `prefix`.json (the report) and `prefix`.svg (its plot): `OUT.tune.json` for `tune`.

@@ -14,6 +14,12 @@ public enum ProcessStats {
         }
     }
 
+    /// The machine's physical memory in bytes (nil where sysconf cannot tell).
+    public static func physicalMemoryBytes() -> Int? {
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+        return pages > 0 && size > 0 ? pages * size : nil
+    }
+
     /// Current resident set size (VmRSS) in bytes.
     public static func residentBytes() -> Int? { statusField("VmRSS:") }
 

@@ -74,7 +74,7 @@ struct CalibrateCommand: ParsableCommand {
     @Option(help: "Embedding table and tied head: f16, q8, q6 or q4.") var embed: PackedFormat.Embedding = .f16
     @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = one per fast physical core).") var threads: Int = 0
     @Option(name: .shortAndLong, help: "Output file.") var output: String
-    @Option(name: .customLong("max-memory"), help: "RAM the calibration trajectories may hold, e.g. 512M or 4G (default: all of them); the rest is read from and written to OUT.calib/ at every use.") var maxMemory: ByteCount?
+    @Option(name: .customLong("max-memory"), help: "RAM the block-wise trajectories may hold, e.g. 512M or 4G (default: all of them; the rest is read from and written to OUT.calib/ at every use), and the tune rounds' fp32 student weights (default: a third of the machine's; above it they are materialized one block at a time). Neither changes the result.") var maxMemory: ByteCount?
     @Flag(help: "Continue the interrupted run whose checkpoint is in OUT.calib/, from whichever stage it stopped in.") var resume = false
     @Option(help: "Tuning: calibrate only the first N blocks, print their losses and stop (no model is written; the checkpoint stays, and --resume continues it).") var blocks: Int?
     @Flag(name: .customLong("keep-intermediate"), help: "Keep OUT.calib/ after success (each stage's file, the plan).") var keepIntermediate = false
@@ -178,6 +178,7 @@ struct CalibrateCommand: ParsableCommand {
         let pool = ThreadPool(threads: threads)
         let runner = CalibrationChainRunner(source: source, chain: chain, outputPath: output, pool: pool)
         runner.trajectoryBudget = maxMemory?.bytes
+        runner.weightBudget = maxMemory?.bytes
         runner.blockLimit = blocks
         runner.keepIntermediate = keepIntermediate || keepCheckpoint
         runner.budget = timeBudget.flatMap(TimeBudget.init(argument:))

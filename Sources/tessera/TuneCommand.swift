@@ -37,6 +37,7 @@ struct TuneCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output file.") var output: String
     @Flag(help: "Train the RMSNorm weights too (per channel, w·(1+γ); they are stored in fp32, so no extra bits).") var norms = false
     @Flag(help: "Continue the interrupted run whose checkpoint is in OUT.e2e/.") var resume = false
+    @Option(name: .customLong("max-memory"), help: "RAM the student's fp32 block weights may take, e.g. 4G (default: a third of the machine's); above it they are materialized one block at a time as the passes reach them: the same result, a few % slower.") var maxMemory: ByteCount?
 
     func validate() throws {
         for (name, value) in [("--samples", samples), ("--steps", steps), ("--eval-samples", evalSamples), ("--eval-every", evalEvery)] {
@@ -73,13 +74,13 @@ struct TuneCommand: ParsableCommand {
         let tokenizer = try source.makeTokenizer()
         let tokens = tokenizer.encode(try CalibrationData.text(path: data), addBOS: nil, parseSpecial: false)
         try Self.tune(student, teacher: source, tokens: tokens, data: data, options: o, output: output,
-                      pool: ThreadPool(threads: threads), resume: resume)
+                      pool: ThreadPool(threads: threads), resume: resume, weightBudget: maxMemory?.bytes)
     }
 
     /// Runs a tuning with a progress line and prints its summary.
     static func tune(_ student: PackedModelSource, teacher: ModelSource, tokens: [Int32], data: String, options o: EndToEndOptions,
-                     output: String, pool: ThreadPool, resume: Bool) throws {
-        let tuner = try EndToEndTuner(teacher: teacher, student: student, options: o, outputPath: output, pool: pool)
+                     output: String, pool: ThreadPool, resume: Bool, weightBudget: Int? = nil) throws {
+        let tuner = try EndToEndTuner(teacher: teacher, student: student, options: o, outputPath: output, pool: pool, weightBudget: weightBudget)
         tuner.headerLines(data: data, tokens: tokens.count, pool: pool).forEach { print($0) }
         if resume && FileManager.default.fileExists(atPath: tuner.checkpointDirectory) { print("resuming from the checkpoint in \(tuner.checkpointDirectory)") }
         fflush(stdout)

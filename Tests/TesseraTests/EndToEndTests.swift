@@ -54,9 +54,10 @@ final class EndToEndTests: XCTestCase {
     }
 
     /// The gradient check of `testGradientsMatchFiniteDifferences`, for any teacher and student.
-    static func checkGradients(teacher: ModelSource, student: PackedModelSource) throws {
+    static func checkGradients(teacher: ModelSource, student: PackedModelSource, weightBudget: Int? = nil) throws {
         let pool = ThreadPool(threads: 2)
-        let tuner = try EndToEndModel(teacher: teacher, student: student, sequenceLength: 16, pool: pool)
+        let tuner = try EndToEndModel(teacher: teacher, student: student, sequenceLength: 16, pool: pool, weightBudget: weightBudget)
+        XCTAssertEqual(tuner.streamsWeights, weightBudget == 0)
         let window = Array(CalibrationTests.tokens()[200..<216])
         let state = try tuner.teacherStates([window], progress: { _ in })[0]
         let dAlpha = FloatBuffer(count: tuner.alpha.count), dBeta = FloatBuffer(count: tuner.beta.count)
@@ -92,6 +93,28 @@ final class EndToEndTests: XCTestCase {
                 XCTAssertEqual(Double(grad[k]), numeric, accuracy: 3e-2 * (abs(numeric) + 1e-2 * scale), "d\(name)[\(k)]")
             }
         }
+    }
+
+    /// Over the weight budget the blocks take turns in one block's fp32 weights: the same
+    /// gradients, and a tune (killed and resumed, too) writes the same file byte for byte.
+    func testStreamedStudentWeightsGiveTheSameFile() throws {
+        let (teacher, student) = try models()
+        try Self.checkGradients(teacher: teacher, student: student, weightBudget: 0)
+        let pool = ThreadPool(threads: 2)
+        let whole = temporaryPath("whole.gguf"), streamed = temporaryPath("streamed.gguf")
+        _ = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(steps: 20), outputPath: whole, pool: pool)
+            .run(tokens: CalibrationTests.tokens(), resume: false)
+        let first = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(steps: 20), outputPath: streamed, pool: pool, weightBudget: 0)
+        XCTAssertTrue(first.model.streamsWeights)
+        XCTAssertNotNil(first.weightNote)
+        first.stopAfterSteps = 10
+        XCTAssertThrowsError(try first.run(tokens: CalibrationTests.tokens(), resume: false))
+        _ = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(steps: 20), outputPath: streamed, pool: pool, weightBudget: 0)
+            .run(tokens: CalibrationTests.tokens(), resume: true)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: whole)), try Data(contentsOf: URL(fileURLWithPath: streamed)))
+        let resident = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(), outputPath: temporaryPath("r.gguf"), pool: pool)
+        XCTAssertFalse(resident.model.streamsWeights, "a tiny model fits the default budget")
+        XCTAssertNil(resident.weightNote)
     }
 
     /// Training lowers the held-out KL, the output loads and runs with the tuned scales, and
