@@ -51,7 +51,7 @@ extension EndToEndTuner {
 
     /// Says so when the student's fp32 weights take turns in one block's worth of RAM.
     public var weightNote: String? {
-        model.streamsWeights ? String(format: "  student weights: %.1f GB in fp32, over the memory budget: materialized one block at a time (the same result, a few %% slower)", Double(model.weightBytes) / 1e9) : nil
+        model.streamsWeights ? String(format: "  student weights: %.1f GB in fp32, over the memory budget: materialized one block at a time (the same result)", Double(model.weightBytes) / 1e9) : nil
     }
 
     /// Writes `prefix`.json (the report) and `prefix`.svg (its plot): `OUT.tune.json` for `tune`.

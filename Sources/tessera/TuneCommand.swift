@@ -37,7 +37,7 @@ struct TuneCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output file.") var output: String
     @Flag(help: "Train the RMSNorm weights too (per channel, w·(1+γ); they are stored in fp32, so no extra bits).") var norms = false
     @Flag(help: "Continue the interrupted run whose checkpoint is in OUT.e2e/.") var resume = false
-    @Option(name: .customLong("max-memory"), help: "RAM the student's fp32 block weights may take, e.g. 4G (default: a third of the machine's); above it they are materialized one block at a time as the passes reach them: the same result, a few % slower.") var maxMemory: ByteCount?
+    @Option(name: .customLong("max-memory"), help: "RAM the student's fp32 block weights may take, e.g. 4G (default: a third of the machine's); above it they are materialized one block at a time as the passes reach them: the same result.") var maxMemory: ByteCount?
 
     func validate() throws {
         for (name, value) in [("--samples", samples), ("--steps", steps), ("--eval-samples", evalSamples), ("--eval-every", evalEvery)] {
