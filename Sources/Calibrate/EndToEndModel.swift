@@ -35,7 +35,8 @@ public final class EndToEndModel {
     /// every update. The values are the same either way, so is the result.
     public let streamsWeights: Bool
     /// Bytes of the student's block linears in fp32.
-    public let weightBytes: Int
+    public var weightBytes: Int { Self.weightBytes(student.config) }
+    static func weightBytes(_ c: LlamaConfig) -> Int { 4 * c.blockCount * c.blockLinearParameterCount }
     // Per-step buffers.
     let tapes: [BlockTape]
     let activations: [FloatBuffer]   // [T, C] input of block b (b = L: the final hidden state)
@@ -69,9 +70,8 @@ public final class EndToEndModel {
         (T, C, V) = (sequenceLength, c.hidden, c.vocab)
         var blocks: [BlockParameters] = [], layers: [TunableLinear] = []
         var first = 0
-        weightBytes = 4 * c.blockCount * c.blockLinearParameterCount
         let budget = weightBudget ?? (ProcessStats.physicalMemoryBytes() ?? Int.max) / 3
-        streamsWeights = weightBytes > budget
+        streamsWeights = Self.weightBytes(c) > budget
         let shared: BlockParameters? = streamsWeights ? BlockParameters(shape: shape) : nil
         for b in 0..<c.blockCount {
             // Norms as stored; the linears dequantized (α = β = 0, what materialize() gives too).

@@ -65,7 +65,7 @@ public struct OnlineHadamard: Sendable {
     }
 
     /// Each row x := Aᵀ·(g ⊙ A·x), A = H_n/√n, in place: a per-channel scale g applied in the
-    /// Hadamard domain (its own transpose: the backward pass calls it on the gradient too).
+    /// Hadamard domain.
     public func scaleInDomain(_ x: UnsafeMutablePointer<Float>, rows: Int, by g: UnsafePointer<Float>, pool: ThreadPool) {
         let n = width
         pool.parallelFor(rows) { r in

@@ -162,13 +162,9 @@ public final class InferenceSession {
             let rows = Array(logitRows[done..<min(logitRows.count, done + Self.headChunk)])
             if logitsBuffer.count < rows.count * V { logitsBuffer = FloatBuffer(count: rows.count * V) }
             for (i, t) in rows.enumerated() { (normed + i * C).update(from: x + t * C, count: C) }
-            if let h = m.outputNormHadamard {
-                // A rotated model that kept its tied head: the norm's weight acts in the Hadamard domain.
-                rmsNormRows(normed, m.unitNorm.pointer, normed, T: rows.count)
-                h.scaleInDomain(normed, rows: rows.count, by: m.outputNorm.pointer, pool: pool)
-            } else {
-                rmsNormRows(normed, m.outputNorm.pointer, normed, T: rows.count)
-            }
+            // A rotated model that kept its tied head: a weightless norm, its weight in the Hadamard domain.
+            rmsNormRows(normed, (m.outputNormHadamard == nil ? m.outputNorm : m.unitNorm).pointer, normed, T: rows.count)
+            m.outputNormHadamard?.scaleInDomain(normed, rows: rows.count, by: m.outputNorm.pointer, pool: pool)
             m.output.forward(normed, tokens: rows.count, into: logitsBuffer.pointer, pool: pool)
             profile?.lap(.head)
             for (i, t) in rows.enumerated() {
