@@ -32,6 +32,11 @@ public final class Calibrator {
     /// checkpoint folder's files at every use. nil keeps every sequence in RAM. It does not
     /// change the result, so it is not part of the checkpoint's fingerprint.
     public var trajectoryBudget: Int?
+    /// A time budget's re-plan (`calibrate --time-budget`): called once, when block 0 of a run is
+    /// done, with the seconds the run has taken so far; it returns the steps per stage of every
+    /// later block. The answer is committed with block 0, so a resumed run follows it, and the
+    /// output records it (`steps_after_block0`). nil: every block runs `options.stepsPerStage`.
+    public var replanAfterFirstBlock: ((_ secondsSoFar: Double) throws -> Int)?
 
     /// Sequences of each trajectory kept in RAM under `trajectoryBudget`.
     public var residentSamples: Int {
@@ -53,6 +58,15 @@ public final class Calibrator {
         var fingerprint: [String]
         var completedBlocks: Int
         var reports: [BlockReport]
+        /// Steps per stage of blocks 1… when a time budget re-planned them after block 0.
+        var laterStepsPerStage: Int? = nil
+    }
+
+    /// The options block `b` runs with (a re-plan changes the later blocks' steps).
+    func options(block b: Int, _ state: State) -> CalibrationOptions {
+        var o = options
+        if b > 0, let steps = state.laterStepsPerStage { o.stepsPerStage = steps }
+        return o
     }
 
     public struct Summary {
@@ -62,6 +76,8 @@ public final class Calibrator {
         public var resumedAt: Int
         /// False when `blockLimit` stopped the run before the last block: no model was written.
         public var wroteModel: Bool
+        /// Steps per stage of blocks 1… when a time budget re-planned them (nil: as `options`).
+        public var laterStepsPerStage: Int?
     }
 
     func fingerprint(tokens: [Int32]) -> [String] {
@@ -111,8 +127,9 @@ public final class Calibrator {
             targets = try trajectory("fp", b, existing: true)
         }
 
-        let calibrator = BlockCalibrator(shape: shape, options: o, pool: pool)
+        var calibrator = BlockCalibrator(shape: shape, options: options(block: state.completedBlocks, state), pool: pool)
         for b in state.completedBlocks..<max(state.completedBlocks, lastBlock) {
+            if calibrator.options != options(block: b, state) { calibrator = BlockCalibrator(shape: shape, options: options(block: b, state), pool: pool) }
             let fp = try BlockParameters(source: source, block: b, shape: shape)
             // Targets: the fp block on the fp trajectory (fp activations).
             let nextTargets = try trajectory("fp", b + 1)
@@ -131,6 +148,7 @@ public final class Calibrator {
             report.peakResidentBytes = ProcessStats.peakResidentBytes()
             state.completedBlocks = b + 1
             state.reports.append(report)
+            if b == 0, let replan = replanAfterFirstBlock { state.laterStepsPerStage = try replan((ContinuousClock.now - start).seconds) }
             try checkpoint.save(state)
             checkpoint.remove(trajectoryName("xq", b))
             checkpoint.remove(trajectoryName("fp", b))
@@ -140,8 +158,9 @@ public final class Calibrator {
         }
 
         let complete = state.completedBlocks == c.blockCount
-        if complete { try writeModel(tokenizer: tokenizer, embedding: embedding, reports: state.reports) }
-        return Summary(reports: state.reports, seconds: (ContinuousClock.now - start).seconds, resumedAt: resumedAt, wroteModel: complete)
+        if complete { try writeModel(tokenizer: tokenizer, embedding: embedding, reports: state.reports, laterSteps: state.laterStepsPerStage) }
+        return Summary(reports: state.reports, seconds: (ContinuousClock.now - start).seconds, resumedAt: resumedAt, wroteModel: complete,
+                       laterStepsPerStage: state.laterStepsPerStage)
     }
 
     /// A new trajectory (`existing`: a checkpoint's) of `kind` at the input of `block`, under the memory budget.
@@ -171,7 +190,7 @@ public final class Calibrator {
 
     /// Assembles the packed model: the source with every block's norms and linears replaced by
     /// the block files' (the embedding, final norm and head as RTN stores them).
-    func writeModel(tokenizer: Tokenizer?, embedding: PackedFormat.Embedding, reports: [BlockReport]) throws {
+    func writeModel(tokenizer: Tokenizer?, embedding: PackedFormat.Embedding, reports: [BlockReport], laterSteps: Int?) throws {
         let o = options
         var files: [Int: GGUFFile] = [:]
         func blockFile(_ b: Int) throws -> GGUFFile {
@@ -185,6 +204,7 @@ public final class Calibrator {
         var scheme = PackedFormat.Scheme(bits: o.bits, group: o.group, activation: o.activation, zeroPoint: .integer, embedding: embedding)
         scheme.activationClip = o.activationClip
         var metadata = o.metadata.map { ("tessera.calibration.\($0.0)", $0.1) }
+        if let laterSteps { metadata.append(("tessera.calibration.steps_after_block0", "\(laterSteps)")) }
         metadata.append(("tessera.calibration.final_losses", reports.map { String(format: "%.6g", $0.lossFinal) }.joined(separator: ",")))
         metadata.append(("tessera.calibration.initial_losses", reports.map { String(format: "%.6g", $0.lossInitial) }.joined(separator: ",")))
         metadata.append(("tessera.version", TesseraVersion.string))

@@ -44,7 +44,13 @@ extension CalibrationChainRunner {
         guard let budget else { return }
         let done = state.stageSeconds.prefix(k).reduce(0, +)
         let ran = chain(state.plan)
-        let estimated = stageCosts(ran, plan: state.plan).prefix(k).reduce(0) { $0 + $1.seconds(steps: $1.steps) }
+        let L = Double(source.config.blockCount)
+        let estimated = stageCosts(ran, plan: state.plan).prefix(k).enumerated().reduce(0) { sum, stage in
+            // The block-wise stage: block 0 at the plan's steps, the others at the re-plan's.
+            let (j, c) = stage
+            guard j == 0, let later = state.plan.blockwiseLaterSteps else { return sum + c.seconds(steps: c.steps) }
+            return sum + c.fixedSeconds + c.secondsPerStep * (Double(c.steps) + Double(later) * (L - 1)) / L
+        }
         let measured = estimated > 0 && done > 0 ? done / estimated : 1
         var asked = ran
         for j in (k - 1)..<asked.rounds.count { asked.rounds[j].steps = state.plan.requestedRoundSteps[j] }
@@ -74,5 +80,39 @@ extension CalibrationChainRunner {
         }
         log(String(format: "time budget %@, %@ left before %@ (the stages so far took %.2f× their estimate): %@",
                    TimeBudget.format(budget.seconds), TimeBudget.format(max(0, timeLeft)), ran.stageName(k), measured, parts.joined(separator: ", ")))
+    }
+
+    /// After block 0 of the block-wise stage, `secondsSoFar` into the run: the blocks left and
+    /// every round, at their requested steps, fitted to the time the budget has left, with every
+    /// estimate scaled by what block 0 measured against its share (1/L) of the stage's estimate.
+    /// Returns the later blocks' steps per stage (the Calibrator commits them with block 0); the
+    /// rounds are only planned here to leave them their share, and re-planned before each starts.
+    func replanBlocks(_ plan: Plan, secondsSoFar: Double) -> Int {
+        guard let budget else { return plan.blockwiseSteps }
+        let L = Double(source.config.blockCount)
+        let asked = stageCosts(requested, plan: plan)
+        let block0 = asked[0].seconds(steps: plan.blockwiseSteps) / L
+        let measured = block0 > 0 && secondsSoFar > 0 ? secondsSoFar / block0 : 1
+        let left = asked.enumerated().map { j, c -> StageCost in
+            var c = c
+            let share = j == 0 ? (L - 1) / L : 1
+            c.fixedSeconds *= measured * share
+            c.secondsPerStep *= measured * share
+            return c
+        }
+        let timeLeft = budget.seconds - secondsSoFar
+        // Past the budget already, or too short even at 1 step: the later blocks get 1 step.
+        guard timeLeft > 0, let fitted = try? ChainPlanner.fit(left, budget: timeLeft) else {
+            log(String(format: "time budget %@: block 0 took %@ (%.2f× its estimate); the blocks left get 1 step per stage, the rounds are dropped",
+                       TimeBudget.format(budget.seconds), TimeBudget.format(secondsSoFar), measured))
+            return 1
+        }
+        let parts = zip(left, fitted.steps).map { c, n in
+            n.map { $0 == c.steps ? "\(c.name) \($0) steps" : "\(c.name) \(c.steps) → \($0) steps" } ?? "\(c.name) dropped"
+        }
+        log(String(format: "time budget %@: block 0 took %@ (%.2f× its estimate), %@ left for blocks 1–%d and the rounds: %@ (estimated %@)",
+                   TimeBudget.format(budget.seconds), TimeBudget.format(secondsSoFar), measured, TimeBudget.format(timeLeft),
+                   Int(L) - 1, parts.joined(separator: ", "), TimeBudget.format(secondsSoFar + fitted.estimatedSeconds)))
+        return fitted.steps[0]!
     }
 }

@@ -63,6 +63,8 @@ public final class CalibrationChainRunner {
         var flopsPerSecond: Double?
         var plannedThrough = 0
         var budgetSummary: String?
+        /// Steps per stage of blocks 1… after the block-wise re-plan (recorded when the stage is committed).
+        var blockwiseLaterSteps: Int?
     }
 
     struct State: CheckpointState {
@@ -131,9 +133,12 @@ public final class CalibrationChainRunner {
             }
             log("stage \(k + 1)/\(chain.stageCount): \(chain.summaryLines[k])")
             if k == 0 {
-                guard try runBlockwise(chain.blockwise, tokens: tokens, tokenizer: tokenizer, embedding: embedding, show: show) else {
+                let before = resumedAt == 0 ? (stageStart - start).seconds : 0
+                guard let later = try runBlockwise(chain.blockwise, plan: state.plan, secondsBefore: before, tokens: tokens,
+                                                   tokenizer: tokenizer, embedding: embedding, show: show) else {
                     return Summary(chain: chain, wroteModel: false, resumedAtStage: resumedAt, seconds: (ContinuousClock.now - start).seconds)
                 }
+                state.plan.blockwiseLaterSteps = later
             } else {
                 try runRound(k, chain.rounds[k - 1], seed: chain.blockwise.seed, tokens: tokens, show: show)
             }
@@ -151,12 +156,17 @@ public final class CalibrationChainRunner {
         return Summary(chain: chain, wroteModel: true, resumedAtStage: resumedAt, seconds: (ContinuousClock.now - start).seconds)
     }
 
-    /// The block-wise stage into `blockwise.gguf`, its logs beside the output. False when
-    /// `blockLimit` stopped it.
-    func runBlockwise(_ o: CalibrationOptions, tokens: [Int32], tokenizer: Tokenizer?, embedding: PackedFormat.Embedding,
-                      show: (String, Double) -> Void) throws -> Bool {
+    /// The block-wise stage into `blockwise.gguf`, its logs beside the output; under a budget the
+    /// blocks after block 0 are re-planned (`replanBlocks`, `secondsBefore` the stage into the run).
+    /// Returns the later blocks' steps per stage when re-planned (nil: as planned), or nil (the
+    /// outer optional) when `blockLimit` stopped it.
+    func runBlockwise(_ o: CalibrationOptions, plan: Plan, secondsBefore: Double, tokens: [Int32], tokenizer: Tokenizer?,
+                      embedding: PackedFormat.Embedding, show: (String, Double) -> Void) throws -> Int?? {
         let calibrator = Calibrator(source: source, options: o, outputPath: stageOutput(0), pool: pool)
         calibrator.trajectoryBudget = trajectoryBudget
+        if budget != nil {
+            calibrator.replanAfterFirstBlock = { [self] seconds in replanBlocks(plan, secondsSoFar: secondsBefore + seconds) }
+        }
         calibrator.blockLimit = blockLimit
         if let stop = stopAfter, stop.stage == 0, let blocks = stop.step { calibrator.blockLimit = blocks }
         let summary = try calibrator.run(tokens: tokens, tokenizer: tokenizer, embedding: embedding, resume: true, progress: { p in
@@ -173,13 +183,13 @@ public final class CalibrationChainRunner {
         guard summary.wroteModel else {
             if stopAfter?.stage == 0 && blockLimit == nil { throw CalibrationError("stopped after \(summary.reports.count) blocks (test hook)") }
             log("stopped after \(summary.reports.count) of \(source.config.blockCount) blocks (--blocks); no model written; the checkpoint in \(checkpoint.directory) continues with --resume")
-            return false
+            return nil
         }
         if summary.resumedAt > 0 { log("resumed after block \(summary.resumedAt - 1)") }
         try CalibrationReport.writeLogs(summary, options: o, output: outputPath)
         log(CalibrationReport.flippedLine(summary.reports))
         log(String(format: "block-wise stage done (+ %@.log.json, .svg) in %.1f s", outputPath, summary.seconds))
-        return true
+        return .some(summary.laterStepsPerStage)
     }
 
     /// Tune round `k` (1-based) on stage k − 1's file into `tuneK.gguf`; its logs are OUT.tuneK.json/.svg.

@@ -121,9 +121,15 @@ final class CalibrationChainTests: XCTestCase {
             return r
         }
         // 85 s: 10 + 5 + 5 fixed and 20 + 30 + 30 s of steps at full length: 65/80 of each, and
-        // the second left back to tune 1.
-        XCTAssertThrowsError(try runner(stop: (0, nil)).run(tokens: Self.tokens, tokenizer: nil, embedding: .f16, resume: false))
+        // the second left back to tune 1. Stopped after block 0: its re-plan of the later blocks
+        // (block 0 took a fraction of a second against 13 s, so they get their 10 steps back)
+        // is committed with it, and the resumed stage follows it without a new one.
+        XCTAssertThrowsError(try runner(stop: (0, 1)).run(tokens: Self.tokens, tokenizer: nil, embedding: .f16, resume: false))
         XCTAssertTrue(lines.contains("time budget 1m25s: block-wise 10 → 8 steps per stage, tune 1 30 → 25 steps, tune 2 30 → 24 steps (estimated 1m25s)"), "\(lines)")
+        XCTAssertTrue(lines.contains { $0.hasPrefix("time budget 1m25s: block 0 took ") && $0.contains(": block-wise 10 steps, tune 1 30 steps, tune 2 30 steps") }, "\(lines)")
+        lines = []
+        XCTAssertThrowsError(try runner(stop: (0, nil)).run(tokens: Self.tokens, tokenizer: nil, embedding: .f16, resume: true))
+        XCTAssertFalse(lines.contains { $0.contains("block 0 took") }, "\(lines)")
         // Before tune 1: the block-wise stage took a fraction of a second against 26 s estimated,
         // so the rounds get their steps back; that plan is recorded, and the run stops inside tune 1.
         lines = []
@@ -140,6 +146,7 @@ final class CalibrationChainTests: XCTestCase {
         XCTAssertEqual(summary.chain.rounds.map(\.steps), [30, 30])
         let file = try PackedModelSource(gguf: GGUFFile(path: out))
         XCTAssertEqual(file.gguf.string("tessera.calibration.steps"), "8")
+        XCTAssertEqual(file.gguf.string("tessera.calibration.steps_after_block0"), "10")
         XCTAssertTrue(file.gguf.string("tessera.e2e.settings")?.contains("steps=30") == true)
     }
 
@@ -164,6 +171,27 @@ final class CalibrationChainTests: XCTestCase {
             XCTAssertEqual(state.plan.blockwiseSteps, 8)
             XCTAssertEqual(r.checkpoint.load()?.plan, state.plan, "recorded before the stage starts")
         }
+    }
+
+    /// The re-plan after block 0 on given numbers (2 blocks; block-wise 10 s + 2 s per step per
+    /// stage, planned at 8 steps, so block 0 is estimated at 13 s; each round 5 s + 1 s per step,
+    /// 30 asked): block 0 taking half its estimate gives the later block all 10 steps; as
+    /// estimated, 9 (the rounds then share what is left); 60 s or past the 85 s budget, 1 step.
+    func testBlockwiseReplanAfterBlockZero() throws {
+        let r = runner(temporaryPath("blocks.gguf"))
+        r.budget = TimeBudget(argument: "85s")
+        r.estimateCosts = { chain in
+            [StageCost(name: "block-wise", fixedSeconds: 10, secondsPerStep: 2, steps: chain.blockwise.stepsPerStage, minimumSteps: 2, droppable: false)]
+                + chain.rounds.enumerated().map { StageCost(name: "tune \($0.offset + 1)", fixedSeconds: 5, secondsPerStep: 1, steps: $0.element.steps, minimumSteps: 7, droppable: true) }
+        }
+        var lines: [String] = []
+        r.log = { lines.append($0) }
+        let plan = CalibrationChainRunner.Plan(blockwiseSteps: 8, rounds: Self.chain().rounds, requestedRoundSteps: [30, 30])
+        for (seconds, expected) in [(6.5, 10), (13, 9), (60, 1), (100, 1)] {
+            XCTAssertEqual(r.replanBlocks(plan, secondsSoFar: seconds), expected, "\(seconds) s: \(lines.last ?? "")")
+        }
+        XCTAssertEqual(lines[1], "time budget 1m25s: block 0 took 13s (1.00× its estimate), 1m12s left for blocks 1–1 and the rounds: block-wise 10 → 9 steps, tune 1 30 → 24 steps, tune 2 30 → 24 steps (estimated 1m25s)")
+        XCTAssertTrue(lines[3].hasSuffix("the blocks left get 1 step per stage, the rounds are dropped"), lines[3])
     }
 
     // MARK: - Planner (given costs, no clock)
