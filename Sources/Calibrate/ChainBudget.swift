@@ -1,9 +1,14 @@
 import Foundation
 import Engine
 
-// A chain under a time budget (`--time-budget`): the first plan when a run starts, and a re-plan
-// of the rounds left before each round, both recorded in the chain's state before their stage
-// starts, so a resumed run follows the same plan.
+// A chain under a time budget (`--time-budget`): the first plan when a run starts; a re-plan of
+// the blocks left after block 0, of the rounds left before each round, and of a round's steps
+// after its teacher pass. Each is recorded (in the chain's state, the Calibrator's or the
+// tuner's checkpoint) before the work it plans starts, so a resumed run follows the same plan.
+//
+// Each re-plan scales the estimates of a stage kind by what that kind measured: the block-wise
+// stage's cost per counted flop is not a tune's (on the demo model it ran at 1.7× its estimate,
+// the tune at about 1.1×), so the rounds keep their own estimates until a round measures one.
 
 extension CalibrationChainRunner {
     /// The plan of a fresh run: the requested chain, or under a budget the planner's at the
@@ -38,20 +43,16 @@ extension CalibrationChainRunner {
     }
 
     /// Before stage `k` (a round): the rounds left, at their requested steps, fitted to the time
-    /// the budget has left after the finished stages, with every estimate scaled by what those
-    /// stages measured against theirs. The new plan is saved before the stage starts.
+    /// the budget has left after the finished stages, with their estimates scaled by what the
+    /// finished rounds took against theirs (1 before the first round). The new plan is saved
+    /// before the stage starts.
     func replan(_ state: inout State, before k: Int) throws {
         guard let budget else { return }
         let done = state.stageSeconds.prefix(k).reduce(0, +)
         let ran = chain(state.plan)
-        let L = Double(source.config.blockCount)
-        let estimated = stageCosts(ran, plan: state.plan).prefix(k).enumerated().reduce(0) { sum, stage in
-            // The block-wise stage: block 0 at the plan's steps, the others at the re-plan's.
-            let (j, c) = stage
-            guard j == 0, let later = state.plan.blockwiseLaterSteps else { return sum + c.seconds(steps: c.steps) }
-            return sum + c.fixedSeconds + c.secondsPerStep * (Double(c.steps) + Double(later) * (L - 1)) / L
-        }
-        let measured = estimated > 0 && done > 0 ? done / estimated : 1
+        let roundsTook = state.stageSeconds[1..<k].reduce(0, +)
+        let roundsEstimated = stageCosts(ran, plan: state.plan)[1..<k].reduce(0) { $0 + $1.seconds(steps: $1.steps) }
+        let measured = roundsEstimated > 0 && roundsTook > 0 ? roundsTook / roundsEstimated : 1
         var asked = ran
         for j in (k - 1)..<asked.rounds.count { asked.rounds[j].steps = state.plan.requestedRoundSteps[j] }
         let left = Array(stageCosts(asked, plan: state.plan)[k...]).map { c -> StageCost in
@@ -78,13 +79,43 @@ extension CalibrationChainRunner {
         let parts = zip(left, fitted.steps).map { c, n in
             n.map { $0 == c.steps ? "\(c.name) \($0) steps" : "\(c.name) \(c.steps) → \($0) steps" } ?? "\(c.name) dropped"
         }
-        log(String(format: "time budget %@, %@ left before %@ (the stages so far took %.2f× their estimate): %@",
-                   TimeBudget.format(budget.seconds), TimeBudget.format(max(0, timeLeft)), ran.stageName(k), measured, parts.joined(separator: ", ")))
+        let rate = k > 1 ? String(format: " (the rounds so far took %.2f× their estimate)", measured) : ""
+        log(String(format: "time budget %@, %@ left before %@%@: %@",
+                   TimeBudget.format(budget.seconds), TimeBudget.format(max(0, timeLeft)), ran.stageName(k), rate, parts.joined(separator: ", ")))
+    }
+
+    /// Round `k` (1-based) `secondsSoFar` into its run, after its teacher pass and first held-out
+    /// check (its fixed part): its steps, up to those asked for, fitted with the later rounds to
+    /// the time the budget has left, its cost per step scaled by what its fixed part took against
+    /// the estimate. The tuner saves the answer with its checkpoints.
+    func replanRound(_ k: Int, _ state: State, secondsSoFar: Double) -> Int {
+        guard let budget else { return state.plan.rounds[k - 1].steps }
+        var asked = chain(state.plan)
+        for j in (k - 1)..<asked.rounds.count { asked.rounds[j].steps = state.plan.requestedRoundSteps[j] }
+        let costs = stageCosts(asked, plan: state.plan)
+        let measured = costs[k].fixedSeconds > 0 && secondsSoFar > 0 ? secondsSoFar / costs[k].fixedSeconds : 1
+        var this = costs[k]
+        this.fixedSeconds = 0
+        this.secondsPerStep *= measured
+        this.minimumSteps = 1
+        this.droppable = false
+        let left = [this] + costs[(k + 1)...]
+        let timeLeft = budget.seconds - state.stageSeconds.prefix(k).reduce(0, +) - secondsSoFar
+        guard timeLeft > 0, let fitted = try? ChainPlanner.fit(left, budget: timeLeft) else {
+            log(String(format: "time budget %@: %@'s teacher pass took %@ (%.2f× its estimate); the budget is spent, it runs 1 step",
+                       TimeBudget.format(budget.seconds), asked.stageName(k), TimeBudget.format(secondsSoFar), measured))
+            return 1
+        }
+        let steps = fitted.steps[0]!
+        log(String(format: "time budget %@: %@'s teacher pass took %@ (%.2f× its estimate), %@ left: %@ (estimated %@)",
+                   TimeBudget.format(budget.seconds), asked.stageName(k), TimeBudget.format(secondsSoFar), measured, TimeBudget.format(timeLeft),
+                   steps == this.steps ? "\(steps) steps" : "\(this.steps) → \(steps) steps", TimeBudget.format(this.seconds(steps: steps))))
+        return steps
     }
 
     /// After block 0 of the block-wise stage, `secondsSoFar` into the run: the blocks left and
-    /// every round, at their requested steps, fitted to the time the budget has left, with every
-    /// estimate scaled by what block 0 measured against its share (1/L) of the stage's estimate.
+    /// every round, at their requested steps, fitted to the time the budget has left, the blocks'
+    /// estimate scaled by what block 0 measured against its share (1/L) of the stage's.
     /// Returns the later blocks' steps per stage (the Calibrator commits them with block 0); the
     /// rounds are only planned here to leave them their share, and re-planned before each starts.
     func replanBlocks(_ plan: Plan, secondsSoFar: Double) -> Int {
@@ -95,9 +126,9 @@ extension CalibrationChainRunner {
         let measured = block0 > 0 && secondsSoFar > 0 ? secondsSoFar / block0 : 1
         let left = asked.enumerated().map { j, c -> StageCost in
             var c = c
-            let share = j == 0 ? (L - 1) / L : 1
-            c.fixedSeconds *= measured * share
-            c.secondsPerStep *= measured * share
+            guard j == 0 else { return c }
+            c.fixedSeconds *= measured * (L - 1) / L
+            c.secondsPerStep *= measured * (L - 1) / L
             return c
         }
         let timeLeft = budget.seconds - secondsSoFar

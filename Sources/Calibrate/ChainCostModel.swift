@@ -38,13 +38,14 @@ public struct ChainCostModel: Sendable {
         return (L * fixedPasses * pass, perStep)
     }
 
-    /// A tune round: per step (the student forward and backward, the teacher's logits) and
-    /// fixed (the teacher pass over every window; the held-out checks).
+    /// A tune round: fixed, what comes before its first step (the teacher pass over every window
+    /// and the first held-out check), and per step (the student forward and backward, the
+    /// teacher's logits, and the later held-out checks spread over the steps between them).
     func round(_ r: TuneRound) -> (fixed: Double, perStep: Double) {
         let model = Double(config.blockCount) * blockForward(r.sequenceLength) + head(r.sequenceLength)
-        let perStep = 3 * model + head(r.sequenceLength)
-        let checks = Double(r.steps / max(1, r.evalEvery) + 2)
-        let fixed = Double(r.samples + r.evalSamples) * model + checks * Double(r.evalSamples) * model
+        let check = Double(r.evalSamples) * model
+        let perStep = 3 * model + head(r.sequenceLength) + check / Double(max(1, min(r.evalEvery, r.steps)))
+        let fixed = Double(r.samples + r.evalSamples) * model + check
         return (fixed, perStep)
     }
 

@@ -140,7 +140,8 @@ public final class CalibrationChainRunner {
                 }
                 state.plan.blockwiseLaterSteps = later
             } else {
-                try runRound(k, chain.rounds[k - 1], seed: chain.blockwise.seed, tokens: tokens, show: show)
+                let replan: ((Double) -> Int)? = budget == nil ? nil : { [self, state] seconds in replanRound(k, state, secondsSoFar: seconds) }
+                state.plan.rounds[k - 1].steps = try runRound(k, chain.rounds[k - 1], seed: chain.blockwise.seed, tokens: tokens, replan: replan, show: show)
             }
             state.completedStages = k + 1
             state.stageSeconds.append((ContinuousClock.now - stageStart).seconds)
@@ -192,16 +193,20 @@ public final class CalibrationChainRunner {
         return .some(summary.laterStepsPerStage)
     }
 
-    /// Tune round `k` (1-based) on stage k − 1's file into `tuneK.gguf`; its logs are OUT.tuneK.json/.svg.
-    func runRound(_ k: Int, _ round: TuneRound, seed: UInt64, tokens: [Int32], show: (String, Double) -> Void) throws {
+    /// Tune round `k` (1-based) on stage k − 1's file into `tuneK.gguf`; its logs are
+    /// OUT.tuneK.json/.svg. `replan`: a time budget's re-plan of its steps after the teacher pass.
+    /// Returns the steps it ran.
+    func runRound(_ k: Int, _ round: TuneRound, seed: UInt64, tokens: [Int32], replan: ((Double) -> Int)?,
+                  show: (String, Double) -> Void) throws -> Int {
         let student = try PackedModelSource(gguf: GGUFFile(path: stageOutput(k - 1)))
         let o = round.options(seed: seed)
         let tuner = try EndToEndTuner(teacher: source, student: student, options: o, outputPath: stageOutput(k), pool: pool, weightBudget: weightBudget)
         if let note = tuner.weightNote { log(note) }
         if let stop = stopAfter, stop.stage == k, let steps = stop.step { tuner.stopAfterSteps = steps }
+        if let replan { tuner.replanAfterTeacher = { replan($0) } }
         let units = ChainCostModel(config: source.config).round(round)
-        let total = units.fixed + units.perStep * Double(round.steps)
         let report = try tuner.run(tokens: tokens, resume: true) { p in
+            let total = units.fixed + units.perStep * Double(p.phase == "teacher" ? round.steps : p.steps)
             switch p.phase {
             case "teacher":
                 show("teacher outputs, block \(p.step + 1)/\(p.steps)", units.fixed * Double(p.step) / Double(max(1, p.steps)) / total)
@@ -215,6 +220,7 @@ public final class CalibrationChainRunner {
         report.summaryLines.forEach(log)
         try tuner.writeLogs(report, prefix: outputPath + ".tune\(k)")
         log(String(format: "tune %d done (+ %@.tune%d.json, .svg) in %.1f s", k, outputPath, k, report.seconds))
+        return report.stepLosses.count
     }
 
     /// Copies `source` over `path` atomically (a temporary file beside it, then a rename).

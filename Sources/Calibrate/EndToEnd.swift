@@ -176,6 +176,11 @@ public final class EndToEndTuner {
     public var checkpointDirectory: String { checkpoint.directory }
     /// Stop (as if killed) after this many steps, at a checkpoint: tests.
     public var stopAfterSteps: Int?
+    /// A time budget's re-plan (`calibrate --time-budget`): called when a run that starts at step
+    /// 0 has its teacher outputs and the first held-out check, with the seconds it has taken; it
+    /// returns the steps to run (the cosine schedule spans them). The answer is saved with every
+    /// checkpoint, so a resumed run follows it, and the file's settings record it. nil: `options.steps`.
+    public var replanAfterTeacher: ((_ secondsSoFar: Double) throws -> Int)?
 
     public var teacher: ModelSource { model.teacher }
     public var student: PackedModelSource { model.student }
@@ -195,6 +200,8 @@ public final class EndToEndTuner {
         var step: Int
         var report: EndToEndReport
         var parameters: String   // file name of the arrays, in the checkpoint folder
+        /// The steps a time budget's re-plan gave the run (nil: the options').
+        var steps: Int? = nil
     }
 
     /// One Adam each for α, β and γ (γ steps only with `trainNorms`).
@@ -244,7 +251,8 @@ public final class EndToEndTuner {
     /// Trains, then writes the tuned packed model to `outputPath` (atomically).
     public func run(tokens: [Int32], resume: Bool, progress: (EndToEndProgress) -> Void = { _ in }) throws -> EndToEndReport {
         let start = ContinuousClock.now
-        let o = options, m = model
+        var o = options
+        let m = model
         let print = o.fingerprint + ["teacher=\(teacher.path)", "student=\(student.path)", "data=\(tokens.count)"]
         var report = EndToEndReport()
         var optimizer = Optimizer(m, learningRate: o.learningRate)
@@ -255,6 +263,7 @@ public final class EndToEndTuner {
             report = saved.report
             report.resumedAt = saved.step
             firstStep = saved.step
+            if let steps = saved.steps { o.steps = steps; o.evalEvery = min(o.evalEvery, steps) }
             m.materialize()
         }
 
@@ -265,6 +274,11 @@ public final class EndToEndTuner {
             progress(EndToEndProgress(step: 0, steps: o.steps, loss: 0, phase: "eval"))
             report.evalKL.append([0, m.evaluate(held, states: heldStates)])
         }
+        if firstStep == 0, let replan = replanAfterTeacher {
+            o.steps = max(1, try replan((ContinuousClock.now - start).seconds))
+            o.evalEvery = min(o.evalEvery, o.steps)
+        }
+        let replanned = o.steps != options.steps ? o.steps : nil
 
         let dAlpha = FloatBuffer(count: m.alpha.count), dBeta = FloatBuffer(count: m.beta.count), dGamma = FloatBuffer(count: m.gamma.count)
         for step in firstStep..<o.steps {
@@ -286,7 +300,7 @@ public final class EndToEndTuner {
                 let name = "parameters-\(step + 1).bin"
                 try checkpoint.writeArrays(optimizer.arrays(m), to: name)
                 let previous = checkpoint.load()?.parameters
-                try checkpoint.save(State(fingerprint: print, step: step + 1, report: report, parameters: name))
+                try checkpoint.save(State(fingerprint: print, step: step + 1, report: report, parameters: name, steps: replanned))
                 if let previous, previous != name { checkpoint.remove(previous) }
                 if let stop = stopAfterSteps, step + 1 >= stop { throw CalibrationError("stopped after \(step + 1) steps (test hook)") }
             }
@@ -297,14 +311,15 @@ public final class EndToEndTuner {
         report.kept = after < before
         if !report.kept { m.reset() }
         report.seconds = (ContinuousClock.now - start).seconds
-        try write(report: report, before: before, after: after)
+        try write(report: report, before: before, after: after, options: o)
         return report
     }
 
-    /// The student's file with the tuned tensors (see `PackedRewrite` for the labels).
-    func write(report: EndToEndReport, before: Double, after: Double) throws {
+    /// The student's file with the tuned tensors (see `PackedRewrite` for the labels); `o`: the
+    /// options as run (a re-plan's steps).
+    func write(report: EndToEndReport, before: Double, after: Double, options o: EndToEndOptions) throws {
         let metadata = [("tessera.e2e.teacher", URL(fileURLWithPath: teacher.path).lastPathComponent),
-                        ("tessera.e2e.settings", options.fingerprint.joined(separator: ",")),
+                        ("tessera.e2e.settings", o.fingerprint.joined(separator: ",")),
                         ("tessera.e2e.heldout_kl", String(format: "%.6g,%.6g", before, after)),
                         ("tessera.e2e.kept", report.kept ? "true" : "false"),
                         ("tessera.version", TesseraVersion.string)]

@@ -135,13 +135,16 @@ final class CalibrationChainTests: XCTestCase {
         lines = []
         XCTAssertThrowsError(try runner(stop: (1, 25)).run(tokens: Self.tokens, tokenizer: nil, embedding: .f16, resume: true))
         XCTAssertTrue(lines.contains { $0.hasPrefix("time budget 1m25s, ") && $0.contains("before tune 1") && $0.hasSuffix(": tune 1 30 steps, tune 2 30 steps") }, "\(lines)")
-        // Resumed inside tune 1: no new plan for it; one before tune 2.
+        // Resumed inside tune 1 (from its checkpoint after 25 steps): no new plan for it; one
+        // before tune 2 and one after tune 2's teacher pass (which took far less than its 5 s).
         lines = []
         estimates = 0
         let summary = try runner(stop: nil).run(tokens: Self.tokens, tokenizer: nil, embedding: .f16, resume: true)
         XCTAssertEqual(lines.filter { $0.contains(" left before ") }.count, 1, "\(lines)")
         XCTAssertTrue(lines.contains { $0.contains("before tune 2") }, "\(lines)")
-        XCTAssertEqual(estimates, 2, "one estimate of the stages done and one of those left, before tune 2 only")
+        XCTAssertEqual(lines.filter { $0.contains("teacher pass took") }.count, 1, "\(lines)")
+        XCTAssertTrue(lines.contains { $0.hasPrefix("time budget 1m25s: tune 2's teacher pass took ") && $0.contains(": 30 steps") }, "\(lines)")
+        XCTAssertEqual(estimates, 3, "the rounds done and those left before tune 2, and tune 2's after its teacher pass")
         XCTAssertEqual(summary.chain.blockwise.stepsPerStage, 8)
         XCTAssertEqual(summary.chain.rounds.map(\.steps), [30, 30])
         let file = try PackedModelSource(gguf: GGUFFile(path: out))
@@ -150,9 +153,11 @@ final class CalibrationChainTests: XCTestCase {
         XCTAssertTrue(file.gguf.string("tessera.e2e.settings")?.contains("steps=30") == true)
     }
 
-    /// The re-plan before a round on given numbers: the block-wise stage estimated at 26 s took
-    /// 13 s, 52 s or 100 s of an 85 s budget; the rounds left are scaled by the same factor.
-    func testReplanScalesTheRoundsLeftByTheMeasuredRate() throws {
+    /// The re-plan before a round on given numbers (85 s budget; rounds 5 s + 1 s per step, 30
+    /// asked). Before tune 1 the block-wise stage took 13 s, 52 s or 100 s: the rounds keep their
+    /// own estimates for the time left. Before tune 2, tune 1 (25 steps, 30 s estimated) took
+    /// 17.5 s or 60 s: tune 2 is scaled by that factor (all 30 steps, or dropped).
+    func testReplanBeforeARoundScalesByTheFinishedRounds() throws {
         let out = temporaryPath("replan.gguf")
         try FileManager.default.createDirectory(atPath: out + ".calib", withIntermediateDirectories: true)
         let r = runner(out)
@@ -163,14 +168,36 @@ final class CalibrationChainTests: XCTestCase {
         }
         let first = CalibrationChainRunner.Plan(blockwiseSteps: 8, rounds: Self.chain().rounds.map { var r = $0; r.steps = 25; return r },
                                                 requestedRoundSteps: [30, 30])
-        for (seconds, expected) in [(13.0, [30, 30]), (52, [11]), (100, [])] {
-            var state = CalibrationChainRunner.State(fingerprint: [], plan: first, completedStages: 1, stageSeconds: [seconds])
-            try r.replan(&state, before: 1)
+        for (seconds, expected) in [([13.0], [30, 30]), ([52], [12, 11]), ([100], []), ([13, 17.5], [25, 30]), ([13, 60], [25])] {
+            let k = seconds.count
+            var state = CalibrationChainRunner.State(fingerprint: [], plan: first, completedStages: k, stageSeconds: seconds)
+            try r.replan(&state, before: k)
             XCTAssertEqual(state.plan.rounds.map(\.steps), expected, "\(seconds) s")
-            XCTAssertEqual(state.plan.plannedThrough, 1)
+            XCTAssertEqual(state.plan.plannedThrough, k)
             XCTAssertEqual(state.plan.blockwiseSteps, 8)
             XCTAssertEqual(r.checkpoint.load()?.plan, state.plan, "recorded before the stage starts")
         }
+    }
+
+    /// The re-plan inside tune 1 after its teacher pass (estimated 5 s; the block-wise stage took
+    /// 13 s of 85): at half the estimate it keeps its 30 steps; at 2.4× (12 s) it gets 16 steps,
+    /// sharing what is left with tune 2 (5 s + 1 s per step); past the budget, 1 step.
+    func testRoundReplanAfterItsTeacherPass() throws {
+        let r = runner(temporaryPath("round.gguf"))
+        r.budget = TimeBudget(argument: "85s")
+        r.estimateCosts = { chain in
+            [StageCost(name: "block-wise", fixedSeconds: 10, secondsPerStep: 2, steps: chain.blockwise.stepsPerStage, minimumSteps: 2, droppable: false)]
+                + chain.rounds.enumerated().map { StageCost(name: "tune \($0.offset + 1)", fixedSeconds: 5, secondsPerStep: 1, steps: $0.element.steps, minimumSteps: 7, droppable: true) }
+        }
+        var lines: [String] = []
+        r.log = { lines.append($0) }
+        let plan = CalibrationChainRunner.Plan(blockwiseSteps: 8, rounds: Self.chain().rounds.map { var r = $0; r.steps = 25; return r },
+                                               requestedRoundSteps: [30, 30])
+        let state = CalibrationChainRunner.State(fingerprint: [], plan: plan, completedStages: 1, stageSeconds: [13])
+        for (seconds, expected) in [(2.5, 30), (12, 16), (80, 1)] {
+            XCTAssertEqual(r.replanRound(1, state, secondsSoFar: seconds), expected, "\(seconds) s: \(lines.last ?? "")")
+        }
+        XCTAssertEqual(lines[1], "time budget 1m25s: tune 1's teacher pass took 12s (2.40× its estimate), 1m00s left: 30 → 16 steps (estimated 38s)")
     }
 
     /// The re-plan after block 0 on given numbers (2 blocks; block-wise 10 s + 2 s per step per
