@@ -3,12 +3,13 @@ import Engine
 
 // A chain under a time budget (`--time-budget`): the first plan when a run starts; a re-plan of
 // the blocks left after block 0, of the rounds left before each round, and of a round's steps
-// after its teacher pass. Each is recorded (in the chain's state, the Calibrator's or the
+// after its first steps. Each is recorded (in the chain's state, the Calibrator's or the
 // tuner's checkpoint) before the work it plans starts, so a resumed run follows the same plan.
 //
 // Each re-plan scales the estimates of a stage kind by what that kind measured: the block-wise
 // stage's cost per counted flop is not a tune's (on the demo model it ran at 1.7× its estimate,
-// the tune at about 1.1×), so the rounds keep their own estimates until a round measures one.
+// a tune's teacher pass at 0.9× and its steps at 1.1×), so the rounds keep their own estimates
+// until a round measures one.
 
 extension CalibrationChainRunner {
     /// The plan of a fresh run: the requested chain, or under a budget the planner's at the
@@ -84,32 +85,33 @@ extension CalibrationChainRunner {
                    TimeBudget.format(budget.seconds), TimeBudget.format(max(0, timeLeft)), ran.stageName(k), rate, parts.joined(separator: ", ")))
     }
 
-    /// Round `k` (1-based) `secondsSoFar` into its run, after its teacher pass and first held-out
-    /// check (its fixed part): its steps, up to those asked for, fitted with the later rounds to
-    /// the time the budget has left, its cost per step scaled by what its fixed part took against
-    /// the estimate. The tuner saves the answer with its checkpoints.
-    func replanRound(_ k: Int, _ state: State, secondsSoFar: Double) -> Int {
+    /// Round `k` (1-based) `secondsSoFar` into its run, after its first `stepsDone` steps took
+    /// `stepSeconds`: its steps, up to those asked for, fitted with the later rounds to the time
+    /// the budget has left, its cost per step scaled by what those steps took against the
+    /// estimate. Returns the round's steps in all; the tuner saves them with its checkpoints.
+    func replanRound(_ k: Int, _ state: State, secondsSoFar: Double, stepsDone: Int, stepSeconds: Double) -> Int {
         guard let budget else { return state.plan.rounds[k - 1].steps }
         var asked = chain(state.plan)
         for j in (k - 1)..<asked.rounds.count { asked.rounds[j].steps = state.plan.requestedRoundSteps[j] }
         let costs = stageCosts(asked, plan: state.plan)
-        let measured = costs[k].fixedSeconds > 0 && secondsSoFar > 0 ? secondsSoFar / costs[k].fixedSeconds : 1
+        let estimate = costs[k].secondsPerStep * Double(stepsDone)
+        let measured = estimate > 0 && stepSeconds > 0 ? stepSeconds / estimate : 1
         var this = costs[k]
         this.fixedSeconds = 0
         this.secondsPerStep *= measured
+        this.steps -= stepsDone
         this.minimumSteps = 1
         this.droppable = false
-        let left = [this] + costs[(k + 1)...]
         let timeLeft = budget.seconds - state.stageSeconds.prefix(k).reduce(0, +) - secondsSoFar
-        guard timeLeft > 0, let fitted = try? ChainPlanner.fit(left, budget: timeLeft) else {
-            log(String(format: "time budget %@: %@'s teacher pass took %@ (%.2f× its estimate); the budget is spent, it runs 1 step",
-                       TimeBudget.format(budget.seconds), asked.stageName(k), TimeBudget.format(secondsSoFar), measured))
-            return 1
+        let took = String(format: "time budget %@: %@'s first %d steps took %@ (%.2f× their estimate)", TimeBudget.format(budget.seconds),
+                          asked.stageName(k), stepsDone, TimeBudget.format(stepSeconds), measured)
+        guard this.steps > 0, timeLeft > 0, let fitted = try? ChainPlanner.fit([this] + costs[(k + 1)...], budget: timeLeft) else {
+            log(took + "; the budget is spent, it stops there")
+            return stepsDone
         }
-        let steps = fitted.steps[0]!
-        log(String(format: "time budget %@: %@'s teacher pass took %@ (%.2f× its estimate), %@ left: %@ (estimated %@)",
-                   TimeBudget.format(budget.seconds), asked.stageName(k), TimeBudget.format(secondsSoFar), measured, TimeBudget.format(timeLeft),
-                   steps == this.steps ? "\(steps) steps" : "\(this.steps) → \(steps) steps", TimeBudget.format(this.seconds(steps: steps))))
+        let steps = stepsDone + fitted.steps[0]!, total = stepsDone + this.steps
+        log(String(format: "%@, %@ left: %@ (estimated %@ more)", took, TimeBudget.format(timeLeft),
+                   steps == total ? "\(steps) steps" : "\(total) → \(steps) steps", TimeBudget.format(this.seconds(steps: fitted.steps[0]!))))
         return steps
     }
 

@@ -140,7 +140,9 @@ public final class CalibrationChainRunner {
                 }
                 state.plan.blockwiseLaterSteps = later
             } else {
-                let replan: ((Double) -> Int)? = budget == nil ? nil : { [self, state] seconds in replanRound(k, state, secondsSoFar: seconds) }
+                let replan: ((Double, Int, Double) -> Int)? = budget == nil ? nil : { [self, state] in
+                    replanRound(k, state, secondsSoFar: $0, stepsDone: $1, stepSeconds: $2)
+                }
                 state.plan.rounds[k - 1].steps = try runRound(k, chain.rounds[k - 1], seed: chain.blockwise.seed, tokens: tokens, replan: replan, show: show)
             }
             state.completedStages = k + 1
@@ -194,16 +196,16 @@ public final class CalibrationChainRunner {
     }
 
     /// Tune round `k` (1-based) on stage k − 1's file into `tuneK.gguf`; its logs are
-    /// OUT.tuneK.json/.svg. `replan`: a time budget's re-plan of its steps after the teacher pass.
-    /// Returns the steps it ran.
-    func runRound(_ k: Int, _ round: TuneRound, seed: UInt64, tokens: [Int32], replan: ((Double) -> Int)?,
+    /// OUT.tuneK.json/.svg. `replan`: a time budget's re-plan of its steps after its first steps
+    /// (`EndToEndTuner.replanAfterSteps`). Returns the steps it ran.
+    func runRound(_ k: Int, _ round: TuneRound, seed: UInt64, tokens: [Int32], replan: ((Double, Int, Double) -> Int)?,
                   show: (String, Double) -> Void) throws -> Int {
         let student = try PackedModelSource(gguf: GGUFFile(path: stageOutput(k - 1)))
         let o = round.options(seed: seed)
         let tuner = try EndToEndTuner(teacher: source, student: student, options: o, outputPath: stageOutput(k), pool: pool, weightBudget: weightBudget)
         if let note = tuner.weightNote { log(note) }
         if let stop = stopAfter, stop.stage == k, let steps = stop.step { tuner.stopAfterSteps = steps }
-        if let replan { tuner.replanAfterTeacher = { replan($0) } }
+        if let replan { tuner.replanAfterSteps = { replan($0, $1, $2) } }
         let units = ChainCostModel(config: source.config).round(round)
         let report = try tuner.run(tokens: tokens, resume: true) { p in
             let total = units.fixed + units.perStep * Double(p.phase == "teacher" ? round.steps : p.steps)

@@ -176,11 +176,14 @@ public final class EndToEndTuner {
     public var checkpointDirectory: String { checkpoint.directory }
     /// Stop (as if killed) after this many steps, at a checkpoint: tests.
     public var stopAfterSteps: Int?
-    /// A time budget's re-plan (`calibrate --time-budget`): called when a run that starts at step
-    /// 0 has its teacher outputs and the first held-out check, with the seconds it has taken; it
-    /// returns the steps to run (the cosine schedule spans them). The answer is saved with every
-    /// checkpoint, so a resumed run follows it, and the file's settings record it. nil: `options.steps`.
-    public var replanAfterTeacher: ((_ secondsSoFar: Double) throws -> Int)?
+    /// A time budget's re-plan (`calibrate --time-budget`): called once in a run that starts at
+    /// step 0, after its first `replanStep` steps, with the seconds the run has taken, the steps
+    /// done and the seconds they took; it returns the steps to run in all (the cosine schedule
+    /// spans them from there on). The answer is saved with every checkpoint (the first comes
+    /// later), so a resumed run follows it, and the file's settings record it. nil: `options.steps`.
+    public var replanAfterSteps: ((_ secondsSoFar: Double, _ stepsDone: Int, _ stepSeconds: Double) throws -> Int)?
+    /// Steps timed before `replanAfterSteps` (fewer than `checkpointEvery`).
+    public static let replanStep = 10
 
     public var teacher: ModelSource { model.teacher }
     public var student: PackedModelSource { model.student }
@@ -257,13 +260,14 @@ public final class EndToEndTuner {
         var report = EndToEndReport()
         var optimizer = Optimizer(m, learningRate: o.learningRate)
         var firstStep = 0
+        var replanned: Int?
         if let saved = try checkpoint.open(fingerprint: print, resume: resume) {
             let arrays = try checkpoint.readArrays(saved.parameters, counts: Optimizer.counts(m))
             optimizer = Optimizer(restoring: arrays, step: saved.step, into: m, learningRate: o.learningRate)
             report = saved.report
             report.resumedAt = saved.step
             firstStep = saved.step
-            if let steps = saved.steps { o.steps = steps; o.evalEvery = min(o.evalEvery, steps) }
+            if let steps = saved.steps { o.steps = steps; o.evalEvery = min(o.evalEvery, steps); replanned = steps }
             m.materialize()
         }
 
@@ -274,14 +278,12 @@ public final class EndToEndTuner {
             progress(EndToEndProgress(step: 0, steps: o.steps, loss: 0, phase: "eval"))
             report.evalKL.append([0, m.evaluate(held, states: heldStates)])
         }
-        if firstStep == 0, let replan = replanAfterTeacher {
-            o.steps = max(1, try replan((ContinuousClock.now - start).seconds))
-            o.evalEvery = min(o.evalEvery, o.steps)
-        }
-        let replanned = o.steps != options.steps ? o.steps : nil
 
         let dAlpha = FloatBuffer(count: m.alpha.count), dBeta = FloatBuffer(count: m.beta.count), dGamma = FloatBuffer(count: m.gamma.count)
-        for step in firstStep..<o.steps {
+        let stepsStart = ContinuousClock.now
+        var step = firstStep
+        while step < o.steps {
+            defer { step += 1 }
             // The window of step k depends only on the seed and k (resume draws the same ones).
             var rng = SplitMix64(seed: o.seed &+ 0xE2E &* UInt64(step + 1))
             let n = Int.random(in: 0..<windows.count, using: &rng)
@@ -291,6 +293,12 @@ public final class EndToEndTuner {
             optimizer.update(m, dAlpha: dAlpha, dBeta: dBeta, dGamma: dGamma, rate: o.rate(atStep: step), norms: o.trainNorms)
             m.materialize()
             report.stepLosses.append(Float(loss))
+            if firstStep == 0, step + 1 == Self.replanStep, step + 1 < o.steps, let replan = replanAfterSteps {
+                let now = ContinuousClock.now
+                o.steps = max(step + 1, try replan((now - start).seconds, step + 1, (now - stepsStart).seconds))
+                o.evalEvery = min(o.evalEvery, o.steps)
+                replanned = o.steps
+            }
             progress(EndToEndProgress(step: step + 1, steps: o.steps, loss: Float(loss), phase: "train"))
             if (step + 1) % o.evalEvery == 0 || step + 1 == o.steps {
                 progress(EndToEndProgress(step: step + 1, steps: o.steps, loss: Float(loss), phase: "eval"))

@@ -136,15 +136,15 @@ final class CalibrationChainTests: XCTestCase {
         XCTAssertThrowsError(try runner(stop: (1, 25)).run(tokens: Self.tokens, tokenizer: nil, embedding: .f16, resume: true))
         XCTAssertTrue(lines.contains { $0.hasPrefix("time budget 1m25s, ") && $0.contains("before tune 1") && $0.hasSuffix(": tune 1 30 steps, tune 2 30 steps") }, "\(lines)")
         // Resumed inside tune 1 (from its checkpoint after 25 steps): no new plan for it; one
-        // before tune 2 and one after tune 2's teacher pass (which took far less than its 5 s).
+        // before tune 2 and one after tune 2's first 10 steps (far less than their 10 s).
         lines = []
         estimates = 0
         let summary = try runner(stop: nil).run(tokens: Self.tokens, tokenizer: nil, embedding: .f16, resume: true)
         XCTAssertEqual(lines.filter { $0.contains(" left before ") }.count, 1, "\(lines)")
         XCTAssertTrue(lines.contains { $0.contains("before tune 2") }, "\(lines)")
-        XCTAssertEqual(lines.filter { $0.contains("teacher pass took") }.count, 1, "\(lines)")
-        XCTAssertTrue(lines.contains { $0.hasPrefix("time budget 1m25s: tune 2's teacher pass took ") && $0.contains(": 30 steps") }, "\(lines)")
-        XCTAssertEqual(estimates, 3, "the rounds done and those left before tune 2, and tune 2's after its teacher pass")
+        XCTAssertEqual(lines.filter { $0.contains(" steps took ") }.count, 1, "\(lines)")
+        XCTAssertTrue(lines.contains { $0.hasPrefix("time budget 1m25s: tune 2's first 10 steps took ") && $0.contains(": 30 steps") }, "\(lines)")
+        XCTAssertEqual(estimates, 3, "the rounds done and those left before tune 2, and tune 2's after its first steps")
         XCTAssertEqual(summary.chain.blockwise.stepsPerStage, 8)
         XCTAssertEqual(summary.chain.rounds.map(\.steps), [30, 30])
         let file = try PackedModelSource(gguf: GGUFFile(path: out))
@@ -179,10 +179,11 @@ final class CalibrationChainTests: XCTestCase {
         }
     }
 
-    /// The re-plan inside tune 1 after its teacher pass (estimated 5 s; the block-wise stage took
-    /// 13 s of 85): at half the estimate it keeps its 30 steps; at 2.4× (12 s) it gets 16 steps,
-    /// sharing what is left with tune 2 (5 s + 1 s per step); past the budget, 1 step.
-    func testRoundReplanAfterItsTeacherPass() throws {
+    /// The re-plan inside tune 1 after its first 10 steps (1 s each estimated; the block-wise
+    /// stage took 13 s of 85): at half the estimate it keeps its 30 steps; at 2.4× (24 s, 30 s
+    /// into the round) it gets 19, sharing what is left with tune 2 (5 s + 1 s per step); past
+    /// the budget it stops at 10.
+    func testRoundReplanAfterItsFirstSteps() throws {
         let r = runner(temporaryPath("round.gguf"))
         r.budget = TimeBudget(argument: "85s")
         r.estimateCosts = { chain in
@@ -194,10 +195,11 @@ final class CalibrationChainTests: XCTestCase {
         let plan = CalibrationChainRunner.Plan(blockwiseSteps: 8, rounds: Self.chain().rounds.map { var r = $0; r.steps = 25; return r },
                                                requestedRoundSteps: [30, 30])
         let state = CalibrationChainRunner.State(fingerprint: [], plan: plan, completedStages: 1, stageSeconds: [13])
-        for (seconds, expected) in [(2.5, 30), (12, 16), (80, 1)] {
-            XCTAssertEqual(r.replanRound(1, state, secondsSoFar: seconds), expected, "\(seconds) s: \(lines.last ?? "")")
+        for (seconds, steps, expected) in [(10.0, 5.0, 30), (30, 24, 19), (80, 70, 10)] {
+            XCTAssertEqual(r.replanRound(1, state, secondsSoFar: seconds, stepsDone: 10, stepSeconds: steps), expected, "\(seconds) s: \(lines.last ?? "")")
         }
-        XCTAssertEqual(lines[1], "time budget 1m25s: tune 1's teacher pass took 12s (2.40× its estimate), 1m00s left: 30 → 16 steps (estimated 38s)")
+        XCTAssertEqual(lines[1], "time budget 1m25s: tune 1's first 10 steps took 24s (2.40× their estimate), 42s left: 30 → 19 steps (estimated 22s more)")
+        XCTAssertTrue(lines[2].hasSuffix("the budget is spent, it stops there"), lines[2])
     }
 
     /// The re-plan after block 0 on given numbers (2 blocks; block-wise 10 s + 2 s per step per

@@ -224,6 +224,35 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(FileManager.default.contents(atPath: whole), FileManager.default.contents(atPath: parts))
     }
 
+    /// A time budget's re-plan after the first 10 steps (here to 27 of 30) is saved with the
+    /// checkpoints: killed after 20 steps and resumed, the run follows it without asking again
+    /// and writes the uninterrupted run's file, whose settings record the 27 steps.
+    func testReplannedStepsAreKeptOnResume() throws {
+        let (teacher, student) = try models()
+        let whole = temporaryPath("whole.gguf"), parts = temporaryPath("parts.gguf")
+        func tuner(_ path: String, answer: Int) throws -> EndToEndTuner {
+            let t = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(steps: 30), outputPath: path, pool: ThreadPool(threads: 2))
+            t.replanAfterSteps = { seconds, done, stepSeconds in
+                XCTAssertEqual(done, EndToEndTuner.replanStep)
+                XCTAssertGreaterThan(stepSeconds, 0)
+                XCTAssertGreaterThanOrEqual(seconds, stepSeconds)
+                return answer
+            }
+            return t
+        }
+        let report = try tuner(whole, answer: 27).run(tokens: CalibrationTests.tokens(), resume: false)
+        XCTAssertEqual(report.stepLosses.count, 27)
+        XCTAssertEqual(report.evalKL.map { Int($0[0]) }, [0, 20, 27])
+        let first = try tuner(parts, answer: 27)
+        first.stopAfterSteps = 20
+        XCTAssertThrowsError(try first.run(tokens: CalibrationTests.tokens(), resume: false))
+        let resumed = try tuner(parts, answer: 5).run(tokens: CalibrationTests.tokens(), resume: true)
+        XCTAssertEqual(resumed.resumedAt, 20)
+        XCTAssertEqual(FileManager.default.contents(atPath: whole), FileManager.default.contents(atPath: parts))
+        let file = try PackedModelSource(gguf: GGUFFile(path: parts))
+        XCTAssertTrue(file.gguf.string("tessera.e2e.settings")?.contains("steps=27") == true, "\(file.gguf.string("tessera.e2e.settings") ?? "")")
+    }
+
     /// `tessera average`: two tunes of one file (other seeds, norms trained) average group by
     /// group into a file with the same codes that runs; a file with other codes is refused.
     func testAveragingTwoTunesOfOneFile() throws {
