@@ -20,8 +20,24 @@ final class CalibrationChainTests: XCTestCase {
         return CalibrationChain(blockwise: blockwise, rounds: [first, second])
     }
 
+    /// The budget tests' stage costs: block-wise 10 s + 2 s per step per stage, every round 5 s +
+    /// 1 s per step (a round below 7 steps is dropped).
+    static func givenCosts(_ chain: CalibrationChain) -> [StageCost] {
+        [StageCost(name: "block-wise", fixedSeconds: 10, secondsPerStep: 2, steps: chain.blockwise.stepsPerStage, minimumSteps: 2, droppable: false)]
+            + chain.rounds.enumerated().map { StageCost(name: "tune \($0.offset + 1)", fixedSeconds: 5, secondsPerStep: 1, steps: $0.element.steps, minimumSteps: 7, droppable: true) }
+    }
+
     func runner(_ path: String, chain: CalibrationChain = chain()) -> CalibrationChainRunner {
         CalibrationChainRunner(source: CalibrationTests.tinySource(), chain: chain, outputPath: path, pool: ThreadPool(threads: 2))
+    }
+
+    /// A runner under an 85 s budget at `givenCosts`, its lines to `log`.
+    func budgetRunner(_ path: String, log: @escaping (String) -> Void) -> CalibrationChainRunner {
+        let r = runner(path)
+        r.budget = TimeBudget(argument: "85s")
+        r.estimateCosts = Self.givenCosts
+        r.log = log
+        return r
     }
 
     func files(beside path: String) throws -> [String] {
@@ -108,8 +124,7 @@ final class CalibrationChainTests: XCTestCase {
         var estimates = 0
         let costs: (CalibrationChain) -> [StageCost] = { chain in
             estimates += 1
-            return [StageCost(name: "block-wise", fixedSeconds: 10, secondsPerStep: 2, steps: chain.blockwise.stepsPerStage, minimumSteps: 2, droppable: false)]
-                + chain.rounds.enumerated().map { StageCost(name: "tune \($0.offset + 1)", fixedSeconds: 5, secondsPerStep: 1, steps: $0.element.steps, minimumSteps: 7, droppable: true) }
+            return Self.givenCosts(chain)
         }
         var lines: [String] = []
         func runner(stop: (Int, Int?)?) -> CalibrationChainRunner {
@@ -160,12 +175,7 @@ final class CalibrationChainTests: XCTestCase {
     func testReplanBeforeARoundScalesByTheFinishedRounds() throws {
         let out = temporaryPath("replan.gguf")
         try FileManager.default.createDirectory(atPath: out + ".calib", withIntermediateDirectories: true)
-        let r = runner(out)
-        r.budget = TimeBudget(argument: "85s")
-        r.estimateCosts = { chain in
-            [StageCost(name: "block-wise", fixedSeconds: 10, secondsPerStep: 2, steps: chain.blockwise.stepsPerStage, minimumSteps: 2, droppable: false)]
-                + chain.rounds.enumerated().map { StageCost(name: "tune \($0.offset + 1)", fixedSeconds: 5, secondsPerStep: 1, steps: $0.element.steps, minimumSteps: 7, droppable: true) }
-        }
+        let r = budgetRunner(out) { _ in }
         let first = CalibrationChainRunner.Plan(blockwiseSteps: 8, rounds: Self.chain().rounds.map { var r = $0; r.steps = 25; return r },
                                                 requestedRoundSteps: [30, 30])
         for (seconds, expected) in [([13.0], [30, 30]), ([52], [12, 11]), ([100], []), ([13, 17.5], [25, 30]), ([13, 60], [25])] {
@@ -184,14 +194,8 @@ final class CalibrationChainTests: XCTestCase {
     /// into the round) it gets 19, sharing what is left with tune 2 (5 s + 1 s per step); past
     /// the budget it stops at 10.
     func testRoundReplanAfterItsFirstSteps() throws {
-        let r = runner(temporaryPath("round.gguf"))
-        r.budget = TimeBudget(argument: "85s")
-        r.estimateCosts = { chain in
-            [StageCost(name: "block-wise", fixedSeconds: 10, secondsPerStep: 2, steps: chain.blockwise.stepsPerStage, minimumSteps: 2, droppable: false)]
-                + chain.rounds.enumerated().map { StageCost(name: "tune \($0.offset + 1)", fixedSeconds: 5, secondsPerStep: 1, steps: $0.element.steps, minimumSteps: 7, droppable: true) }
-        }
         var lines: [String] = []
-        r.log = { lines.append($0) }
+        let r = budgetRunner(temporaryPath("round.gguf")) { lines.append($0) }
         let plan = CalibrationChainRunner.Plan(blockwiseSteps: 8, rounds: Self.chain().rounds.map { var r = $0; r.steps = 25; return r },
                                                requestedRoundSteps: [30, 30])
         let state = CalibrationChainRunner.State(fingerprint: [], plan: plan, completedStages: 1, stageSeconds: [13])
@@ -207,14 +211,8 @@ final class CalibrationChainTests: XCTestCase {
     /// 30 asked): block 0 taking half its estimate gives the later block all 10 steps; as
     /// estimated, 9 (the rounds then share what is left); 60 s or past the 85 s budget, 1 step.
     func testBlockwiseReplanAfterBlockZero() throws {
-        let r = runner(temporaryPath("blocks.gguf"))
-        r.budget = TimeBudget(argument: "85s")
-        r.estimateCosts = { chain in
-            [StageCost(name: "block-wise", fixedSeconds: 10, secondsPerStep: 2, steps: chain.blockwise.stepsPerStage, minimumSteps: 2, droppable: false)]
-                + chain.rounds.enumerated().map { StageCost(name: "tune \($0.offset + 1)", fixedSeconds: 5, secondsPerStep: 1, steps: $0.element.steps, minimumSteps: 7, droppable: true) }
-        }
         var lines: [String] = []
-        r.log = { lines.append($0) }
+        let r = budgetRunner(temporaryPath("blocks.gguf")) { lines.append($0) }
         let plan = CalibrationChainRunner.Plan(blockwiseSteps: 8, rounds: Self.chain().rounds, requestedRoundSteps: [30, 30])
         for (seconds, expected) in [(6.5, 10), (13, 9), (60, 1), (100, 1)] {
             XCTAssertEqual(r.replanBlocks(plan, secondsSoFar: seconds), expected, "\(seconds) s: \(lines.last ?? "")")
