@@ -76,8 +76,6 @@ public final class Calibrator {
         public var resumedAt: Int
         /// False when `blockLimit` stopped the run before the last block: no model was written.
         public var wroteModel: Bool
-        /// Steps per stage of blocks 1… when a time budget re-planned them (nil: as `options`).
-        public var laterStepsPerStage: Int?
     }
 
     func fingerprint(tokens: [Int32]) -> [String] {
@@ -159,8 +157,7 @@ public final class Calibrator {
 
         let complete = state.completedBlocks == c.blockCount
         if complete { try writeModel(tokenizer: tokenizer, embedding: embedding, reports: state.reports, laterSteps: state.laterStepsPerStage) }
-        return Summary(reports: state.reports, seconds: (ContinuousClock.now - start).seconds, resumedAt: resumedAt, wroteModel: complete,
-                       laterStepsPerStage: state.laterStepsPerStage)
+        return Summary(reports: state.reports, seconds: (ContinuousClock.now - start).seconds, resumedAt: resumedAt, wroteModel: complete)
     }
 
     /// A new trajectory (`existing`: a checkpoint's) of `kind` at the input of `block`, under the memory budget.

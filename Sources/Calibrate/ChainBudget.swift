@@ -77,9 +77,7 @@ extension CalibrationChainRunner {
         state.plan.requestedRoundSteps = requestedSteps
         state.plan.plannedThrough = k
         try checkpoint.save(state)
-        let parts = zip(left, fitted.steps).map { c, n in
-            n.map { $0 == c.steps ? "\(c.name) \($0) steps" : "\(c.name) \(c.steps) → \($0) steps" } ?? "\(c.name) dropped"
-        }
+        let parts = Self.describe(left, fitted.steps)
         let rate = k > 1 ? String(format: " (the rounds so far took %.2f× their estimate)", measured) : ""
         log(String(format: "time budget %@, %@ left before %@%@: %@",
                    TimeBudget.format(budget.seconds), TimeBudget.format(max(0, timeLeft)), ran.stageName(k), rate, parts.joined(separator: ", ")))
@@ -115,6 +113,13 @@ extension CalibrationChainRunner {
         return steps
     }
 
+    /// "tune 1 480 → 385 steps", "tune 2 dropped", … for a re-plan's line.
+    static func describe(_ stages: [StageCost], _ steps: [Int?]) -> [String] {
+        zip(stages, steps).map { c, n in
+            n.map { $0 == c.steps ? "\(c.name) \($0) steps" : "\(c.name) \(c.steps) → \($0) steps" } ?? "\(c.name) dropped"
+        }
+    }
+
     /// After block 0 of the block-wise stage, `secondsSoFar` into the run: the blocks left and
     /// every round, at their requested steps, fitted to the time the budget has left, the blocks'
     /// estimate scaled by what block 0 measured against its share (1/L) of the stage's.
@@ -140,9 +145,7 @@ extension CalibrationChainRunner {
                        TimeBudget.format(budget.seconds), TimeBudget.format(secondsSoFar), measured))
             return 1
         }
-        let parts = zip(left, fitted.steps).map { c, n in
-            n.map { $0 == c.steps ? "\(c.name) \($0) steps" : "\(c.name) \(c.steps) → \($0) steps" } ?? "\(c.name) dropped"
-        }
+        let parts = Self.describe(left, fitted.steps)
         log(String(format: "time budget %@: block 0 took %@ (%.2f× its estimate), %@ left for blocks 1–%d and the rounds: %@ (estimated %@)",
                    TimeBudget.format(budget.seconds), TimeBudget.format(secondsSoFar), measured, TimeBudget.format(timeLeft),
                    Int(L) - 1, parts.joined(separator: ", "), TimeBudget.format(secondsSoFar + fitted.estimatedSeconds)))

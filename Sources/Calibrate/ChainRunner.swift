@@ -63,8 +63,6 @@ public final class CalibrationChainRunner {
         var flopsPerSecond: Double?
         var plannedThrough = 0
         var budgetSummary: String?
-        /// Steps per stage of blocks 1… after the block-wise re-plan (recorded when the stage is committed).
-        var blockwiseLaterSteps: Int?
     }
 
     struct State: CheckpointState {
@@ -134,13 +132,12 @@ public final class CalibrationChainRunner {
             log("stage \(k + 1)/\(chain.stageCount): \(chain.summaryLines[k])")
             if k == 0 {
                 let before = resumedAt == 0 ? (stageStart - start).seconds : 0
-                guard let later = try runBlockwise(chain.blockwise, plan: state.plan, secondsBefore: before, tokens: tokens,
-                                                   tokenizer: tokenizer, embedding: embedding, show: show) else {
+                guard try runBlockwise(chain.blockwise, plan: state.plan, secondsBefore: before, tokens: tokens,
+                                       tokenizer: tokenizer, embedding: embedding, show: show) else {
                     return Summary(chain: chain, wroteModel: false, resumedAtStage: resumedAt, seconds: (ContinuousClock.now - start).seconds)
                 }
-                state.plan.blockwiseLaterSteps = later
             } else {
-                let replan: ((Double, Int, Double) -> Int)? = budget == nil ? nil : { [self, state] in
+                let replan: ((Double, Int, Double) throws -> Int)? = budget == nil ? nil : { [self, state] in
                     replanRound(k, state, secondsSoFar: $0, stepsDone: $1, stepSeconds: $2)
                 }
                 state.plan.rounds[k - 1].steps = try runRound(k, chain.rounds[k - 1], seed: chain.blockwise.seed, tokens: tokens, replan: replan, show: show)
@@ -160,11 +157,10 @@ public final class CalibrationChainRunner {
     }
 
     /// The block-wise stage into `blockwise.gguf`, its logs beside the output; under a budget the
-    /// blocks after block 0 are re-planned (`replanBlocks`, `secondsBefore` the stage into the run).
-    /// Returns the later blocks' steps per stage when re-planned (nil: as planned), or nil (the
-    /// outer optional) when `blockLimit` stopped it.
+    /// blocks after block 0 are re-planned (`replanBlocks`, `secondsBefore` the stage into the run;
+    /// the Calibrator records the answer). False when `blockLimit` stopped it.
     func runBlockwise(_ o: CalibrationOptions, plan: Plan, secondsBefore: Double, tokens: [Int32], tokenizer: Tokenizer?,
-                      embedding: PackedFormat.Embedding, show: (String, Double) -> Void) throws -> Int?? {
+                      embedding: PackedFormat.Embedding, show: (String, Double) -> Void) throws -> Bool {
         let calibrator = Calibrator(source: source, options: o, outputPath: stageOutput(0), pool: pool)
         calibrator.trajectoryBudget = trajectoryBudget
         if budget != nil {
@@ -186,26 +182,26 @@ public final class CalibrationChainRunner {
         guard summary.wroteModel else {
             if stopAfter?.stage == 0 && blockLimit == nil { throw CalibrationError("stopped after \(summary.reports.count) blocks (test hook)") }
             log("stopped after \(summary.reports.count) of \(source.config.blockCount) blocks (--blocks); no model written; the checkpoint in \(checkpoint.directory) continues with --resume")
-            return nil
+            return false
         }
         if summary.resumedAt > 0 { log("resumed after block \(summary.resumedAt - 1)") }
         try CalibrationReport.writeLogs(summary, options: o, output: outputPath)
         log(CalibrationReport.flippedLine(summary.reports))
         log(String(format: "block-wise stage done (+ %@.log.json, .svg) in %.1f s", outputPath, summary.seconds))
-        return .some(summary.laterStepsPerStage)
+        return true
     }
 
     /// Tune round `k` (1-based) on stage k − 1's file into `tuneK.gguf`; its logs are
     /// OUT.tuneK.json/.svg. `replan`: a time budget's re-plan of its steps after its first steps
     /// (`EndToEndTuner.replanAfterSteps`). Returns the steps it ran.
-    func runRound(_ k: Int, _ round: TuneRound, seed: UInt64, tokens: [Int32], replan: ((Double, Int, Double) -> Int)?,
+    func runRound(_ k: Int, _ round: TuneRound, seed: UInt64, tokens: [Int32], replan: ((Double, Int, Double) throws -> Int)?,
                   show: (String, Double) -> Void) throws -> Int {
         let student = try PackedModelSource(gguf: GGUFFile(path: stageOutput(k - 1)))
         let o = round.options(seed: seed)
         let tuner = try EndToEndTuner(teacher: source, student: student, options: o, outputPath: stageOutput(k), pool: pool, weightBudget: weightBudget)
         if let note = tuner.weightNote { log(note) }
         if let stop = stopAfter, stop.stage == k, let steps = stop.step { tuner.stopAfterSteps = steps }
-        if let replan { tuner.replanAfterSteps = { replan($0, $1, $2) } }
+        tuner.replanAfterSteps = replan
         let units = ChainCostModel(config: source.config).round(round)
         let report = try tuner.run(tokens: tokens, resume: true) { p in
             let total = units.fixed + units.perStep * Double(p.phase == "teacher" ? round.steps : p.steps)
