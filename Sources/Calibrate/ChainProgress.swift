@@ -14,14 +14,18 @@ public struct ChainProgress: Sendable {
     public var remainingSeconds: Double?
 }
 
-/// The whole chain's ETA: every stage's estimated cost (`ChainCostModel`, any unit) and the
-/// seconds per unit measured so far, so the stages not started yet are estimated from the plan
-/// at the measured rate.
+/// The whole chain's ETA: every stage's estimated cost (`ChainCostModel`, in estimated seconds)
+/// and the seconds per unit measured so far. As the time budget's planner does, each kind of
+/// stage runs at its own rate: the block-wise stage (stage 0) at the rate it measured, the tune
+/// rounds at the rate the rounds measured, and a kind not measured yet at its estimate (1 s per
+/// unit). (The block-wise stage runs at about 1.7× its estimate here and the rounds at about
+/// 1.1×, so one rate for both overstated the tune by half.)
 public struct ChainETA: Sendable {
     /// Every stage's estimated cost, in order (replaced when a time budget re-plans).
     public var stageUnits: [Double]
-    /// Seconds per unit, from the last stage with enough progress; nil before that.
-    public private(set) var secondsPerUnit: Double?
+    /// Seconds per unit of the block-wise stage and of the rounds; nil until measured.
+    public private(set) var blockwiseSecondsPerUnit: Double?
+    public private(set) var roundSecondsPerUnit: Double?
     var stage = -1
     var stageStart = ContinuousClock.now
     var fractionAtStart = 0.0
@@ -33,8 +37,8 @@ public struct ChainETA: Sendable {
         stageUnits[stage] * max(0, 1 - fraction) + stageUnits[(stage + 1)...].reduce(0, +)
     }
 
-    /// Records progress (`fraction` of `stage`, `elapsed` seconds since this process began the
-    /// stage) and returns the seconds left in the chain.
+    /// Records progress (`fraction` of `stage` at `now`) and returns the seconds left in the
+    /// chain; nil until some stage has measured a rate.
     public mutating func update(stage: Int, fraction: Double, now: ContinuousClock.Instant = .now) -> Double? {
         if stage != self.stage {
             self.stage = stage
@@ -44,8 +48,13 @@ public struct ChainETA: Sendable {
         let done = (fraction - fractionAtStart) * stageUnits[stage]
         // A rate from at least 1 % of a stage (its start is dominated by one-off work).
         if done > 0.01 * stageUnits[stage] && done > 0 {
-            secondsPerUnit = (now - stageStart).seconds / done
+            let rate = (now - stageStart).seconds / done
+            if stage == 0 { blockwiseSecondsPerUnit = rate } else { roundSecondsPerUnit = rate }
         }
-        return secondsPerUnit.map { $0 * Self.unitsLeft(stageUnits, stage: stage, fraction: fraction) }
+        guard blockwiseSecondsPerUnit != nil || roundSecondsPerUnit != nil else { return nil }
+        func rate(_ j: Int) -> Double { (j == 0 ? blockwiseSecondsPerUnit : roundSecondsPerUnit) ?? 1 }
+        var seconds = rate(stage) * stageUnits[stage] * max(0, 1 - fraction)
+        for j in (stage + 1)..<stageUnits.count { seconds += rate(j) * stageUnits[j] }
+        return seconds
     }
 }

@@ -323,18 +323,22 @@ final class CalibrationChainTests: XCTestCase {
         XCTAssertTrue(p.rounds.isEmpty)
     }
 
-    func testETACoversTheRemainingStagesAtTheMeasuredRate() {
+    func testETACoversTheRemainingStagesAtEachKindsOwnRate() {
         let units = [100.0, 50, 30]
         XCTAssertEqual(ChainETA.unitsLeft(units, stage: 0, fraction: 0.25), 75 + 80)
         XCTAssertEqual(ChainETA.unitsLeft(units, stage: 2, fraction: 1), 0)
         var eta = ChainETA(stageUnits: units)
         let t0 = ContinuousClock.now
         XCTAssertNil(eta.update(stage: 0, fraction: 0, now: t0))
-        // 20 % of stage 0 (20 units) in 40 s: 2 s per unit, 80 + 80 units left.
+        // 20 % of stage 0 (20 units) in 40 s: 2 s per unit for its other 80 units; the rounds
+        // (80 units) at their estimate, 1 s per unit, as the planner takes them.
         let left = try! XCTUnwrap(eta.update(stage: 0, fraction: 0.2, now: t0 + .seconds(40)))
-        XCTAssertEqual(left, 320, accuracy: 1e-6)
-        // A new stage starts with the last rate until it measures its own.
-        let next = try! XCTUnwrap(eta.update(stage: 1, fraction: 0, now: t0 + .seconds(200)))
-        XCTAssertEqual(next, 2 * 80, accuracy: 1e-6)
+        XCTAssertEqual(left, 2 * 80 + 80, accuracy: 1e-6)
+        // The first round starts at its estimate, then runs at its own rate: half of it (25
+        // units) in 30 s is 1.2 s per unit, for the rest of it and the next round.
+        XCTAssertEqual(try! XCTUnwrap(eta.update(stage: 1, fraction: 0, now: t0 + .seconds(200))), 80, accuracy: 1e-6)
+        XCTAssertEqual(try! XCTUnwrap(eta.update(stage: 1, fraction: 0.5, now: t0 + .seconds(230))), 1.2 * 55, accuracy: 1e-6)
+        XCTAssertEqual(try! XCTUnwrap(eta.update(stage: 2, fraction: 0, now: t0 + .seconds(260))), 1.2 * 30, accuracy: 1e-6)
+        XCTAssertEqual(eta.blockwiseSecondsPerUnit ?? 0, 2, accuracy: 1e-9)
     }
 }
