@@ -39,12 +39,16 @@ public final class InferenceSession {
     private var logitsBuffer: FloatBuffer
     /// Attention scores of a prefill batch, [T, cached positions], grown on demand.
     private var batchScores = FloatBuffer(count: 0)
+    /// A prefill worker's keys and values as fp32 when the cache keeps them in 8 bits, grown on demand.
+    private var batchRows = FloatBuffer(count: 0)
 
-    public init(model: LlamaModel, contextLength: Int, maxBatch: Int = 512) {
+    /// `kvCache` is how the cache keeps keys and values (KVCacheType.unsupportedReason says
+    /// which models cannot use q8).
+    public init(model: LlamaModel, contextLength: Int, maxBatch: Int = 512, kvCache: KVCacheType = .f32) {
         let c = model.config
         self.model = model
         self.maxBatch = max(1, maxBatch)
-        cache = KVCache(blockCount: c.blockCount, capacity: contextLength, width: c.kvHeads * c.headDim)
+        cache = KVCache(blockCount: c.blockCount, capacity: contextLength, width: c.kvHeads * c.headDim, headDim: c.headDim, type: kvCache)
         let T = self.maxBatch
         x = FloatBuffer(count: T * c.hidden)
         normed = FloatBuffer(count: T * max(c.hidden, c.heads * c.headDim))
@@ -128,8 +132,7 @@ public final class InferenceSession {
             for t in 0..<T {
                 m.rope.apply(q + t * qWidth, heads: H, position: ropePosition(t))
                 m.rope.apply(k + t * kvWidth, heads: KVH, position: ropePosition(t))
-                cache.key(b, p0 + t).update(from: k + t * kvWidth, count: kvWidth)
-                cache.value(b, p0 + t).update(from: v + t * kvWidth, count: kvWidth)
+                cache.store(b, p0 + t, key: k + t * kvWidth, value: v + t * kvWidth)
             }
             profile?.lap(.rope)
             // Grouped-query attention for every (token, head) over the slots it may see.
@@ -204,18 +207,17 @@ public final class InferenceSession {
 
     /// Decode: one query row, heads split across workers.
     private func attendOneToken(block b: Int, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, p0: Int) {
-        let c = model.config, D = c.headDim, H = c.heads, group = c.heads / c.kvHeads, kvWidth = c.kvHeads * D
+        let c = model.config, D = c.headDim, H = c.heads, group = c.heads / c.kvHeads
         let scale = 1 / Float(D).squareRoot(), capacity = self.capacity, length = p0 + 1
-        let scoresBase = scores.pointer
+        let scoresBase = scores.pointer, cache = self.cache
         model.pool.run { worker, workers in
             let scores = scoresBase + worker * capacity
             for h in ThreadPool.chunk(H, index: worker, count: workers) {
-                let kvHead = h / group, query = q + h * D
+                let kvHead = h / group
                 // scores = K·q/√D over the cached slots, softmax, out = Vᵀ·scores (K, V read in place)
-                Matmul.sgemv(trans: false, M: length, N: D, alpha: scale, A: cache.key(b, 0) + kvHead * D, lda: kvWidth,
-                             x: query, y: scores)
+                cache.keyScores(b, kvHead: kvHead, count: length, query: q + h * D, alpha: scale, into: scores)
                 Ops.softmax(scores, length)
-                Matmul.sgemv(trans: true, M: length, N: D, A: cache.value(b, 0) + kvHead * D, lda: kvWidth, x: scores, y: out + h * D)
+                cache.mixValues(b, kvHead: kvHead, count: length, weights: scores, into: out + h * D)
             }
         }
     }
@@ -223,23 +225,28 @@ public final class InferenceSession {
     /// Prefill: per head and tile of query rows, S = Q·Kᵀ/√D over the cached positions the tile
     /// may see (sgemm; a causal tile stops at its last row's position, so the masked upper
     /// triangle is mostly not computed), mask (causal, or the packed layout's visible slots) and
-    /// softmax per row, then out = S·V (sgemm). K and V are read in place from the cache; the
-    /// (head, tile) items are split across workers, each with its own score matrix.
+    /// softmax per row, then out = S·V (sgemm). K and V are read in place from an fp32 cache (an
+    /// 8-bit one gives them as fp32 rows in the worker's scratch); the (head, tile) items are
+    /// split across workers, each with its own score matrix.
     private func attendBatch(block b: Int, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, T: Int, p0: Int,
                              layout: BatchLayout) {
         let c = model.config, D = c.headDim, H = c.heads, group = c.heads / c.kvHeads
-        let kvWidth = c.kvHeads * D, L = p0 + T, workers = model.pool.threads
+        let L = p0 + T, workers = model.pool.threads, cache = self.cache
         let tiles = layout.visible == nil ? min(8, max(1, T / 32)) : 1
         if batchScores.count < workers * T * L { batchScores = FloatBuffer(count: workers * T * L) }
-        let scoresBase = batchScores.pointer
+        let rowsPerWorker = 2 * cache.scratchCount(positions: L)
+        if batchRows.count < workers * rowsPerWorker { batchRows = FloatBuffer(count: workers * rowsPerWorker) }
+        let scoresBase = batchScores.pointer, rowsBase = batchRows.pointer
         model.pool.run { worker, count in
             let S = scoresBase + worker * T * L
+            let keyScratch = rowsBase + worker * rowsPerWorker, valueScratch = keyScratch + rowsPerWorker / 2
             for item in ThreadPool.chunk(H * tiles, index: worker, count: count) {
                 let h = item / tiles, tile = item % tiles, kvHead = h / group
                 let t0 = T * tile / tiles, t1 = T * (tile + 1) / tiles
                 let width = layout.visible == nil ? p0 + t1 : L   // slots any row of the tile sees
+                let K = cache.keyRows(b, kvHead: kvHead, count: width, scratch: keyScratch)
                 Matmul.sgemm(transA: false, transB: true, M: t1 - t0, N: width, K: D, alpha: 1 / Float(D).squareRoot(),
-                             A: q + t0 * H * D + h * D, lda: H * D, B: cache.key(b, 0) + kvHead * D, ldb: kvWidth, C: S, ldc: width)
+                             A: q + t0 * H * D + h * D, lda: H * D, B: K.rows, ldb: K.ld, C: S, ldc: width)
                 for t in t0..<t1 {
                     let row = S + (t - t0) * width
                     if let visible = layout.visible?[t] {
@@ -250,8 +257,9 @@ public final class InferenceSession {
                         (row + visible).update(repeating: 0, count: width - visible)
                     }
                 }
+                let V = cache.valueRows(b, kvHead: kvHead, count: width, scratch: valueScratch)
                 Matmul.sgemm(transA: false, transB: false, M: t1 - t0, N: D, K: width, A: S, lda: width,
-                             B: cache.value(b, 0) + kvHead * D, ldb: kvWidth, C: out + t0 * H * D + h * D, ldc: H * D)
+                             B: V.rows, ldb: V.ld, C: out + t0 * H * D + h * D, ldc: H * D)
             }
         }
     }

@@ -64,6 +64,9 @@ struct Chat: ParsableCommand {
     @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = one per fast physical core).")
     var threads: Int = 0
 
+    @Option(help: "KV cache: f32, or q8 (int8 with one scale per 32 values, as llama.cpp's -ctk q8_0 -ctv q8_0: 1.125 bytes a value instead of 4).")
+    var kvCache: KVCacheType = .f32
+
     @Option(help: "Chat template: chatml, llama3, a Jinja file, or Jinja text (default: the model's).")
     var chatTemplate: String?
 
@@ -108,7 +111,8 @@ struct Chat: ParsableCommand {
         let config = loaded.model.config
         let context = ctxSize > 0 ? ctxSize : min(config.contextLength, 4096)
         let template = raw ? nil : try ChatTemplate.resolve(override: chatTemplate, modelTemplate: loaded.chatTemplate)
-        let session = InferenceSession(model: loaded.model, contextLength: context)
+        if let reason = kvCache.unsupportedReason(headDim: config.headDim) { throw ValidationError(reason) }
+        let session = InferenceSession(model: loaded.model, contextLength: context, kvCache: kvCache)
         let generator = Generator(session: session, sampling: sampling, stopTokens: loaded.tokenizer.endOfGenerationIDs)
         let conversation = Conversation(tokenizer: loaded.tokenizer, template: template, generator: generator, systemPrompt: system)
         printError(String(format: "chat: %@ — %d blocks, %.0f M parameters, %.0f MB of weights, loaded in %.2f s; context %d, %d threads",
@@ -168,3 +172,4 @@ struct Chat: ParsableCommand {
         }
     }
 }
+extension KVCacheType: ExpressibleByArgument {}

@@ -90,7 +90,7 @@ struct Eval: ParsableCommand {
             data.append((task, path, try task.load(path: path)))
         }
         let loaded = try LoadedModel.load(path: model, threads: runtime.threads, numa: runtime.numa, activation: runtime.activation, activationClip: runtime.actClip)
-        let session = InferenceSession(model: loaded.model, contextLength: ctx, maxBatch: batch)
+        let session = try runtime.session(loaded, contextLength: ctx, maxBatch: batch)
         let evaluator = ZeroShotEvaluator(scorer: LoglikelihoodScorer(session: session), tokenizer: loaded.tokenizer)
         var samples: FileHandle?
         if let logSamples {

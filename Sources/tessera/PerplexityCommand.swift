@@ -45,7 +45,7 @@ struct Perplexity: ParsableCommand {
         // Tokenize as llama-perplexity does: BOS only when the model adds one.
         let tokens = loaded.tokenizer.encode(text, addBOS: nil, parseSpecial: false)
         let tokenizeSeconds = (clock.now - tokenizeStart).seconds
-        let session = InferenceSession(model: loaded.model, contextLength: ctx, maxBatch: batch)
+        let session = try runtime.session(loaded, contextLength: ctx, maxBatch: batch)
         let bos = loaded.tokenizer.addsBOS ? loaded.tokenizer.bosID : nil
         let run = PerplexityRun(session: session, convention: convention, contextLength: ctx, bos: bos)
         let available = run.chunkCount(tokens.count)

@@ -28,7 +28,16 @@ struct RuntimeOptions: ParsableArguments {
     @Option(help: "Per-token activations: clip each token's scale to this share of its largest value (0 < c ≤ 1) instead of the file's ratio (1 unless the file says).")
     var actClip: Float?
 
+    @Option(help: "KV cache: f32, or q8 (int8 with one scale per 32 values, as llama.cpp's -ctk q8_0 -ctv q8_0: 1.125 bytes a value instead of 4).")
+    var kvCache: KVCacheType = .f32
+
     var activation: ActivationMode? { act.flatMap { ActivationMode(flag: $0) } }
+
+    /// An inference session on `loaded` with these options' KV cache.
+    func session(_ loaded: LoadedModel, contextLength: Int, maxBatch: Int) throws -> InferenceSession {
+        if let reason = kvCache.unsupportedReason(headDim: loaded.model.config.headDim) { throw ValidationError(reason) }
+        return InferenceSession(model: loaded.model, contextLength: contextLength, maxBatch: maxBatch, kvCache: kvCache)
+    }
 
     func validate() throws {
         guard threads >= 0 else { throw ValidationError("--threads must be 0 (one per fast physical core) or positive, got \(threads)") }
@@ -37,7 +46,8 @@ struct RuntimeOptions: ParsableArguments {
     }
 }
 
-/// Writes a line to standard error.
+extension KVCacheType: ExpressibleByArgument {}
+
 extension LlamaConfig {
     /// Refuses a group size (0 = whole row) that does not divide every weight's row width.
     func checkGroup(_ group: Int) throws {

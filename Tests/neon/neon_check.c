@@ -661,6 +661,66 @@ static void check_hadamard(void) {
     }
 }
 
+// ---- 8-bit KV cache rows (kv_cache.c) -------------------------------------------------------------
+// Rows quantized by tsr_quantize_act (127 levels); dequantize gives the reference's bits (one
+// product each); scores and mix within 2·(D + 16)·u·Σ|terms| and 2·(n + 16)·u·Σ|terms| of float64.
+static void check_kv8(void) {
+    stat_t *sd = stat_for("kv8_dequantize", "neon", 1), *ss = stat_for("kv8_scores", "neon", 0), *sm = stat_for("kv8_mix", "neon", 0);
+    static const int cases[][3] = {{1, 1, 32}, {7, 3, 64}, {33, 2, 128}, {100, 8, 64}, {5, 1, 96}}; // n, heads, D
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        const int n = cases[t][0], heads = cases[t][1], D = cases[t][2], width = heads * D;
+        int8_t *c = xalloc((size_t)n * width);
+        float *d = xalloc(sizeof(float) * n * (width / 32)), *x = xalloc(sizeof(float) * width);
+        int32_t *bs = xalloc(sizeof(int32_t) * (width / 32));
+        float *xs = xalloc(sizeof(float) * (width / 32));
+        for (int p = 0; p < n; p++) {
+            const double scale = uniform(0.01, 8);
+            for (int i = 0; i < width; i++) x[i] = p % 7 == 3 ? 0 : (float)uniform(-scale, scale);
+            tsr_quantize_act(x, width, 32, 127, c + (size_t)p * width, d + (size_t)p * (width / 32), bs, xs);
+        }
+        const int offset = (heads - 1) * D;
+        const int8_t *ch = c + offset;
+        const float *dh = d + offset / 32;
+        float *q = xalloc(sizeof(float) * D), *w = xalloc(sizeof(float) * n);
+        float *y = xalloc(sizeof(float) * (size_t)n * D), *yr = xalloc(sizeof(float) * (size_t)n * D);
+        for (int i = 0; i < D; i++) q[i] = (float)uniform(-2, 2);
+        for (int p = 0; p < n; p++) w[p] = (float)uniform(0, 1);
+        char where[64];
+        snprintf(where, sizeof where, "n %d heads %d D %d", n, heads, D);
+
+        sd->calls++;
+        tsr_kv8_dequantize(ch, width, dh, width / 32, n, D, y);
+        tsr_kv8_dequantize_ref(ch, width, dh, width / 32, n, D, yr);
+        for (long i = 0; i < (long)n * D; i++) {
+            sd->outputs++;
+            if (!same_bits(&y[i], &yr[i], 4)) fail(sd, "%s [%ld]: neon %.9g ref %.9g", where, i, y[i], yr[i]);
+        }
+        ss->calls++;
+        tsr_kv8_scores(ch, width, dh, width / 32, n, D, q, 0.125f, y);
+        tsr_kv8_scores_ref(ch, width, dh, width / 32, n, D, q, 0.125f, yr);
+        for (int p = 0; p < n; p++) {
+            double e = 0, mass = 0;
+            for (int i = 0; i < D; i++) {
+                double v = 0.125 * dh[(size_t)p * (width / 32) + i / 32] * ch[(size_t)p * width + i] * q[i];
+                e += v; mass += fabs(v);
+            }
+            check_float(ss, y[p], yr[p], e, 2.0 * (D + 16) * U * mass + 1e-300, mass, where, p);
+        }
+        sm->calls++;
+        tsr_kv8_mix(ch, width, dh, width / 32, n, D, w, y);
+        tsr_kv8_mix_ref(ch, width, dh, width / 32, n, D, w, yr);
+        for (int i = 0; i < D; i++) {
+            double e = 0, mass = 0;
+            for (int p = 0; p < n; p++) {
+                double v = (double)w[p] * dh[(size_t)p * (width / 32) + i / 32] * ch[(size_t)p * width + i];
+                e += v; mass += fabs(v);
+            }
+            check_float(sm, y[i], yr[i], e, 2.0 * (n + 16) * U * mass + 1e-300, mass, where, i);
+        }
+        free(c); free(d); free(x); free(bs); free(xs); free(q); free(w); free(y); free(yr);
+    }
+}
+
 // ---- main -------------------------------------------------------------------------------------
 int main(int argc, char **argv) {
     int expect_dot = -1, no_dot = 0;
@@ -720,6 +780,7 @@ int main(int argc, char **argv) {
     check_layout6();
     check_exp_ops();
     check_hadamard();
+    check_kv8();
     for (int bi = 0; bi < (int)(sizeof bitsList / sizeof *bitsList); bi++)
         for (int si = 0; si < (int)(sizeof shapes / sizeof *shapes); si++)
             for (int ri = 0; ri < 4; ri++)

@@ -37,6 +37,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Packed and ggml-block models: run with activations \(ActivationMode.flagHelp) instead of the file's mode (llama.cpp runs Q4_0/Q4_1/Q8_0 with 8-bit activations per block of 32: 8-block).")
     var act: String?
 
+    @Option(help: "KV cache: f32, or q8 (int8 with one scale per 32 values, as llama.cpp's -ctk q8_0 -ctv q8_0: 1.125 bytes a value instead of 4).")
+    var kvCache: KVCacheType = .f32
+
     @Flag(help: "After the tests, time one more pp and tg run step by step (norms, linears, attention, head...) and print where the time goes.")
     var profile = false
 
@@ -138,7 +141,9 @@ struct Bench: ParsableCommand {
                 } else {
                     m = try WeightBinder(source: SyntheticModelSource(shape: synthetic!)).model(pool: ThreadPool(threads: n))
                 }
+                if let reason = kvCache.unsupportedReason(headDim: m.config.headDim) { throw ValidationError(reason) }
                 let name = (path.map { ($0 as NSString).lastPathComponent } ?? "synthetic \(synthetic!.rawValue)") + (act.map { " (--act \($0))" } ?? "")
+                    + (kvCache == .f32 ? "" : " (--kv-cache \(kvCache.rawValue))")
                 var tests: [(String, () throws -> Double)] = []
                 if prompt > 0 { tests.append(("pp\(prompt)", { try measurePrompt(m) })) }
                 if generate > 0 { tests.append(("tg\(generate)", { try measureGeneration(m) })) }
@@ -224,7 +229,7 @@ struct Bench: ParsableCommand {
 
     /// Tokens per second of one batch of `prompt` tokens into an empty cache.
     func measurePrompt(_ model: LlamaModel, profile: StepProfile? = nil) throws -> Double {
-        let session = InferenceSession(model: model, contextLength: prompt, maxBatch: prompt)
+        let session = InferenceSession(model: model, contextLength: prompt, maxBatch: prompt, kvCache: kvCache)
         session.profile = profile
         let tokens = randomTokens(prompt, vocab: model.config.vocab)
         let start = ContinuousClock.now
@@ -234,7 +239,7 @@ struct Bench: ParsableCommand {
 
     /// Tokens per second of `generate` single-token steps from an empty cache.
     func measureGeneration(_ model: LlamaModel, profile: StepProfile? = nil) throws -> Double {
-        let session = InferenceSession(model: model, contextLength: generate, maxBatch: 1)
+        let session = InferenceSession(model: model, contextLength: generate, maxBatch: 1, kvCache: kvCache)
         session.profile = profile
         let tokens = randomTokens(generate, vocab: model.config.vocab)
         let start = ContinuousClock.now
@@ -249,3 +254,4 @@ struct Bench: ParsableCommand {
 }
 
 extension SyntheticShape: ExpressibleByArgument {}
+extension KVCacheType: ExpressibleByArgument {}

@@ -38,7 +38,7 @@ enum {
     TSR_KERNEL_F16_GEMV = 1,    // tsr_gemv_f16
     TSR_KERNEL_F16_CONVERT = 2, // tsr_f16_to_f32_array
     TSR_KERNEL_READ_BYTES = 3,  // tsr_read_bytes
-    TSR_KERNEL_QUANT = 4,       // tsr_q_dequantize, tsr_quantize_act, tsr_qgemv_f32, tsr_qgemm_f32
+    TSR_KERNEL_QUANT = 4,       // tsr_q_dequantize, tsr_quantize_act, tsr_qgemv_f32, tsr_qgemm_f32, tsr_kv8_*
     TSR_KERNEL_QUANT_I8 = 5,    // tsr_qdot_i8, tsr_qgemv_i8, tsr_qgemm_i8
     TSR_KERNEL_COUNT = 6
 };
@@ -109,6 +109,23 @@ const signed char *tsr_hadamard_matrix(int m);
 int tsr_hadamard_f32(float *x, int n, int transpose);
 int tsr_hadamard_f32_ref(float *x, int n, int transpose);
 
+// ---- 8-bit KV cache (kv_cache.c; family TSR_KERNEL_QUANT) -----------------------------------
+// A cached row (one position's keys or values) holds int8 codes c and one fp32 scale per block
+// of 32 values, as tsr_quantize_act writes them with levels 127: value = d_b·c (d_b = the block's
+// max|x| / 127), like llama.cpp's q8_0 cache type. The functions below read n rows of one head,
+// D values each (D % 32 == 0): row p's codes at c + p·cstride, its D/32 scales at d + p·dstride.
+/// scores[p] = alpha · Σ_b d_b · Σ_{i∈b} c_i·q[i]  (the attention logits K·q/√D of a query q).
+void tsr_kv8_scores(const int8_t *c, size_t cstride, const float *d, size_t dstride, int n, int D,
+                    const float *q, float alpha, float *scores);
+void tsr_kv8_scores_ref(const int8_t *c, size_t cstride, const float *d, size_t dstride, int n, int D,
+                        const float *q, float alpha, float *scores);
+/// out[i] = Σ_p w[p]·d_{p,i/32}·c_{p,i}, i < D (out is overwritten: the attention output Vᵀ·w).
+void tsr_kv8_mix(const int8_t *c, size_t cstride, const float *d, size_t dstride, int n, int D, const float *w, float *out);
+void tsr_kv8_mix_ref(const int8_t *c, size_t cstride, const float *d, size_t dstride, int n, int D, const float *w, float *out);
+/// out[p·D + i] = d_{p,i/32}·c_{p,i} (the rows as fp32, for the prefill's sgemm). Every path gives
+/// the reference's bits.
+void tsr_kv8_dequantize(const int8_t *c, size_t cstride, const float *d, size_t dstride, int n, int D, float *out);
+void tsr_kv8_dequantize_ref(const int8_t *c, size_t cstride, const float *d, size_t dstride, int n, int D, float *out);
 // ---- fp16 ----------------------------------------------------------------------------------
 float tsr_f16_to_f32(uint16_t h);
 uint16_t tsr_f32_to_f16(float f);
