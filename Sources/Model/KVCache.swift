@@ -90,22 +90,19 @@ public final class KVCache {
     /// Prefill: the keys of positions 0..<count of KV head `kvHead` as fp32 rows of D values with
     /// row stride `ld`: read in place (f32), or dequantized into `scratch` (q8; scratchCount floats).
     public func keyRows(_ block: Int, kvHead: Int, count: Int, scratch: UnsafeMutablePointer<Float>) -> (rows: UnsafePointer<Float>, ld: Int) {
-        switch type {
-        case .f32: return (UnsafePointer(keys[block].pointer + kvHead * headDim), width)
-        case .q8:
-            keyCodes[block].dequantize(count: count, offset: kvHead * headDim, D: headDim, into: scratch)
-            return (UnsafePointer(scratch), headDim)
-        }
+        rows(type == .f32 ? keys[block] : nil, type == .q8 ? keyCodes[block] : nil, kvHead: kvHead, count: count, scratch: scratch)
     }
 
     /// Prefill: the values, as keyRows gives the keys.
     public func valueRows(_ block: Int, kvHead: Int, count: Int, scratch: UnsafeMutablePointer<Float>) -> (rows: UnsafePointer<Float>, ld: Int) {
-        switch type {
-        case .f32: return (UnsafePointer(values[block].pointer + kvHead * headDim), width)
-        case .q8:
-            valueCodes[block].dequantize(count: count, offset: kvHead * headDim, D: headDim, into: scratch)
-            return (UnsafePointer(scratch), headDim)
-        }
+        rows(type == .f32 ? values[block] : nil, type == .q8 ? valueCodes[block] : nil, kvHead: kvHead, count: count, scratch: scratch)
+    }
+
+    /// One block's keys or values (the fp32 rows, or the 8-bit ones) as keyRows describes.
+    private func rows(_ f32: FloatBuffer?, _ q8: Int8Rows?, kvHead: Int, count: Int, scratch: UnsafeMutablePointer<Float>) -> (rows: UnsafePointer<Float>, ld: Int) {
+        if let f32 { return (UnsafePointer(f32.pointer + kvHead * headDim), width) }
+        q8!.dequantize(count: count, offset: kvHead * headDim, D: headDim, into: scratch)
+        return (UnsafePointer(scratch), headDim)
     }
 
     public var byteCount: Int {
