@@ -39,7 +39,7 @@ public final class InferenceSession {
     private var logitsBuffer: FloatBuffer
     /// Attention scores of a prefill batch, [T, cached positions], grown on demand.
     private var batchScores = FloatBuffer(count: 0)
-    /// A prefill worker's keys and values as fp32 when the cache keeps them in 8 bits, grown on demand.
+    /// A prefill batch's keys and values as fp32 when the cache keeps them in 8 bits, grown on demand.
     private var batchRows = FloatBuffer(count: 0)
 
     /// `kvCache` is how the cache keeps keys and values (KVCacheType.unsupportedReason says
@@ -226,7 +226,7 @@ public final class InferenceSession {
     /// may see (sgemm; a causal tile stops at its last row's position, so the masked upper
     /// triangle is mostly not computed), mask (causal, or the packed layout's visible slots) and
     /// softmax per row, then out = S·V (sgemm). K and V are read in place from an fp32 cache (an
-    /// 8-bit one gives them as fp32 rows in the worker's scratch); the (head, tile) items are
+    /// 8-bit one dequantizes them once per block and batch); the (head, tile) items are
     /// split across workers, each with its own score matrix.
     private func attendBatch(block b: Int, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, T: Int, p0: Int,
                              layout: BatchLayout) {
@@ -234,17 +234,16 @@ public final class InferenceSession {
         let L = p0 + T, workers = model.pool.threads, cache = self.cache
         let tiles = layout.visible == nil ? min(8, max(1, T / 32)) : 1
         if batchScores.count < workers * T * L { batchScores = FloatBuffer(count: workers * T * L) }
-        let rowsPerWorker = 2 * cache.scratchCount(positions: L)
-        if batchRows.count < workers * rowsPerWorker { batchRows = FloatBuffer(count: workers * rowsPerWorker) }
-        let scoresBase = batchScores.pointer, rowsBase = batchRows.pointer
+        if batchRows.count < cache.scratchCount(positions: L) { batchRows = FloatBuffer(count: cache.scratchCount(positions: L)) }
+        let scoresBase = batchScores.pointer, rows = batchRows.pointer
+        cache.prepareRows(b, count: L, scratch: rows, pool: model.pool)
         model.pool.run { worker, count in
             let S = scoresBase + worker * T * L
-            let keyScratch = rowsBase + worker * rowsPerWorker, valueScratch = keyScratch + rowsPerWorker / 2
             for item in ThreadPool.chunk(H * tiles, index: worker, count: count) {
                 let h = item / tiles, tile = item % tiles, kvHead = h / group
                 let t0 = T * tile / tiles, t1 = T * (tile + 1) / tiles
                 let width = layout.visible == nil ? p0 + t1 : L   // slots any row of the tile sees
-                let K = cache.keyRows(b, kvHead: kvHead, count: width, scratch: keyScratch)
+                let K = cache.keyRows(b, kvHead: kvHead, count: L, scratch: rows)
                 Matmul.sgemm(transA: false, transB: true, M: t1 - t0, N: width, K: D, alpha: 1 / Float(D).squareRoot(),
                              A: q + t0 * H * D + h * D, lda: H * D, B: K.rows, ldb: K.ld, C: S, ldc: width)
                 for t in t0..<t1 {
@@ -257,7 +256,7 @@ public final class InferenceSession {
                         (row + visible).update(repeating: 0, count: width - visible)
                     }
                 }
-                let V = cache.valueRows(b, kvHead: kvHead, count: width, scratch: valueScratch)
+                let V = cache.valueRows(b, kvHead: kvHead, count: L, scratch: rows)
                 Matmul.sgemm(transA: false, transB: false, M: t1 - t0, N: D, K: width, A: S, lda: width,
                              B: V.rows, ldb: V.ld, C: out + t0 * H * D + h * D, ldc: H * D)
             }

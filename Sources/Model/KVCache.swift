@@ -84,25 +84,33 @@ public final class KVCache {
         }
     }
 
-    /// Floats of scratch that keyRows / valueRows need for `count` positions (0 for f32).
-    public func scratchCount(positions count: Int) -> Int { type == .f32 ? 0 : count * headDim }
+    /// Floats of scratch that prepareRows needs for `count` positions (0 for f32).
+    public func scratchCount(positions count: Int) -> Int { type == .f32 ? 0 : 2 * (width / headDim) * count * headDim }
+
+    /// Prefill: makes the keys and values of positions 0..<count of every KV head of `block`
+    /// readable as fp32 rows: nothing to do for f32; q8 dequantizes them once into `scratch`
+    /// (scratchCount floats: each head's keys, then its values), split over the pool's workers,
+    /// so that the batch's heads and tiles all read the same rows.
+    public func prepareRows(_ block: Int, count: Int, scratch: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        guard type == .q8 else { return }
+        let D = headDim, heads = width / D, rows = count * D
+        pool.parallelFor(2 * heads) { r in
+            for j in r {
+                let codes = j % 2 == 0 ? keyCodes[block] : valueCodes[block]
+                codes.dequantize(count: count, offset: (j / 2) * D, D: D, into: scratch + j * rows)
+            }
+        }
+    }
 
     /// Prefill: the keys of positions 0..<count of KV head `kvHead` as fp32 rows of D values with
-    /// row stride `ld`: read in place (f32), or dequantized into `scratch` (q8; scratchCount floats).
+    /// row stride `ld`: in place (f32), or in `scratch` as prepareRows(block, count, scratch) left them (q8).
     public func keyRows(_ block: Int, kvHead: Int, count: Int, scratch: UnsafeMutablePointer<Float>) -> (rows: UnsafePointer<Float>, ld: Int) {
-        rows(type == .f32 ? keys[block] : nil, type == .q8 ? keyCodes[block] : nil, kvHead: kvHead, count: count, scratch: scratch)
+        type == .f32 ? (UnsafePointer(keys[block].pointer + kvHead * headDim), width) : (UnsafePointer(scratch + 2 * kvHead * count * headDim), headDim)
     }
 
     /// Prefill: the values, as keyRows gives the keys.
     public func valueRows(_ block: Int, kvHead: Int, count: Int, scratch: UnsafeMutablePointer<Float>) -> (rows: UnsafePointer<Float>, ld: Int) {
-        rows(type == .f32 ? values[block] : nil, type == .q8 ? valueCodes[block] : nil, kvHead: kvHead, count: count, scratch: scratch)
-    }
-
-    /// One block's keys or values (the fp32 rows, or the 8-bit ones) as keyRows describes.
-    private func rows(_ f32: FloatBuffer?, _ q8: Int8Rows?, kvHead: Int, count: Int, scratch: UnsafeMutablePointer<Float>) -> (rows: UnsafePointer<Float>, ld: Int) {
-        if let f32 { return (UnsafePointer(f32.pointer + kvHead * headDim), width) }
-        q8!.dequantize(count: count, offset: kvHead * headDim, D: headDim, into: scratch)
-        return (UnsafePointer(scratch), headDim)
+        type == .f32 ? (UnsafePointer(values[block].pointer + kvHead * headDim), width) : (UnsafePointer(scratch + (2 * kvHead + 1) * count * headDim), headDim)
     }
 
     public var byteCount: Int {
