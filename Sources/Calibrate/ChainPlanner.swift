@@ -124,8 +124,11 @@ public struct TimeBudget: Equatable, Sendable {
 
     /// "45s", "12m05s", "2h03m".
     public static func format(_ seconds: Double) -> String {
-        let s = Int(seconds.rounded())
+        // Clamped, and formatted without `%d` (which reads 32 bits of a Swift Int on Linux).
+        guard seconds.isFinite else { return "?" }
+        let s = Int(min(max(seconds, 0), 1e9).rounded())
+        func two(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }
         if s < 60 { return "\(s)s" }
-        return s >= 3600 ? String(format: "%dh%02dm", s / 3600, s / 60 % 60) : String(format: "%dm%02ds", s / 60, s % 60)
+        return s >= 3600 ? "\(s / 3600)h\(two(s / 60 % 60))m" : "\(s / 60)m\(two(s % 60))s"
     }
 }

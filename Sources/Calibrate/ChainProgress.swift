@@ -14,15 +14,19 @@ public struct ChainProgress: Sendable {
     public var remainingSeconds: Double?
 }
 
-/// The whole chain's ETA: every stage's estimated cost (`ChainCostModel`, in estimated seconds)
-/// and the seconds per unit measured so far. As the time budget's planner does, each kind of
-/// stage runs at its own rate: the block-wise stage (stage 0) at the rate it measured, the tune
-/// rounds at the rate the rounds measured, and a kind not measured yet at its estimate (1 s per
-/// unit). (The block-wise stage runs at about 1.7× its estimate here and the rounds at about
-/// 1.1×, so one rate for both overstated the tune by half.)
+/// The whole chain's ETA: every stage's estimated cost (`ChainCostModel`) and the seconds per
+/// unit measured so far. As the time budget's planner does, each kind of stage runs at its own
+/// rate: the block-wise stage (stage 0) at the rate it measured, the tune rounds at the rate the
+/// rounds measured. A kind not measured yet runs at its estimate (1 s per unit) when the costs
+/// are in estimated seconds (a time budget probed the machine's rate), otherwise at the other
+/// kind's measured rate (the costs are then bare flop counts, whose ratios are all they give).
+/// (The block-wise stage runs at about 1.7× its estimate here and the rounds at about 1.1×, so
+/// one rate for both overstates the tune by half.)
 public struct ChainETA: Sendable {
     /// Every stage's estimated cost, in order (replaced when a time budget re-plans).
     public var stageUnits: [Double]
+    /// True when `stageUnits` are estimated seconds; false when they are flop counts.
+    public var unitsAreSeconds: Bool
     /// Seconds per unit of the block-wise stage and of the rounds; nil until measured.
     public private(set) var blockwiseSecondsPerUnit: Double?
     public private(set) var roundSecondsPerUnit: Double?
@@ -30,7 +34,10 @@ public struct ChainETA: Sendable {
     var stageStart = ContinuousClock.now
     var fractionAtStart = 0.0
 
-    public init(stageUnits: [Double]) { self.stageUnits = stageUnits }
+    public init(stageUnits: [Double], unitsAreSeconds: Bool = true) {
+        self.stageUnits = stageUnits
+        self.unitsAreSeconds = unitsAreSeconds
+    }
 
     /// The units left: the rest of `stage` and every later stage.
     public static func unitsLeft(_ stageUnits: [Double], stage: Int, fraction: Double) -> Double {
@@ -52,7 +59,11 @@ public struct ChainETA: Sendable {
             if stage == 0 { blockwiseSecondsPerUnit = rate } else { roundSecondsPerUnit = rate }
         }
         guard blockwiseSecondsPerUnit != nil || roundSecondsPerUnit != nil else { return nil }
-        func rate(_ j: Int) -> Double { (j == 0 ? blockwiseSecondsPerUnit : roundSecondsPerUnit) ?? 1 }
+        func rate(_ j: Int) -> Double {
+            let own = j == 0 ? blockwiseSecondsPerUnit : roundSecondsPerUnit
+            let other = j == 0 ? roundSecondsPerUnit : blockwiseSecondsPerUnit
+            return own ?? (unitsAreSeconds ? 1 : other ?? 1)
+        }
         var seconds = rate(stage) * stageUnits[stage] * max(0, 1 - fraction)
         for j in (stage + 1)..<stageUnits.count { seconds += rate(j) * stageUnits[j] }
         return seconds

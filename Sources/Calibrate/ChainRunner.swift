@@ -123,7 +123,10 @@ public final class CalibrationChainRunner {
             let chain = chain(state.plan)
             guard k < chain.stageCount else { break }
             let stageStart = ContinuousClock.now
-            eta.stageUnits = ChainCostModel(config: source.config).costs(chain).map { $0.seconds(steps: $0.steps) }
+            // In estimated seconds when a budget probed the rate, otherwise in flops.
+            let rate = state.plan.flopsPerSecond
+            eta.stageUnits = ChainCostModel(config: source.config, flopsPerSecond: rate ?? 1).costs(chain).map { $0.seconds(steps: $0.steps) }
+            eta.unitsAreSeconds = rate != nil
             func show(_ detail: String, _ fraction: Double) {
                 let left = eta.update(stage: k, fraction: fraction)
                 progress(ChainProgress(stage: k, stages: chain.stageCount, name: chain.stageName(k), detail: detail,

@@ -49,17 +49,24 @@ final class CalibrationChainTests: XCTestCase {
     func testChainWritesOneFileAndTheStagesLogs() throws {
         let out = temporaryPath("chain.gguf")
         let r = runner(out)
-        var lines: [String] = [], stages = Set<Int>(), lastETA: Double?
+        var lines: [String] = [], stages = Set<Int>(), lastETA: Double?, longestETA = 0.0
         r.log = { lines.append($0) }
         r.progress = { p in
             stages.insert(p.stage)
             XCTAssertEqual(p.stages, 3)
-            if let left = p.remainingSeconds { XCTAssertGreaterThanOrEqual(left, 0); lastETA = left }
+            if let left = p.remainingSeconds {
+                XCTAssertGreaterThanOrEqual(left, 0)
+                lastETA = left
+                longestETA = max(longestETA, left)
+            }
         }
         let summary = try r.run(tokens: Self.tokens, tokenizer: nil, embedding: .f16, resume: false)
         XCTAssertTrue(summary.wroteModel)
         XCTAssertEqual(stages, [0, 1, 2])
         XCTAssertNotNil(lastETA)
+        // Without a budget the costs are flop counts: a round not started yet must be timed at
+        // the block-wise stage's measured rate, not at one second per flop.
+        XCTAssertLessThan(longestETA, max(600, 1000 * summary.seconds), "ETA \(longestETA) s for a \(summary.seconds) s run")
         XCTAssertEqual(try files(beside: out), ["chain.gguf", "chain.gguf.log.json", "chain.gguf.svg", "chain.gguf.tune1.json",
                                                 "chain.gguf.tune1.svg", "chain.gguf.tune2.json", "chain.gguf.tune2.svg"])
         XCTAssertTrue(lines.contains { $0.hasPrefix("stage 3/3: tune 2") }, "\(lines)")
@@ -293,6 +300,10 @@ final class CalibrationChainTests: XCTestCase {
         XCTAssertEqual(TimeBudget.format(45), "45s")
         XCTAssertEqual(TimeBudget.format(725), "12m05s")
         XCTAssertEqual(TimeBudget.format(7380), "2h03m")
+        // Hours past 2^31 (a 32-bit `%d` wrapped them negative) are clamped; nonsense is not shown.
+        XCTAssertEqual(TimeBudget.format(3.6e15), "277777h46m")
+        XCTAssertEqual(TimeBudget.format(-5), "0s")
+        XCTAssertEqual(TimeBudget.format(.nan), "?")
     }
 
     // MARK: - Presets and the ETA
@@ -340,5 +351,12 @@ final class CalibrationChainTests: XCTestCase {
         XCTAssertEqual(try! XCTUnwrap(eta.update(stage: 1, fraction: 0.5, now: t0 + .seconds(230))), 1.2 * 55, accuracy: 1e-6)
         XCTAssertEqual(try! XCTUnwrap(eta.update(stage: 2, fraction: 0, now: t0 + .seconds(260))), 1.2 * 30, accuracy: 1e-6)
         XCTAssertEqual(eta.blockwiseSecondsPerUnit ?? 0, 2, accuracy: 1e-9)
+
+        // Costs in flops (no budget, so no probed rate): the rounds not measured yet run at the
+        // block-wise stage's rate, as one rate for all did before each kind had its own.
+        var flops = ChainETA(stageUnits: units.map { $0 * 1e9 }, unitsAreSeconds: false)
+        XCTAssertNil(flops.update(stage: 0, fraction: 0, now: t0))
+        XCTAssertEqual(try! XCTUnwrap(flops.update(stage: 0, fraction: 0.2, now: t0 + .seconds(40))), 2 * 80 + 2 * 80, accuracy: 1e-6)
+        XCTAssertEqual(try! XCTUnwrap(flops.update(stage: 1, fraction: 0.5, now: t0 + .seconds(230))), 2 * 55, accuracy: 1e-6)
     }
 }
