@@ -40,7 +40,13 @@ extension CalibrationChainRunner {
     /// The stages' estimated seconds: the test's costs, or the cost model at the plan's rate.
     func stageCosts(_ chain: CalibrationChain, plan: Plan) -> [StageCost] {
         if let estimateCosts { return estimateCosts(chain) }
-        return ChainCostModel(config: source.config, flopsPerSecond: plan.flopsPerSecond ?? 1).costs(chain)
+        return modelCosts(chain, plan: plan)
+    }
+
+    /// The cost model's stages at the plan's probed rate: estimated seconds under a budget,
+    /// flop counts without one (no rate was probed).
+    func modelCosts(_ chain: CalibrationChain, plan: Plan) -> [StageCost] {
+        ChainCostModel(config: source.config, flopsPerSecond: plan.flopsPerSecond ?? 1).costs(chain)
     }
 
     /// Before stage `k` (a round): the rounds left, at their requested steps, fitted to the time

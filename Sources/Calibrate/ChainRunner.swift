@@ -123,10 +123,8 @@ public final class CalibrationChainRunner {
             let chain = chain(state.plan)
             guard k < chain.stageCount else { break }
             let stageStart = ContinuousClock.now
-            // In estimated seconds when a budget probed the rate, otherwise in flops.
-            let rate = state.plan.flopsPerSecond
-            eta.stageUnits = ChainCostModel(config: source.config, flopsPerSecond: rate ?? 1).costs(chain).map { $0.seconds(steps: $0.steps) }
-            eta.unitsAreSeconds = rate != nil
+            eta.stageUnits = modelCosts(chain, plan: state.plan).map { $0.seconds(steps: $0.steps) }
+            eta.unitsAreSeconds = state.plan.flopsPerSecond != nil
             func show(_ detail: String, _ fraction: Double) {
                 let left = eta.update(stage: k, fraction: fraction)
                 progress(ChainProgress(stage: k, stages: chain.stageCount, name: chain.stageName(k), detail: detail,

@@ -85,7 +85,7 @@ public final class KVCache {
     }
 
     /// Floats of scratch that prepareRows needs for `count` positions (0 for f32).
-    public func scratchCount(positions count: Int) -> Int { type == .f32 ? 0 : 2 * (width / headDim) * count * headDim }
+    public func scratchCount(positions count: Int) -> Int { type == .f32 ? 0 : 2 * count * width }
 
     /// Prefill: makes the keys and values of positions 0..<count of every KV head of `block`
     /// readable as fp32 rows: nothing to do for f32; q8 dequantizes them once into `scratch`
