@@ -176,13 +176,16 @@ public final class EndToEndTuner {
     public var checkpointDirectory: String { checkpoint.directory }
     /// Stop (as if killed) after this many steps, at a checkpoint: tests.
     public var stopAfterSteps: Int?
-    /// A time budget's re-plan (`calibrate --time-budget`): called once in a run that starts at
-    /// step 0, after its first `replanStep` steps, with the seconds the run has taken, the steps
-    /// done and the seconds they took; it returns the steps to run in all (the cosine schedule
-    /// spans them from there on). The answer is saved with every checkpoint (the first comes
-    /// later), so a resumed run follows it, and the file's settings record it. nil: `options.steps`.
+    /// A time budget's re-plan (`calibrate --time-budget`), called twice in a run that starts at
+    /// step 0: after its first `replanStep` steps, and again halfway through the steps that
+    /// answer gave (when that is later), each time with the seconds the run has taken, the steps
+    /// done and the seconds they took (the second time including the held-out checks and
+    /// checkpoints so far, which the first 10 steps do not see); it returns the steps to run in
+    /// all (the cosine schedule spans them from there on). The answer is saved with every later
+    /// checkpoint, so a resumed run follows the last one and asks no more, and the file's
+    /// settings record it. nil: `options.steps`.
     public var replanAfterSteps: ((_ secondsSoFar: Double, _ stepsDone: Int, _ stepSeconds: Double) throws -> Int)?
-    /// Steps timed before `replanAfterSteps` (fewer than `checkpointEvery`).
+    /// Steps timed before the first `replanAfterSteps` (fewer than `checkpointEvery`).
     public static let replanStep = 10
 
     public var teacher: ModelSource { model.teacher }
@@ -282,6 +285,7 @@ public final class EndToEndTuner {
         let dAlpha = FloatBuffer(count: m.alpha.count), dBeta = FloatBuffer(count: m.beta.count), dGamma = FloatBuffer(count: m.gamma.count)
         let stepsStart = ContinuousClock.now
         var step = firstStep
+        var nextReplan = firstStep == 0 && replanAfterSteps != nil ? Self.replanStep : nil, replans = 0
         while step < o.steps {
             defer { step += 1 }
             // The window of step k depends only on the seed and k (resume draws the same ones).
@@ -293,11 +297,13 @@ public final class EndToEndTuner {
             optimizer.update(m, dAlpha: dAlpha, dBeta: dBeta, dGamma: dGamma, rate: o.rate(atStep: step), norms: o.trainNorms)
             m.materialize()
             report.stepLosses.append(Float(loss))
-            if firstStep == 0, step + 1 == Self.replanStep, step + 1 < o.steps, let replan = replanAfterSteps {
+            if step + 1 == nextReplan, step + 1 < o.steps, let replan = replanAfterSteps {
                 let now = ContinuousClock.now
                 o.steps = max(step + 1, try replan((now - start).seconds, step + 1, (now - stepsStart).seconds))
                 o.evalEvery = min(o.evalEvery, o.steps)
                 replanned = o.steps
+                replans += 1
+                nextReplan = replans == 1 && o.steps / 2 > step + 1 ? o.steps / 2 : nil
             }
             progress(EndToEndProgress(step: step + 1, steps: o.steps, loss: Float(loss), phase: "train"))
             if (step + 1) % o.evalEvery == 0 || step + 1 == o.steps {

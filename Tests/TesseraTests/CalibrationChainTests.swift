@@ -158,15 +158,17 @@ final class CalibrationChainTests: XCTestCase {
         XCTAssertThrowsError(try runner(stop: (1, 25)).run(tokens: Self.tokens, tokenizer: nil, embedding: .f16, resume: true))
         XCTAssertTrue(lines.contains { $0.hasPrefix("time budget 1m25s, ") && $0.contains("before tune 1") && $0.hasSuffix(": tune 1 30 steps, tune 2 30 steps") }, "\(lines)")
         // Resumed inside tune 1 (from its checkpoint after 25 steps): no new plan for it; one
-        // before tune 2 and one after tune 2's first 10 steps (far less than their 10 s).
+        // before tune 2, one after tune 2's first 10 steps (far less than their 10 s) and one at
+        // half of the 30 steps that gave.
         lines = []
         estimates = 0
         let summary = try runner(stop: nil).run(tokens: Self.tokens, tokenizer: nil, embedding: .f16, resume: true)
         XCTAssertEqual(lines.filter { $0.contains(" left before ") }.count, 1, "\(lines)")
         XCTAssertTrue(lines.contains { $0.contains("before tune 2") }, "\(lines)")
-        XCTAssertEqual(lines.filter { $0.contains(" steps took ") }.count, 1, "\(lines)")
+        XCTAssertEqual(lines.filter { $0.contains(" steps took ") }.count, 2, "\(lines)")
         XCTAssertTrue(lines.contains { $0.hasPrefix("time budget 1m25s: tune 2's first 10 steps took ") && $0.contains(": 30 steps") }, "\(lines)")
-        XCTAssertEqual(estimates, 3, "the rounds done and those left before tune 2, and tune 2's after its first steps")
+        XCTAssertTrue(lines.contains { $0.hasPrefix("time budget 1m25s: tune 2's first 15 steps took ") && $0.contains(": 30 steps") }, "\(lines)")
+        XCTAssertEqual(estimates, 4, "the rounds done and those left before tune 2, and tune 2's after its first steps and at half")
         XCTAssertEqual(summary.chain.blockwise.stepsPerStage, 8)
         XCTAssertEqual(summary.chain.rounds.map(\.steps), [30, 30])
         let file = try PackedModelSource(gguf: GGUFFile(path: out))

@@ -224,29 +224,35 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(FileManager.default.contents(atPath: whole), FileManager.default.contents(atPath: parts))
     }
 
-    /// A time budget's re-plan after the first 10 steps (here to 27 of 30) is saved with the
-    /// checkpoints: killed after 20 steps and resumed, the run follows it without asking again
-    /// and writes the uninterrupted run's file, whose settings record the 27 steps.
+    /// A time budget's re-plans, after the first 10 steps (here to 34 of 30 asked: more is
+    /// allowed) and at half of that (step 17, here to 27), are saved with the checkpoints: killed
+    /// after 20 steps and resumed, the run follows the second without asking again and writes the
+    /// uninterrupted run's file, whose settings record the 27 steps.
     func testReplannedStepsAreKeptOnResume() throws {
         let (teacher, student) = try models()
         let whole = temporaryPath("whole.gguf"), parts = temporaryPath("parts.gguf")
-        func tuner(_ path: String, answer: Int) throws -> EndToEndTuner {
+        func tuner(_ path: String, answers: [Int: Int], asked: @escaping (Int) -> Void = { _ in }) throws -> EndToEndTuner {
             let t = try EndToEndTuner(teacher: teacher, student: student, options: Self.options(steps: 30), outputPath: path, pool: ThreadPool(threads: 2))
+            var last = 0.0
             t.replanAfterSteps = { seconds, done, stepSeconds in
-                XCTAssertEqual(done, EndToEndTuner.replanStep)
-                XCTAssertGreaterThan(stepSeconds, 0)
+                XCTAssertNotNil(answers[done], "asked after \(done) steps")
+                XCTAssertGreaterThan(stepSeconds, last)
                 XCTAssertGreaterThanOrEqual(seconds, stepSeconds)
-                return answer
+                last = stepSeconds
+                asked(done)
+                return answers[done] ?? 0
             }
             return t
         }
-        let report = try tuner(whole, answer: 27).run(tokens: CalibrationTests.tokens(), resume: false)
+        var calls: [Int] = []
+        let report = try tuner(whole, answers: [10: 34, 17: 27], asked: { calls.append($0) }).run(tokens: CalibrationTests.tokens(), resume: false)
+        XCTAssertEqual(calls, [EndToEndTuner.replanStep, 17])
         XCTAssertEqual(report.stepLosses.count, 27)
         XCTAssertEqual(report.evalKL.map { Int($0[0]) }, [0, 20, 27])
-        let first = try tuner(parts, answer: 27)
+        let first = try tuner(parts, answers: [10: 34, 17: 27])
         first.stopAfterSteps = 20
         XCTAssertThrowsError(try first.run(tokens: CalibrationTests.tokens(), resume: false))
-        let resumed = try tuner(parts, answer: 5).run(tokens: CalibrationTests.tokens(), resume: true)
+        let resumed = try tuner(parts, answers: [:]).run(tokens: CalibrationTests.tokens(), resume: true)
         XCTAssertEqual(resumed.resumedAt, 20)
         XCTAssertEqual(FileManager.default.contents(atPath: whole), FileManager.default.contents(atPath: parts))
         let file = try PackedModelSource(gguf: GGUFFile(path: parts))
