@@ -147,9 +147,7 @@ public final class InferenceSession {
             profile?.lap(.mlpNorm)
             block.gateUp.forward(normed, tokens: T, into: [gate, up], pool: pool)
             profile?.lap(.gateUp)
-            pool.parallelFor(T * F, multiple: 256) { r in
-                Ops.swiglu(gate + r.lowerBound, up + r.lowerBound, r.count)
-            }
+            elementwise(T * F) { r in Ops.swiglu(gate + r.lowerBound, up + r.lowerBound, r.count) }
             profile?.lap(.swiglu)
             // A rotated model: gate := H_F·gate/√F per token (down_proj holds the inverse).
             if let h = m.downInputHadamard { h.apply(gate, rows: T, pool: pool); profile?.lap(.downHadamard) }
@@ -190,10 +188,20 @@ public final class InferenceSession {
     }
 
     private func addRows(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, count: Int) {
-        model.pool.parallelFor(count, multiple: 256) { r in
-            Ops.axpy(1, y + r.lowerBound, x + r.lowerBound, r.count)
-        }
+        elementwise(count) { r in Ops.axpy(1, y + r.lowerBound, x + r.lowerBound, r.count) }
     }
+
+    /// An element-wise step over `count` values: split across the pool in chunks of multiples of
+    /// 256, or run on the caller when there are fewer than `inlineElements`: a decoded token's
+    /// residual add (576–3072 values) or SwiGLU (1536–8192) takes from a tenth of a microsecond
+    /// to a few, no more than waking the workers and meeting them at the barrier, and there are
+    /// three such steps per block. Each value's result is the same either way.
+    private func elementwise(_ count: Int, _ body: (Range<Int>) -> Void) {
+        if count < Self.inlineElements { body(0..<count); return }
+        model.pool.parallelFor(count, multiple: 256, body)
+    }
+
+    static let inlineElements = 16_384
 
     /// out[t, h] = softmax(q[t,h]·K[visible slots]ᵀ/√D)·V, KV head = h / (H/KVH).
     private func attend(block b: Int, q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, T: Int, p0: Int,
