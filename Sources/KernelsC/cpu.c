@@ -26,6 +26,10 @@ static int detect(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) f |= TSR_CPU_AVX2_FMA;
     if (__builtin_cpu_supports("avx")) f |= TSR_CPU_F16C; // F16C ships with every AVX2 part
+    // (the AVX-512 names are reported only when the OS saves the AVX-512 register state)
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512vnni"))
+        f |= TSR_CPU_AVX512_VNNI;
 #elif defined(__aarch64__)
     f |= TSR_CPU_NEON; // Advanced SIMD (and fp16 conversion) is baseline on AArch64
 #if defined(__linux__)
@@ -62,7 +66,11 @@ int tsr_kernel_path(int kernel) {
         return (f & need) == need ? TSR_PATH_AVX2 : TSR_PATH_REF;
     }
     case TSR_KERNEL_F16_CONVERT: return f & TSR_CPU_F16C ? TSR_PATH_F16C : TSR_PATH_REF;
-    default: return f & TSR_CPU_AVX2_FMA ? TSR_PATH_AVX2 : TSR_PATH_REF; // F32, READ_BYTES, QUANT, QUANT_I8
+    case TSR_KERNEL_QUANT_I8: {
+        const int vnni = TSR_CPU_AVX2_FMA | TSR_CPU_F16C | TSR_CPU_AVX512_VNNI;
+        return (f & vnni) == vnni ? TSR_PATH_AVX2_VNNI : f & TSR_CPU_AVX2_FMA ? TSR_PATH_AVX2 : TSR_PATH_REF;
+    }
+    default: return f & TSR_CPU_AVX2_FMA ? TSR_PATH_AVX2 : TSR_PATH_REF; // F32, READ_BYTES, QUANT
     }
 #elif defined(__aarch64__)
     switch (kernel) {
@@ -84,6 +92,7 @@ const char *tsr_path_name(int path) {
     case TSR_PATH_F16C: return "f16c";
     case TSR_PATH_NEON: return "neon";
     case TSR_PATH_NEON_DOT: return "neondot";
+    case TSR_PATH_AVX2_VNNI: return "avx2vnni";
     default: return "invalid";
     }
 }

@@ -21,8 +21,21 @@
 #include <immintrin.h>
 #include <string.h>
 
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
-#define INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+// Compiled twice: on its own (the AVX2 path), and by quant_avx2_vnni.c with TSR_AVX2_VNNI set,
+// which adds the AVX-512 VNNI target and compiles only the A8/A4 entry points (suffix _avx2vnni):
+// there the integer block dots use vpdpbusd on 256-bit vectors (u8·s8 products summed four to an
+// int32 lane and accumulated in one instruction) in place of maddubs, the int16 adds and madd.
+// Both give the same exact int32 dots in the same lanes, so every fp32 operation after them is
+// the same: the two paths' outputs are bit-identical.
+#ifdef TSR_AVX2_VNNI
+#define X86_TARGET "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni"
+#define X86_NAME(name) name##_avx2vnni
+#else
+#define X86_TARGET "avx2,fma,f16c"
+#define X86_NAME(name) name##_avx2
+#endif
+#define AVX2 __attribute__((target(X86_TARGET)))
+#define INLINE static inline __attribute__((always_inline, target(X86_TARGET)))
 
 INLINE float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
@@ -104,7 +117,15 @@ INLINE __m256i mul16(__m256i q, __m256i x, const int bits) {
 
 /// The 8 int32 sums of one block's 32 products q·xq (exact).
 INLINE __m256i dot32(__m256i q, __m256i x, const int bits) {
+#ifdef TSR_AVX2_VNNI
+    if (bits == 8) {
+        __m256i ws = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
+        return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(ws), _mm256_sign_epi8(x, ws));
+    }
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, x);
+#else
     return _mm256_madd_epi16(mul16(q, x, bits), _mm256_set1_epi16(1));
+#endif
 }
 
 /// The 8 fp32 values q[8i..8i+7] of an unpacked block, i = 0..3.
@@ -144,6 +165,7 @@ INLINE float offset_term(const uint16_t *m, const uint16_t *s, size_t gs, const 
 }
 
 // ---- activation quantizer -------------------------------------------------------------------
+#ifndef TSR_AVX2_VNNI
 AVX2 void tsr_quantize_blocks_avx2(const float *x, int n, int levels, float scale, int8_t *xq, float *dx, int32_t *bsums) {
     const __m256 signBit = _mm256_set1_ps(-0.0f);
     const __m256 hiv = _mm256_set1_ps((float)levels), lov = _mm256_set1_ps((float)-levels);
@@ -172,6 +194,7 @@ AVX2 void tsr_quantize_blocks_avx2(const float *x, int n, int levels, float scal
         bsums[b] = hsum_epi32(sum);
     }
 }
+#endif
 
 // ---- dequantization -------------------------------------------------------------------------
 INLINE void dequant_body(const tsr_qweights *w, float *dst, int rowBegin, int rowEnd, const int bits) {
@@ -194,11 +217,13 @@ INLINE void dequant_body(const tsr_qweights *w, float *dst, int rowBegin, int ro
 #define BY_BITS(call, bitsExpr) \
     switch (bitsExpr) { case 2: call(2); break; case 3: call(3); break; case 4: call(4); break; case 6: call(6); break; case 8: call(8); break; }
 
+#ifndef TSR_AVX2_VNNI
 AVX2 void tsr_q_dequantize_avx2(const tsr_qweights *w, float *dst, int rowBegin, int rowEnd) {
 #define CALL(B) dequant_body(w, dst, rowBegin, rowEnd, B)
     BY_BITS(CALL, w->bits)
 #undef CALL
 }
+#endif
 
 // ---- row panels: 8 rows per activation block, one row per lane -------------------------------
 // A full panel keeps block b of its 8 rows in one run of 8·blockBytes bytes (KernelsQuant.h).
@@ -335,6 +360,30 @@ INLINE panel_act panel_load_act(const int8_t *xb, const int bits) {
 /// The exact int32 dots Σ q·xq (B = 8: Σ (q − 128)·xq) of one block of 8 panel rows against an
 /// activation block, lanes in the order of panel_to_rows.
 INLINE __m256i panel_dot_codes(const panel_codes *k, const panel_act *a, const int bits) {
+#ifdef TSR_AVX2_VNNI
+    // vpdpbusd sums each 4 bytes' products into an int32 lane: B = 2, 3 give two int32 per row
+    // in each 64-bit lane, B = 4, 6 four per row in each 128-bit lane, B = 8 eight per row; the
+    // hadd_epi32 levels below add them up into the lane orders of the AVX2 code.
+    const __m256i zero = _mm256_setzero_si256();
+    if (bits == 2 || bits == 3) {
+        __m256i p[2];
+        for (int h = 0; h < 2; h++) {
+            __m256i d = _mm256_dpbusd_epi32(zero, k->c[4 * h + 0], a->x[0]);
+            d = _mm256_dpbusd_epi32(d, k->c[4 * h + 1], a->x[1]);
+            d = _mm256_dpbusd_epi32(d, k->c[4 * h + 2], a->x[2]);
+            p[h] = _mm256_dpbusd_epi32(d, k->c[4 * h + 3], a->x[3]);
+        }
+        return _mm256_hadd_epi32(p[0], p[1]);
+    }
+    if (bits == 4 || bits == 6) {
+        __m256i p[4];
+        for (int h = 0; h < 4; h++)
+            p[h] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero, k->c[2 * h], a->x[0]), k->c[2 * h + 1], a->x[1]);
+        return _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    }
+    __m256i d[8];
+    for (int i = 0; i < 8; i++) d[i] = _mm256_dpbusd_epi32(zero, k->a[i], _mm256_sign_epi8(a->x[0], k->c[i]));
+#else
     const __m256i ones = _mm256_set1_epi16(1);
     if (bits == 2 || bits == 3) {
         __m256i p[2];
@@ -363,6 +412,7 @@ INLINE __m256i panel_dot_codes(const panel_codes *k, const panel_act *a, const i
     // bits == 8
     __m256i d[8];
     for (int i = 0; i < 8; i++) d[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(k->a[i], _mm256_sign_epi8(a->x[0], k->c[i])), ones);
+#endif
     __m256i u = _mm256_hadd_epi32(_mm256_hadd_epi32(d[0], d[1]), _mm256_hadd_epi32(d[2], d[3])); // r0..r3 | r0..r3
     __m256i v = _mm256_hadd_epi32(_mm256_hadd_epi32(d[4], d[5]), _mm256_hadd_epi32(d[6], d[7])); // r4..r7 | r4..r7
     return _mm256_add_epi32(_mm256_blend_epi32(u, v, 0xF0), _mm256_permute2x128_si256(u, v, 0x21));
@@ -433,7 +483,7 @@ INLINE void qdot_bits(const tsr_qweights *w, const int8_t *xq, const int32_t *bs
 #undef ROWS
 }
 
-AVX2 void tsr_qdot_i8_avx2(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd) {
+AVX2 void X86_NAME(tsr_qdot_i8)(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd) {
 #define CALL(B) qdot_bits(w, xq, bsums, out, rowBegin, rowEnd, B)
     BY_BITS(CALL, w->bits)
 #undef CALL
@@ -491,12 +541,13 @@ INLINE void gemv_i8_body(const tsr_qweights *w, const int8_t *xq, const float *d
     }
 }
 
-AVX2 void tsr_qgemv_i8_avx2(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin, int rowEnd) {
+AVX2 void X86_NAME(tsr_qgemv_i8)(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin, int rowEnd) {
 #define CALL(B) gemv_i8_body(w, xq, dx, xsums, y, rowBegin, rowEnd, B)
     BY_BITS(CALL, w->bits)
 #undef CALL
 }
 
+#ifndef TSR_AVX2_VNNI // the A16 GEMV: the AVX2 path only
 // ---- A16 GEMV -------------------------------------------------------------------------------
 INLINE void gemv_f32_rows(const tsr_qweights *w, const float *x, const float *xsums, float *y, int r0, const int NR, const int bits) {
     const int groups = w->cols / w->group, nb = w->group / 32;
@@ -606,6 +657,8 @@ AVX2 void tsr_qgemv_f32_avx2(const tsr_qweights *w, const float *x, const float 
     BY_BITS(CALL, w->bits)
 #undef CALL
 }
+
+#endif
 
 // ---- A8/A4 GEMM -----------------------------------------------------------------------------
 // Full panels: gemm_i8_panel, 8 rows × NT tokens per weight load. Each panel block is unpacked
@@ -763,13 +816,14 @@ INLINE void gemm_i8_body(const tsr_qweights *w, int T, const int8_t *Xq, const f
     }
 }
 
-AVX2 void tsr_qgemm_i8_avx2(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const float *xsums,
+AVX2 void X86_NAME(tsr_qgemm_i8)(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const float *xsums,
                             float *Y, int ldy, int rowBegin, int rowEnd) {
 #define CALL(B) gemm_i8_body(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd, B)
     BY_BITS(CALL, w->bits)
 #undef CALL
 }
 
+#ifndef TSR_AVX2_VNNI // the A16 GEMM: the AVX2 path only
 // ---- A16 GEMM: one row × NT tokens per weight load ------------------------------------------
 /// Rows are visited in panels small enough to stay in L1 while every token quad passes over them.
 enum { PANEL_ROWS = 16 };
@@ -819,6 +873,7 @@ AVX2 void tsr_qgemm_f32_avx2(const tsr_qweights *w, int T, const float *X, const
     BY_BITS(CALL, w->bits)
 #undef CALL
 }
+#endif
 #else
 typedef int tsr_quant_avx2_empty_unit;
 #endif

@@ -109,6 +109,11 @@ void tsr_qgemv_i8_avx2(const tsr_qweights *w, const int8_t *xq, const float *dx,
 void tsr_qgemm_f32_avx2(const tsr_qweights *w, int T, const float *X, const float *xsums, float *Y, int ldy, int rowBegin, int rowEnd);
 void tsr_qgemm_i8_avx2(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const float *xsums,
                        float *Y, int ldy, int rowBegin, int rowEnd);
+// The same A8/A4 entry points with AVX-512 VNNI (quant_avx2_vnni.c).
+void tsr_qdot_i8_avx2vnni(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd);
+void tsr_qgemv_i8_avx2vnni(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin, int rowEnd);
+void tsr_qgemm_i8_avx2vnni(const tsr_qweights *w, int T, const int8_t *Xq, const float *dx, const float *xsums,
+                       float *Y, int ldy, int rowBegin, int rowEnd);
 #elif defined(__aarch64__)
 // NEON is baseline on AArch64. The A8/A4 kernels come twice: `_neondot` uses the ARMv8.2
 // dot-product instruction (call only when tsr_kernel_path() selects TSR_PATH_NEON_DOT), `_neon`

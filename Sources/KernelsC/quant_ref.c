@@ -272,7 +272,7 @@ void tsr_qgemm_i8_ref(const tsr_qweights *w, int T, const int8_t *Xq, const floa
 
 // ---- dispatch ---------------------------------------------------------------------------------
 // Each entry point runs the implementation tsr_kernel_path (cpu.c) selects for its family:
-// x86-64: AVX2 + FMA when present. AArch64: NEON always (baseline), the A8/A4 kernels
+// x86-64: AVX2 + FMA when present, the A8/A4 kernels with AVX-512 VNNI where the CPU has it. AArch64: NEON always (baseline), the A8/A4 kernels
 // (TSR_KERNEL_QUANT_I8) with the dot-product instruction when the CPU has it.
 // tsr_force_portable(1) makes every path scalar.
 
@@ -311,6 +311,7 @@ void tsr_quantize_act_token(const float *x, int n, int group, int levels, float 
 void tsr_qdot_i8(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int rowBegin, int rowEnd) {
     switch (tsr_kernel_path(TSR_KERNEL_QUANT_I8)) {
 #if defined(__x86_64__)
+    case TSR_PATH_AVX2_VNNI: tsr_qdot_i8_avx2vnni(w, xq, bsums, out, rowBegin, rowEnd); return;
     case TSR_PATH_AVX2: tsr_qdot_i8_avx2(w, xq, bsums, out, rowBegin, rowEnd); return;
 #elif defined(__aarch64__)
     case TSR_PATH_NEON_DOT: tsr_qdot_i8_neondot(w, xq, bsums, out, rowBegin, rowEnd); return;
@@ -334,6 +335,7 @@ void tsr_qgemv_f32(const tsr_qweights *w, const float *x, const float *xsums, fl
 void tsr_qgemv_i8(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int rowBegin, int rowEnd) {
     switch (tsr_kernel_path(TSR_KERNEL_QUANT_I8)) {
 #if defined(__x86_64__)
+    case TSR_PATH_AVX2_VNNI: tsr_qgemv_i8_avx2vnni(w, xq, dx, xsums, y, rowBegin, rowEnd); return;
     case TSR_PATH_AVX2: tsr_qgemv_i8_avx2(w, xq, dx, xsums, y, rowBegin, rowEnd); return;
 #elif defined(__aarch64__)
     case TSR_PATH_NEON_DOT: tsr_qgemv_i8_neondot(w, xq, dx, xsums, y, rowBegin, rowEnd); return;
@@ -358,6 +360,7 @@ void tsr_qgemm_i8(const tsr_qweights *w, int T, const int8_t *Xq, const float *d
                   float *Y, int ldy, int rowBegin, int rowEnd) {
     switch (tsr_kernel_path(TSR_KERNEL_QUANT_I8)) {
 #if defined(__x86_64__)
+    case TSR_PATH_AVX2_VNNI: tsr_qgemm_i8_avx2vnni(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd); return;
     case TSR_PATH_AVX2: tsr_qgemm_i8_avx2(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd); return;
 #elif defined(__aarch64__)
     case TSR_PATH_NEON_DOT: tsr_qgemm_i8_neondot(w, T, Xq, dx, xsums, Y, ldy, rowBegin, rowEnd); return;

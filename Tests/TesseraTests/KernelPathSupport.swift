@@ -71,6 +71,10 @@ enum KernelPaths {
         if has("hw.optional.avx2_0") { flags.insert("avx2") }
         if has("hw.optional.fma") { flags.insert("fma") }
         if has("hw.optional.f16c") { flags.insert("f16c") }
+        for (sysctl, name) in [("hw.optional.avx512f", "avx512f"), ("hw.optional.avx512bw", "avx512bw"),
+                               ("hw.optional.avx512vl", "avx512vl"), ("hw.optional.avx512vnni", "avx512_vnni")] where has(sysctl) {
+            flags.insert(name)
+        }
         #elseif arch(arm64)
         flags.insert("asimd")
         if has("hw.optional.arm.FEAT_DotProd") { flags.insert("asimddp") }
@@ -81,14 +85,23 @@ enum KernelPaths {
         #endif
     }()
 
+    /// Whether this CPU reports the AVX-512 parts the avx2vnni A8/A4 path needs (F, BW, VL, VNNI).
+    static var hasAVX512VNNI: Bool {
+        guard let f = cpuFlags else { return false }
+        return ["avx512f", "avx512bw", "avx512vl", "avx512_vnni"].allSatisfy(f.contains)
+    }
+
     /// The path this CPU should run for `family` with nothing forced (x86-64 with AVX2 and FMA:
-    /// AVX2; AArch64: NEON, the A8/A4 family with dotprod where the CPU has it), or nil where the
-    /// CPU's features cannot be read.
-    static func expected(_ family: Int) -> Int? {
+    /// AVX2, the A8/A4 family with AVX-512 VNNI where the CPU has it; AArch64: NEON, the A8/A4
+    /// family with dotprod where the CPU has it), or nil where the CPU's features cannot be read.
+    /// `disabled`: TSR_CPU_* bits cleared by tsr_cpu_disable.
+    static func expected(_ family: Int, disabled: Int = 0) -> Int? {
         #if arch(x86_64)
         guard let f = cpuFlags else { return nil }
         let avx2 = f.contains("avx2") && f.contains("fma"), f16c = f.contains("f16c")
+        let vnni = hasAVX512VNNI && disabled & TSR_CPU_AVX512_VNNI == 0
         switch family {
+        case TSR_KERNEL_QUANT_I8: return avx2 && f16c && vnni ? TSR_PATH_AVX2_VNNI : avx2 ? TSR_PATH_AVX2 : TSR_PATH_REF
         case TSR_KERNEL_F16_GEMV: return avx2 && f16c ? TSR_PATH_AVX2 : TSR_PATH_REF
         case TSR_KERNEL_F16_CONVERT: return f16c ? TSR_PATH_F16C : TSR_PATH_REF
         default: return avx2 ? TSR_PATH_AVX2 : TSR_PATH_REF

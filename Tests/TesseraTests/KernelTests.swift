@@ -24,10 +24,10 @@ final class KernelTests: XCTestCase {
     func testKernelPathSelection() throws {
         XCTAssertEqual(KernelPaths.families.count, TSR_KERNEL_COUNT)
         XCTAssertEqual(Set(KernelPaths.families.map(\.id)), Set(0..<TSR_KERNEL_COUNT))
-        XCTAssertEqual((0..<5).map { KernelPaths.name($0) }, ["ref", "avx2", "f16c", "neon", "neondot"])
-        XCTAssertEqual([TSR_PATH_REF, TSR_PATH_AVX2, TSR_PATH_F16C, TSR_PATH_NEON, TSR_PATH_NEON_DOT], [0, 1, 2, 3, 4])
+        XCTAssertEqual((0..<6).map { KernelPaths.name($0) }, ["ref", "avx2", "f16c", "neon", "neondot", "avx2vnni"])
+        XCTAssertEqual([TSR_PATH_REF, TSR_PATH_AVX2, TSR_PATH_F16C, TSR_PATH_NEON, TSR_PATH_NEON_DOT, TSR_PATH_AVX2_VNNI], [0, 1, 2, 3, 4, 5])
         XCTAssertEqual(KernelPaths.name(-1), "invalid")
-        XCTAssertEqual(KernelPaths.name(5), "invalid")
+        XCTAssertEqual(KernelPaths.name(6), "invalid")
         XCTAssertEqual(KernelPaths.current(-1), -1)
         XCTAssertEqual(KernelPaths.current(TSR_KERNEL_COUNT), -1)
         for (id, _) in KernelPaths.families { try assertDispatch(id) }
@@ -37,9 +37,16 @@ final class KernelTests: XCTestCase {
         }
         for (id, _) in KernelPaths.families { try assertDispatch(id) } // restored
         #if arch(x86_64)
-        // Without AVX2 + FMA, only the fp16 conversion keeps its SIMD path (F16C).
-        tsr_cpu_disable(Int32(TSR_CPU_AVX2_FMA))
+        // Without AVX-512 VNNI the A8/A4 family takes the AVX2 kernels; nothing else changes.
+        tsr_cpu_disable(Int32(TSR_CPU_AVX512_VNNI))
         defer { tsr_cpu_disable(0) }
+        for (id, name) in KernelPaths.families {
+            let want = try XCTUnwrap(KernelPaths.expected(id, disabled: TSR_CPU_AVX512_VNNI))
+            XCTAssertEqual(KernelPaths.name(KernelPaths.current(id)), KernelPaths.name(want), "\(name) with VNNI disabled")
+        }
+        XCTAssertEqual(KernelPaths.name(KernelPaths.current(TSR_KERNEL_QUANT_I8)), "avx2")
+        // Without AVX2 + FMA, only the fp16 conversion keeps its SIMD path (F16C), VNNI or not.
+        tsr_cpu_disable(Int32(TSR_CPU_AVX2_FMA))
         for (id, name) in KernelPaths.families {
             let want = try id == TSR_KERNEL_F16_CONVERT ? XCTUnwrap(KernelPaths.expected(id)) : TSR_PATH_REF
             XCTAssertEqual(KernelPaths.name(KernelPaths.current(id)), KernelPaths.name(want), "\(name) with AVX2 disabled")

@@ -770,6 +770,58 @@ final class QuantKernelTests: XCTestCase {
         XCTAssertThrowsError(try big.withUnsafeBytes { try QuantizedTensor.fromGGML(type: GGMLBlockType.q8_0, blocks: $0.baseAddress!, rows: 1, cols: 32) })
     }
 
+    #if arch(x86_64)
+    /// The x86-64 A8/A4 kernels with AVX-512 VNNI (vpdpbusd) and without (the same CPU with the
+    /// feature cleared by tsr_cpu_disable) give the same bits: the block dots, the GEMV on every
+    /// shape and row range, and the panel GEMM on ragged token counts. (The tests above check the
+    /// dispatched path, VNNI where the CPU has it, against the scalar reference and float64.)
+    /// Without VNNI the dispatcher must run the AVX2 path, and there is nothing else to compare.
+    func testVNNIAndAVX2A8KernelsGiveTheSameBits() throws {
+        let ran = try requireSIMDPath(TSR_KERNEL_QUANT_I8)
+        guard KernelPaths.hasAVX512VNNI else {
+            XCTAssertEqual(KernelPaths.name(ran), "avx2")
+            return
+        }
+        XCTAssertEqual(KernelPaths.name(ran), "avx2vnni")
+        func bothPaths<T: Equatable>(_ label: String, _ body: () -> T) {
+            let vnni = body()
+            tsr_cpu_disable(Int32(TSR_CPU_AVX512_VNNI))
+            defer { tsr_cpu_disable(0) }
+            XCTAssertEqual(KernelPaths.name(KernelPaths.current(TSR_KERNEL_QUANT_I8)), "avx2", label)
+            XCTAssertEqual(body(), vnni, label)
+        }
+        try forEachCase(seed: 21) { c, bits, group, rows, cols, rng in
+            let x = blockyFloats(cols, &rng)
+            for levels: Int32 in [127, 7] {
+                let a = quantized(x, group: group, levels: levels)
+                let label = "B\(bits) G\(group) \(rows)×\(cols) levels \(levels)"
+                bothPaths("qdot " + label) { () -> [Int32] in
+                    var out = [Int32](repeating: 0, count: rows * cols / 32)
+                    c.w.withView { tsr_qdot_i8($0, a.xq, a.bsums, &out, 0, Int32(rows)) }
+                    return out
+                }
+                bothPaths("gemv " + label) { () -> [UInt32] in
+                    let y = FloatBuffer(count: rows)
+                    c.w.withView { tsr_qgemv_i8($0, a.xq, a.dx, a.xsums, y.pointer, Int32(rows > 1 ? 1 : 0), Int32(rows)) }
+                    return (0..<rows).map { y[$0].bitPattern }
+                }
+            }
+            for T in [2, 5, 6, 13] where cols <= 1536 {
+                var xq: [Int8] = [], dx: [Float] = [], xsums: [Float] = []
+                for t in 0..<T {
+                    let a = quantized(blockyFloats(cols, &rng), group: group, levels: t % 2 == 0 ? 127 : 7)
+                    xq += a.xq; dx += a.dx; xsums += a.xsums
+                }
+                bothPaths("gemm B\(bits) G\(group) \(rows)×\(cols) T\(T)") { () -> [UInt32] in
+                    let y = FloatBuffer(count: T * rows)
+                    c.w.withView { tsr_qgemm_i8($0, Int32(T), xq, dx, xsums, y.pointer, Int32(rows), 0, Int32(rows)) }
+                    return (0..<T * rows).map { y[$0].bitPattern }
+                }
+            }
+        }
+    }
+    #endif
+
     // MARK: portable path
 
     func testPortablePathAgreesWithSIMD() throws {

@@ -14,7 +14,8 @@ extern "C" {
 #endif
 
 // ---- CPU features -------------------------------------------------------------------------
-enum { TSR_CPU_AVX2_FMA = 1, TSR_CPU_F16C = 2, TSR_CPU_NEON = 4, TSR_CPU_NEON_DOT = 8 };
+enum { TSR_CPU_AVX2_FMA = 1, TSR_CPU_F16C = 2, TSR_CPU_NEON = 4, TSR_CPU_NEON_DOT = 8,
+       TSR_CPU_AVX512_VNNI = 16 /* AVX-512 F, BW, VL and VNNI, with the OS saving their state */ };
 /// Bit set of TSR_CPU_* flags for this CPU.
 int tsr_cpu_features(void);
 /// Forces the portable paths (for tests and A/B benchmarks) when `on` is non-zero.
@@ -48,13 +49,14 @@ enum {
     TSR_PATH_AVX2 = 1,     // x86-64 AVX2 + FMA (tsr_gemv_f16: AVX2 + FMA + F16C)
     TSR_PATH_F16C = 2,     // x86-64 F16C conversion
     TSR_PATH_NEON = 3,     // AArch64 Advanced SIMD
-    TSR_PATH_NEON_DOT = 4  // AArch64 Advanced SIMD with the ARMv8.2 dot-product instructions
+    TSR_PATH_NEON_DOT = 4, // AArch64 Advanced SIMD with the ARMv8.2 dot-product instructions
+    TSR_PATH_AVX2_VNNI = 5 // x86-64 AVX2 + FMA with AVX-512 VNNI (vpdpbusd on 256-bit vectors): the A8/A4 kernels
 };
 /// The TSR_PATH_* the entry points of `kernel` (a TSR_KERNEL_*) run now: decided from
 /// tsr_cpu_features(), so tsr_force_portable and tsr_cpu_disable apply. The dispatchers switch on
 /// this very value, so it is the implementation that runs. -1 for an unknown kernel.
 int tsr_kernel_path(int kernel);
-/// "ref", "avx2", "f16c", "neon", "neondot" for the TSR_PATH_* values, "invalid" for anything else.
+/// "ref", "avx2", "f16c", "neon", "neondot", "avx2vnni" for the TSR_PATH_* values, "invalid" for anything else.
 const char *tsr_path_name(int path);
 
 // ---- thread pool --------------------------------------------------------------------------
