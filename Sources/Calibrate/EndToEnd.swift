@@ -285,7 +285,7 @@ public final class EndToEndTuner {
         let dAlpha = FloatBuffer(count: m.alpha.count), dBeta = FloatBuffer(count: m.beta.count), dGamma = FloatBuffer(count: m.gamma.count)
         let stepsStart = ContinuousClock.now
         var step = firstStep
-        var nextReplan = firstStep == 0 && replanAfterSteps != nil ? Self.replanStep : nil, replans = 0
+        var nextReplan = firstStep == 0 && replanAfterSteps != nil ? Self.replanStep : nil
         while step < o.steps {
             defer { step += 1 }
             // The window of step k depends only on the seed and k (resume draws the same ones).
@@ -302,8 +302,7 @@ public final class EndToEndTuner {
                 o.steps = max(step + 1, try replan((now - start).seconds, step + 1, (now - stepsStart).seconds))
                 o.evalEvery = min(o.evalEvery, o.steps)
                 replanned = o.steps
-                replans += 1
-                nextReplan = replans == 1 && o.steps / 2 > step + 1 ? o.steps / 2 : nil
+                nextReplan = step + 1 == Self.replanStep && o.steps / 2 > step + 1 ? o.steps / 2 : nil
             }
             progress(EndToEndProgress(step: step + 1, steps: o.steps, loss: Float(loss), phase: "train"))
             if (step + 1) % o.evalEvery == 0 || step + 1 == o.steps {

@@ -5,7 +5,7 @@
 // Building blocks:
 //   unpack(p, bits)  32 codes of one block → one __m256i, byte k = q[k] (unsigned).
 //   unpack(p, 6)     = unpack(p, 4) | unpack(p + 16, 2) << 4 (a plain row; panel rows: unpack_at).
-//   mul16(q, x)      maddubs: 16 int16 sums of adjacent u8·s8 products of one block. For B ≤ 4
+//   dot32(q, x)      maddubs: 16 int16 sums of adjacent u8·s8 products of one block. For B ≤ 4
 //                    the pair sums are ≤ 2·15·127 = 3810, for B = 6 ≤ 2·63·127 = 16002 (all
 //                    fit int16: the plain maddubs, no sign trick); for B = 8 (q up to 255 would overflow
 //                    int16) the codes are used as q − 128 with the sign trick
@@ -107,24 +107,27 @@ INLINE __m256i unpack_at(q_rowview v, int b, const int bits) {
     return _mm256_or_si256(unpack2(p), _mm256_slli_epi64(h, 2));
 }
 
-INLINE __m256i mul16(__m256i q, __m256i x, const int bits) {
+/// The u8 and s8 operands of one block's 32 products: q and xq, or for B = 8 (the sign trick)
+/// |q − 128| and sign(xq, q − 128).
+INLINE void dot_operands(__m256i q, __m256i x, const int bits, __m256i *u, __m256i *s) {
     if (bits == 8) {
         __m256i ws = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
-        return _mm256_maddubs_epi16(_mm256_abs_epi8(ws), _mm256_sign_epi8(x, ws));
+        *u = _mm256_abs_epi8(ws);
+        *s = _mm256_sign_epi8(x, ws);
+    } else {
+        *u = q;
+        *s = x;
     }
-    return _mm256_maddubs_epi16(q, x);
 }
 
-/// The 8 int32 sums of one block's 32 products q·xq (exact).
+/// The 8 int32 sums of one block's 32 products q·xq (exact): maddubs + madd, or one vpdpbusd.
 INLINE __m256i dot32(__m256i q, __m256i x, const int bits) {
+    __m256i u, s;
+    dot_operands(q, x, bits, &u, &s);
 #ifdef TSR_AVX2_VNNI
-    if (bits == 8) {
-        __m256i ws = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
-        return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(ws), _mm256_sign_epi8(x, ws));
-    }
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, x);
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
 #else
-    return _mm256_madd_epi16(mul16(q, x, bits), _mm256_set1_epi16(1));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 #endif
 }
 
