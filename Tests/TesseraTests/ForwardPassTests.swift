@@ -9,14 +9,15 @@ final class ForwardPassTests: XCTestCase {
         return zip(a, b).map { abs(Double($0) - $1) }.max()! / scale
     }
 
-    func checkAgainstReference(tied: Bool, llama3Rope: Bool, threads: Int, maxBatch: Int) throws {
+    func checkAgainstReference(tied: Bool, llama3Rope: Bool, threads: Int, maxBatch: Int, mlpChunk: Int = 128) throws {
         let source = InMemorySource(config: InMemorySource.tinyConfig(llama3Rope: llama3Rope), seed: 7, tied: tied)
         let model = try WeightBinder(source: source, linears: .fp32).model(pool: ThreadPool(threads: threads))
         let tokens = [3, 17, 96, 0, 42, 42, 5, 77, 8, 61, 12]
         let expected = ReferenceLlama(source: source).logits(tokens)
 
-        // Whole sequence in one call (split internally into batches of maxBatch).
-        let session = InferenceSession(model: model, contextLength: 64, maxBatch: maxBatch)
+        // Whole sequence in one call (split internally into batches of maxBatch, their MLPs into
+        // chunks of mlpChunk tokens).
+        let session = InferenceSession(model: model, contextLength: 64, maxBatch: maxBatch, mlpChunk: mlpChunk)
         let all = try session.forward(tokens.map(Int32.init), logitRows: tokens.count)
         XCTAssertEqual(all.count, tokens.count)
         for t in tokens.indices {
@@ -39,6 +40,11 @@ final class ForwardPassTests: XCTestCase {
 
     func testSeparateHeadPlainRopeMatchesFloat64Reference() throws {
         try checkAgainstReference(tied: false, llama3Rope: false, threads: 1, maxBatch: 512)
+    }
+
+    /// A batch whose MLP runs in chunks (3 tokens, so the 11-token batch ends in a ragged one).
+    func testMLPInChunksMatchesFloat64Reference() throws {
+        try checkAgainstReference(tied: true, llama3Rope: true, threads: 2, maxBatch: 512, mlpChunk: 3)
     }
 
     /// Plain GGUF files keep an F16 table as F16 and repack a Q8_0 table (lossless) into 8-bit
