@@ -30,11 +30,12 @@ public final class InferenceSession {
     public private(set) var position = 0
     /// Largest number of tokens pushed through the blocks at once (longer inputs are split).
     public let maxBatch: Int
-    /// Tokens the MLP takes at once (default 128). Its gate/up buffers are this × F values: 8 MiB
-    /// on the LLaMA-3.2-1B shape instead of 32 MiB for a 512-token batch. The MLP weights are
-    /// then streamed once per chunk: on 1B W4g128, 3 × 428 MB more per 512 tokens (~45 ms of a
-    /// ~3 s prefill if none of it overlapped the arithmetic).
+    /// Tokens the MLP takes at once. Its gate/up buffers are this × F values; by default 2²⁰
+    /// values (4 MiB) each: 128 tokens on the LLaMA-3.2-1B/3B shapes (F = 8192; 32 MiB for
+    /// both at 512 tokens otherwise), 682 on the demo model (a 512-token batch in one piece).
+    /// The MLP weights are streamed once per chunk: on 1B W4g128, 3 × 428 MB more per 512 tokens.
     public let mlpChunk: Int
+    public static func defaultMLPChunk(ffn: Int) -> Int { max(16, (1 << 20) / max(ffn, 1)) }
     /// When set, every forward pass charges its time to the steps of this profile.
     public var profile: StepProfile?
 
@@ -50,11 +51,11 @@ public final class InferenceSession {
 
     /// `kvCache` is how the cache keeps keys and values (KVCacheType.unsupportedReason says
     /// which models cannot use q8).
-    public init(model: LlamaModel, contextLength: Int, maxBatch: Int = 512, mlpChunk: Int = 128, kvCache: KVCacheType = .f32) {
+    public init(model: LlamaModel, contextLength: Int, maxBatch: Int = 512, mlpChunk: Int? = nil, kvCache: KVCacheType = .f32) {
         let c = model.config
         self.model = model
         self.maxBatch = max(1, maxBatch)
-        self.mlpChunk = max(1, mlpChunk)
+        self.mlpChunk = max(1, mlpChunk ?? Self.defaultMLPChunk(ffn: c.ffn))
         cache = KVCache(blockCount: c.blockCount, capacity: contextLength, width: c.kvHeads * c.headDim, headDim: c.headDim, type: kvCache)
         let T = self.maxBatch
         x = FloatBuffer(count: T * c.hidden)

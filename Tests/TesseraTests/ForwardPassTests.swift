@@ -9,7 +9,7 @@ final class ForwardPassTests: XCTestCase {
         return zip(a, b).map { abs(Double($0) - $1) }.max()! / scale
     }
 
-    func checkAgainstReference(tied: Bool, llama3Rope: Bool, threads: Int, maxBatch: Int, mlpChunk: Int = 128) throws {
+    func checkAgainstReference(tied: Bool, llama3Rope: Bool, threads: Int, maxBatch: Int, mlpChunk: Int? = nil) throws {
         let source = InMemorySource(config: InMemorySource.tinyConfig(llama3Rope: llama3Rope), seed: 7, tied: tied)
         let model = try WeightBinder(source: source, linears: .fp32).model(pool: ThreadPool(threads: threads))
         let tokens = [3, 17, 96, 0, 42, 42, 5, 77, 8, 61, 12]
