@@ -49,12 +49,50 @@ public enum GGUFValue: Equatable, Sendable {
     }
 }
 
+/// Metadata values by key. Long arrays (a tokenizer's tokens, merges, token types) can be
+/// held as a way to decode them on demand instead of as values: as [GGUFValue] they take
+/// 24 bytes an element and more (~24 MB for LLaMA-3's vocabulary) for the whole life of a
+/// file that needs them once, to build its tokenizer.
+public struct GGUFMetadataTable {
+    private var values: [String: GGUFValue] = [:]
+    private var decoders: [String: () -> GGUFValue] = [:]
+
+    public init(_ values: [String: GGUFValue] = [:]) { self.values = values }
+
+    /// The value of `key`; a long array is decoded anew on every call.
+    public subscript(key: String) -> GGUFValue? {
+        if let v = values[key] { return v }
+        return decoders[key]?()
+    }
+
+    public var count: Int { values.count + decoders.count }
+
+    /// Sets `key`; returns whether it was new.
+    @discardableResult
+    public mutating func set(_ key: String, _ value: GGUFValue) -> Bool {
+        let new = values[key] == nil && decoders[key] == nil
+        decoders[key] = nil
+        values[key] = value
+        return new
+    }
+
+    /// Sets `key` to a value made by `decode` when asked for (it must not fail: the caller has
+    /// validated what it decodes); returns whether it was new.
+    @discardableResult
+    public mutating func set(_ key: String, decodedBy decode: @escaping () -> GGUFValue) -> Bool {
+        let new = values[key] == nil && decoders[key] == nil
+        values[key] = nil
+        decoders[key] = decode
+        return new
+    }
+}
+
 /// Typed access to GGUF metadata (a GGUF file, or any key/value set in GGUF's value types):
 /// what tokenizers and configs read and write.
 public protocol GGUFMetadata {
     /// Where the metadata comes from (for error messages).
     var path: String { get }
-    var metadata: [String: GGUFValue] { get }
+    var metadata: GGUFMetadataTable { get }
 }
 
 extension GGUFMetadata {

@@ -22,7 +22,7 @@ public struct GGUFTensorInfo: Sendable {
 public final class GGUFFile {
     public let file: MappedFile
     public let version: Int
-    public let metadata: [String: GGUFValue]
+    public let metadata: GGUFMetadataTable
     /// Metadata keys in file order.
     public let metadataKeys: [String]
     public let tensors: [GGUFTensorInfo]
@@ -59,16 +59,30 @@ public final class GGUFFile {
         guard tensorCount <= UInt64(file.size / 32) else { throw FormatError.absurdCount(path: path, what: "tensor", count: Int(clamping: tensorCount)) }
         guard kvCount <= UInt64(file.size / 12) else { throw FormatError.absurdCount(path: path, what: "metadata", count: Int(clamping: kvCount)) }
 
-        var meta: [String: GGUFValue] = [:]
+        var meta = GGUFMetadataTable()
         var keys: [String] = []
         for i in 0..<Int(kvCount) {
             let key = try GGUFFile.readString(&r, "metadata key #\(i)")
             let typeRaw = try r.read(UInt32.self, "type of '\(key)'")
             guard let kind = GGUFValue.Kind(rawValue: typeRaw) else { throw FormatError.badValueType(path: path, key: key, type: Int(typeRaw)) }
+            let start = r.offset
+            // A long flat array is checked now and decoded when asked for (see GGUFMetadataTable).
+            if kind == .array, try GGUFFile.isLongFlatArray(r, key: key) {
+                try GGUFFile.skipValue(&r, kind: kind, key: key, depth: 0)
+                let new = meta.set(key) { [file] in
+                    var again = ByteReader(file: file, offset: start)
+                    // The bytes were checked above; the file is mapped read-only and private.
+                    return (try? GGUFFile.readValue(&again, kind: .array, key: key, depth: 0)) ?? .array([])
+                }
+                if new { keys.append(key) }
+                continue
+            }
             let value = try GGUFFile.readValue(&r, kind: kind, key: key, depth: 0)
-            if meta.updateValue(value, forKey: key) == nil { keys.append(key) }
+            if meta.set(key, value) { keys.append(key) }
         }
         metadata = meta
+        // The metadata's pages are read: give them back (the long arrays map them in again when asked for).
+        file.dropResidentPages(offset: 0, count: r.offset)
         metadataKeys = keys
         let align = meta["general.alignment"]?.intValue ?? 32
         guard align > 0, align & (align - 1) == 0, align <= 1 << 20 else {
@@ -152,6 +166,42 @@ public final class GGUFFile {
             items.reserveCapacity(Int(n))
             for _ in 0..<Int(n) { items.append(try readValue(&r, kind: elementKind, key: key, depth: depth + 1)) }
             return .array(items)
+        }
+    }
+
+    /// Arrays of at least this many scalar or string elements are decoded on demand.
+    public static let lazyArrayLength = 4096
+
+    /// Whether the array whose element type `r` is at is long and flat (scalars or strings).
+    /// Does not move `r`.
+    private static func isLongFlatArray(_ r: ByteReader, key: String) throws -> Bool {
+        var peek = r
+        let typeRaw = try peek.read(UInt32.self, "element type of '\(key)'")
+        guard let elementKind = GGUFValue.Kind(rawValue: typeRaw), elementKind != .array else { return false }
+        return try peek.read(UInt64.self, "length of '\(key)'") >= UInt64(lazyArrayLength)
+    }
+
+    /// Moves `r` past a value with the checks readValue makes, without building it.
+    private static func skipValue(_ r: inout ByteReader, kind: GGUFValue.Kind, key: String, depth: Int) throws {
+        let w = "value of '\(key)'"
+        switch kind {
+        case .uint8, .int8, .bool: _ = try r.readBytes(1, w)
+        case .uint16, .int16: _ = try r.readBytes(2, w)
+        case .uint32, .int32, .float32: _ = try r.readBytes(4, w)
+        case .uint64, .int64, .float64: _ = try r.readBytes(8, w)
+        case .string:
+            let n = try r.read(UInt64.self, "length of \(w)")
+            guard n <= UInt64(r.file.size - r.offset) else {
+                throw FormatError.truncated(path: r.file.path, what: w, offset: r.offset, needed: Int(clamping: n), fileSize: r.file.size)
+            }
+            _ = try r.readBytes(Int(n), w)
+        case .array:
+            guard depth < 4 else { throw FormatError.badMetadata(path: r.file.path, key: key, reason: "arrays nested too deeply") }
+            let typeRaw = try r.read(UInt32.self, "element type of '\(key)'")
+            guard let elementKind = GGUFValue.Kind(rawValue: typeRaw) else { throw FormatError.badValueType(path: r.file.path, key: key, type: Int(typeRaw)) }
+            let n = try r.read(UInt64.self, "length of '\(key)'")
+            guard n <= UInt64(r.file.size - r.offset) else { throw FormatError.absurdCount(path: r.file.path, what: "array '\(key)'", count: Int(clamping: n)) }
+            for _ in 0..<Int(n) { try skipValue(&r, kind: elementKind, key: key, depth: depth + 1) }
         }
     }
 

@@ -38,6 +38,42 @@ final class GGUFWriterTests: XCTestCase {
         XCTAssertEqual(dir.contents, ["meta.gguf"])
     }
 
+    /// Arrays of GGUFFile.lazyArrayLength elements and more are checked at open and decoded when
+    /// asked for: the same values, every time; a file cut inside one is refused at open.
+    func testLongArraysAreDecodedOnDemandAndCheckedAtOpen() throws {
+        let n = GGUFFile.lazyArrayLength
+        let strings: GGUFValue = .array((0..<n + 3).map { .string($0 % 7 == 0 ? "" : "tok \($0) ü") })
+        let ints: GGUFValue = .array((0..<n).map { .int32(Int32($0) - 9) })
+        let short: GGUFValue = .array((0..<n - 1).map { .uint8(UInt8($0 % 256)) })
+        var w = GGUFWriter()
+        w.set("general.architecture", .string("llama"))
+        w.set("strings", strings)
+        w.set("ints", ints)
+        w.set("short", short)
+        w.set("after", .uint32(7))
+        let path = dir.file("long.gguf")
+        try w.write(to: path)
+
+        let g = try GGUFFile(path: path)
+        XCTAssertEqual(g.metadataKeys, ["general.architecture", "strings", "ints", "short", "after"])
+        XCTAssertEqual(g.metadata.count, 5)
+        for _ in 0..<2 {
+            XCTAssertEqual(g.metadata["strings"], strings)
+            XCTAssertEqual(g.metadata["ints"], ints)
+        }
+        XCTAssertEqual(g.metadata["short"], short)
+        XCTAssertEqual(g.metadata["after"], .uint32(7))
+        XCTAssertEqual(try g.stringArray("strings")?.count, n + 3)
+
+        // Cut the file inside the long string array: refused when opened, naming the key.
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        let cut = dir.file("cut.gguf")
+        try bytes.prefix(bytes.count / 3).write(to: URL(fileURLWithPath: cut))
+        XCTAssertThrowsError(try GGUFFile(path: cut)) { error in
+            XCTAssertTrue("\(error)".contains("strings"), "\(error)")
+        }
+    }
+
     func testTensorsRoundTripWithAlignment() throws {
         var rng = FormatTestRNG(seed: 7)
         for alignment in [32, 64, 8] {
