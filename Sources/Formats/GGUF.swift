@@ -133,12 +133,26 @@ public final class GGUFFile {
     }
 
     private static func readString(_ r: inout ByteReader, _ what: String) throws -> String {
+        String(decoding: try stringBytes(&r, what), as: UTF8.self)
+    }
+
+    /// A GGUF string's bytes (its UInt64 length checked against the file), and `r` past them.
+    private static func stringBytes(_ r: inout ByteReader, _ what: String) throws -> UnsafeRawBufferPointer {
         let n = try r.read(UInt64.self, "length of \(what)")
         guard n <= UInt64(r.file.size - r.offset) else {
             throw FormatError.truncated(path: r.file.path, what: what, offset: r.offset, needed: Int(clamping: n), fileSize: r.file.size)
         }
-        let b = try r.readBytes(Int(n), what)
-        return String(decoding: b, as: UTF8.self)
+        return try r.readBytes(Int(n), what)
+    }
+
+    /// An array's element type and length (checked against the file), and `r` at its first element.
+    private static func arrayHeader(_ r: inout ByteReader, key: String, depth: Int) throws -> (kind: GGUFValue.Kind, count: Int) {
+        guard depth < 4 else { throw FormatError.badMetadata(path: r.file.path, key: key, reason: "arrays nested too deeply") }
+        let typeRaw = try r.read(UInt32.self, "element type of '\(key)'")
+        guard let elementKind = GGUFValue.Kind(rawValue: typeRaw) else { throw FormatError.badValueType(path: r.file.path, key: key, type: Int(typeRaw)) }
+        let n = try r.read(UInt64.self, "length of '\(key)'")
+        guard n <= UInt64(r.file.size - r.offset) else { throw FormatError.absurdCount(path: r.file.path, what: "array '\(key)'", count: Int(clamping: n)) }
+        return (elementKind, Int(n))
     }
 
     private static func readValue(_ r: inout ByteReader, kind: GGUFValue.Kind, key: String, depth: Int) throws -> GGUFValue {
@@ -157,14 +171,10 @@ public final class GGUFFile {
         case .bool: return .bool(try r.read(UInt8.self, w) != 0)
         case .string: return .string(try readString(&r, w))
         case .array:
-            guard depth < 4 else { throw FormatError.badMetadata(path: r.file.path, key: key, reason: "arrays nested too deeply") }
-            let typeRaw = try r.read(UInt32.self, "element type of '\(key)'")
-            guard let elementKind = GGUFValue.Kind(rawValue: typeRaw) else { throw FormatError.badValueType(path: r.file.path, key: key, type: Int(typeRaw)) }
-            let n = try r.read(UInt64.self, "length of '\(key)'")
-            guard n <= UInt64(r.file.size - r.offset) else { throw FormatError.absurdCount(path: r.file.path, what: "array '\(key)'", count: Int(clamping: n)) }
+            let (elementKind, n) = try arrayHeader(&r, key: key, depth: depth)
             var items: [GGUFValue] = []
-            items.reserveCapacity(Int(n))
-            for _ in 0..<Int(n) { items.append(try readValue(&r, kind: elementKind, key: key, depth: depth + 1)) }
+            items.reserveCapacity(n)
+            for _ in 0..<n { items.append(try readValue(&r, kind: elementKind, key: key, depth: depth + 1)) }
             return .array(items)
         }
     }
@@ -176,9 +186,8 @@ public final class GGUFFile {
     /// Does not move `r`.
     private static func isLongFlatArray(_ r: ByteReader, key: String) throws -> Bool {
         var peek = r
-        let typeRaw = try peek.read(UInt32.self, "element type of '\(key)'")
-        guard let elementKind = GGUFValue.Kind(rawValue: typeRaw), elementKind != .array else { return false }
-        return try peek.read(UInt64.self, "length of '\(key)'") >= UInt64(lazyArrayLength)
+        let (elementKind, n) = try arrayHeader(&peek, key: key, depth: 0)
+        return elementKind != .array && n >= lazyArrayLength
     }
 
     /// Moves `r` past a value with the checks readValue makes, without building it.
@@ -189,19 +198,10 @@ public final class GGUFFile {
         case .uint16, .int16: _ = try r.readBytes(2, w)
         case .uint32, .int32, .float32: _ = try r.readBytes(4, w)
         case .uint64, .int64, .float64: _ = try r.readBytes(8, w)
-        case .string:
-            let n = try r.read(UInt64.self, "length of \(w)")
-            guard n <= UInt64(r.file.size - r.offset) else {
-                throw FormatError.truncated(path: r.file.path, what: w, offset: r.offset, needed: Int(clamping: n), fileSize: r.file.size)
-            }
-            _ = try r.readBytes(Int(n), w)
+        case .string: _ = try stringBytes(&r, w)
         case .array:
-            guard depth < 4 else { throw FormatError.badMetadata(path: r.file.path, key: key, reason: "arrays nested too deeply") }
-            let typeRaw = try r.read(UInt32.self, "element type of '\(key)'")
-            guard let elementKind = GGUFValue.Kind(rawValue: typeRaw) else { throw FormatError.badValueType(path: r.file.path, key: key, type: Int(typeRaw)) }
-            let n = try r.read(UInt64.self, "length of '\(key)'")
-            guard n <= UInt64(r.file.size - r.offset) else { throw FormatError.absurdCount(path: r.file.path, what: "array '\(key)'", count: Int(clamping: n)) }
-            for _ in 0..<Int(n) { try skipValue(&r, kind: elementKind, key: key, depth: depth + 1) }
+            let (elementKind, n) = try arrayHeader(&r, key: key, depth: depth)
+            for _ in 0..<n { try skipValue(&r, kind: elementKind, key: key, depth: depth + 1) }
         }
     }
 
