@@ -18,7 +18,7 @@ final class BPEMerger {
     private var pairTable: [UInt64: UInt64]
     private let lazyConcatenation: Bool
     private let pieces: TokenPieces
-    private let bytesToID: [[UInt8]: Int32]
+    private let bytesToID: PieceIndex
     static let noMerge = UInt64.max
 
     // scratch
@@ -32,7 +32,7 @@ final class BPEMerger {
     /// plain scan, which is faster for them.
     static let scanLimit = 48
 
-    init(source: MergeSource, pieces: TokenPieces, bytesToID: [[UInt8]: Int32]) {
+    init(source: MergeSource, pieces: TokenPieces, bytesToID: PieceIndex) {
         self.pieces = pieces
         self.bytesToID = bytesToID
         switch source {
@@ -167,6 +167,46 @@ final class BPEMerger {
 }
 
 /// All tokens' bytes in one buffer.
+/// Token ids by their bytes: open addressing over `TokenPieces`, one Int32 a slot, at most half
+/// full (1 MB for LLaMA-3's 128,256 tokens). A dictionary keyed by byte arrays took ~9 MB: one
+/// heap array per token plus its buckets.
+struct PieceIndex {
+    private let pieces: TokenPieces
+    private var slots: [Int32]
+    private let mask: Int
+
+    /// Indexes the ids for which `include` holds; of ids with the same bytes the first is kept.
+    init(_ pieces: TokenPieces, including include: (Int) -> Bool) {
+        self.pieces = pieces
+        var n = 16
+        while n < 2 * pieces.count { n <<= 1 }
+        slots = [Int32](repeating: -1, count: n)
+        mask = n - 1
+        for id in 0..<pieces.count where include(id) {
+            var i = Self.hash(pieces[Int32(id)]) & mask
+            while slots[i] >= 0 && !pieces[slots[i]].elementsEqual(pieces[Int32(id)]) { i = (i + 1) & mask }
+            if slots[i] < 0 { slots[i] = Int32(id) }
+        }
+    }
+
+    /// The id of the token spelled by `bytes`, or nil.
+    subscript<C: Collection>(bytes: C) -> Int32? where C.Element == UInt8 {
+        var i = Self.hash(bytes) & mask
+        while slots[i] >= 0 {
+            if pieces[slots[i]].elementsEqual(bytes) { return slots[i] }
+            i = (i + 1) & mask
+        }
+        return nil
+    }
+
+    /// FNV-1a, 64-bit.
+    private static func hash<C: Collection>(_ bytes: C) -> Int where C.Element == UInt8 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in bytes { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
+        return Int(truncatingIfNeeded: h ^ (h >> 29))
+    }
+}
+
 struct TokenPieces {
     private(set) var bytes: [UInt8] = []
     private(set) var starts: [Int] = [0]

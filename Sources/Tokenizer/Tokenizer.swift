@@ -47,7 +47,7 @@ public final class Tokenizer: @unchecked Sendable { // mutable state (caches) is
     let pieces: TokenPieces
     let kinds: [TokenKind]
     /// Normal tokens by their bytes.
-    let bytesToID: [[UInt8]: Int32]
+    let bytesToID: PieceIndex
     /// Special tokens (control, user-defined, unknown) by their text.
     let specialByText: [String: Int32]
     let specials: SpecialTokenMatcher
@@ -68,30 +68,25 @@ public final class Tokenizer: @unchecked Sendable { // mutable state (caches) is
     init(_ spec: TokenizerSpec) {
         precondition(spec.pieces.count == spec.kinds.count)
         vocabularySize = spec.pieces.count
-        pieces = TokenPieces(spec.pieces)
+        let tokenPieces = TokenPieces(spec.pieces)
+        pieces = tokenPieces
         kinds = spec.kinds
         preTokenizer = spec.preTokenizer
         ignoreMerges = spec.ignoreMerges
         addPrefixSpace = spec.addPrefixSpace
         normalizeNFC = spec.normalizeNFC
-        var byBytes: [[UInt8]: Int32] = [:]
-        byBytes.reserveCapacity(spec.pieces.count)
         var special: [String: Int32] = [:]
         var matchList: [(bytes: [UInt8], id: Int32, always: Bool)] = []
-        for (i, p) in spec.pieces.enumerated() {
-            let kind = spec.kinds[i]
-            if kind.isSpecial {
-                if special[String(decoding: p, as: UTF8.self)] == nil { special[String(decoding: p, as: UTF8.self)] = Int32(i) }
-                matchList.append((p, Int32(i), kind.alwaysMatched))
-            } else if kind == .normal || kind == .byte {
-                if byBytes[p] == nil { byBytes[p] = Int32(i) }
-            }
+        for (i, p) in spec.pieces.enumerated() where spec.kinds[i].isSpecial {
+            if special[String(decoding: p, as: UTF8.self)] == nil { special[String(decoding: p, as: UTF8.self)] = Int32(i) }
+            matchList.append((p, Int32(i), spec.kinds[i].alwaysMatched))
         }
+        let byBytes = PieceIndex(tokenPieces) { spec.kinds[$0] == .normal || spec.kinds[$0] == .byte }
         bytesToID = byBytes
         specialByText = special
         specials = SpecialTokenMatcher(matchList)
         byteTokens = (0..<256).map { byBytes[[UInt8($0)]] ?? -1 }
-        merger = BPEMerger(source: spec.merges, pieces: pieces, bytesToID: byBytes)
+        merger = BPEMerger(source: spec.merges, pieces: tokenPieces, bytesToID: byBytes)
         mergeSource = spec.merges
         bosID = spec.bosID
         eosID = spec.eosID
@@ -184,7 +179,7 @@ public final class Tokenizer: @unchecked Sendable { // mutable state (caches) is
     /// The id of a token given as text: a special token's text (`"<|im_end|>"`) or the text a
     /// normal token stands for (`" Hello"`, not the byte-level `"ĠHello"`).
     public func tokenID(_ text: String) -> Int32? {
-        specialByText[text] ?? bytesToID[Array(text.utf8)]
+        specialByText[text] ?? bytesToID[text.utf8]
     }
 
     /// Whether the id is a control / user-defined / unknown token.

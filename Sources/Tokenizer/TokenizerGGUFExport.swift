@@ -61,7 +61,7 @@ extension Tokenizer {
                 guard bytes.count >= 2 else { continue }
                 var splits: [(a: Int32, b: Int32)] = []
                 for cut in 1..<bytes.count {
-                    if let a = bytesToID[Array(bytes[..<cut])], let b = bytesToID[Array(bytes[cut...])] { splits.append((a, b)) }
+                    if let a = bytesToID[bytes[..<cut]], let b = bytesToID[bytes[cut...]] { splits.append((a, b)) }
                 }
                 for s in splits.sorted(by: { ($0.a, $0.b) < ($1.a, $1.b) }) { merges.append(text(s.a) + " " + text(s.b)) }
             }

@@ -343,6 +343,21 @@ final class TokenizerTests: XCTestCase {
         XCTAssertEqual(all.count, 303_415)
         XCTAssertEqual(tok.decode(all), text)
     }
+
+    /// The byte-string index: every included id found by its bytes, the first of duplicates kept,
+    /// excluded ids and unknown strings not found, across a table that fills it half way.
+    func testPieceIndexFindsFirstIdsByBytes() {
+        var pieces: [[UInt8]] = [Array("a".utf8), Array("b".utf8), Array("ab".utf8), Array("a".utf8), [], [0xFF, 0]]
+        pieces += (0..<3000).map { Array("w\($0 % 2500)".utf8) }   // 500 duplicates
+        let index = PieceIndex(TokenPieces(pieces)) { $0 != 1 }
+        XCTAssertEqual(index[Array("a".utf8)], 0)
+        XCTAssertNil(index[Array("b".utf8)])
+        XCTAssertEqual(index["ab".utf8], 2)
+        XCTAssertEqual(index[[UInt8]()], 4)
+        XCTAssertEqual(index[[0xFF, 0] as [UInt8]], 5)
+        XCTAssertNil(index["abc".utf8])
+        for k in 0..<2500 { XCTAssertEqual(index["w\(k)".utf8], Int32(6 + k)) }
+    }
 }
 
 extension XCTestCase {
