@@ -51,6 +51,16 @@ final class BPEMerger {
         }
     }
 
+    /// The explicit merge rules in priority order (of a pair listed twice, the first), or nil
+    /// for tiktoken's concatenation ranks. Read from the pair table, so that the list need not
+    /// be kept beside it (3.4 MB for LLaMA-3's 280,147 merges).
+    func rankedPairs() -> [(a: Int32, b: Int32)]? {
+        guard !lazyConcatenation else { return nil }
+        return pairTable.sorted { $0.value >> 32 < $1.value >> 32 }.map {
+            (Int32(bitPattern: UInt32(truncatingIfNeeded: $0.key >> 32)), Int32(bitPattern: UInt32(truncatingIfNeeded: $0.key)))
+        }
+    }
+
     @inline(__always)
     private static func key(_ a: Int32, _ b: Int32) -> UInt64 {
         UInt64(UInt32(bitPattern: a)) << 32 | UInt64(UInt32(bitPattern: b))

@@ -59,8 +59,6 @@ public final class Tokenizer: @unchecked Sendable { // mutable state (caches) is
 
     private let lock = NSLock()
     let merger: BPEMerger
-    /// The merge rules as loaded (kept for exporting the tokenizer to GGUF).
-    let mergeSource: MergeSource
     private var wordCache: [[UInt8]: [Int32]] = [:]
     private static let wordCacheLimit = 200_000
     private static let endTokenNames = ["<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|endoftext|>"]
@@ -87,7 +85,6 @@ public final class Tokenizer: @unchecked Sendable { // mutable state (caches) is
         specials = SpecialTokenMatcher(matchList)
         byteTokens = (0..<256).map { byBytes[[UInt8($0)]] ?? -1 }
         merger = BPEMerger(source: spec.merges, pieces: tokenPieces, bytesToID: byBytes)
-        mergeSource = spec.merges
         bosID = spec.bosID
         eosID = spec.eosID
         unknownID = spec.unknownID

@@ -48,24 +48,20 @@ extension Tokenizer {
     /// Merges as "A B" strings of byte-level token text, in priority order.
     func mergeList() -> [String] {
         let text = { (id: Int32) in ByteLevel.encode(Array(self.pieces[id])) }
-        switch mergeSource {
-        case .pairs(let list):
-            return list.map { text($0.a) + " " + text($0.b) }
-        case .concatenationRank:
-            // As Hugging Face's tiktoken conversion (and so Llama-3 GGUFs): every split of a
-            // multi-byte token into two tokens is a merge, ordered by the merged token's rank,
-            // then the left and right parts' ranks. Merging by these ranks is tiktoken's BPE.
-            var merges: [String] = []
-            for id in 0..<vocabularySize where kinds[id] == .normal {
-                let bytes = Array(pieces[Int32(id)])
-                guard bytes.count >= 2 else { continue }
-                var splits: [(a: Int32, b: Int32)] = []
-                for cut in 1..<bytes.count {
-                    if let a = bytesToID[bytes[..<cut]], let b = bytesToID[bytes[cut...]] { splits.append((a, b)) }
-                }
-                for s in splits.sorted(by: { ($0.a, $0.b) < ($1.a, $1.b) }) { merges.append(text(s.a) + " " + text(s.b)) }
+        if let pairs = merger.rankedPairs() { return pairs.map { text($0.a) + " " + text($0.b) } }
+        // tiktoken ranks, as Hugging Face's tiktoken conversion (and so Llama-3 GGUFs) lists them:
+        // every split of a multi-byte token into two tokens is a merge, ordered by the merged
+        // token's rank, then the left and right parts' ranks. Merging by these ranks is tiktoken's BPE.
+        var merges: [String] = []
+        for id in 0..<vocabularySize where kinds[id] == .normal {
+            let bytes = Array(pieces[Int32(id)])
+            guard bytes.count >= 2 else { continue }
+            var splits: [(a: Int32, b: Int32)] = []
+            for cut in 1..<bytes.count {
+                if let a = bytesToID[bytes[..<cut]], let b = bytesToID[bytes[cut...]] { splits.append((a, b)) }
             }
-            return merges
+            for s in splits.sorted(by: { ($0.a, $0.b) < ($1.a, $1.b) }) { merges.append(text(s.a) + " " + text(s.b)) }
         }
+        return merges
     }
 }

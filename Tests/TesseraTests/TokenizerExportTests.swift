@@ -33,7 +33,10 @@ final class TokenizerExportTests: XCTestCase {
     }
 
     func testGPT2VocabularyRoundTrips() throws {
-        let original = try Tokenizer.fromGGUF(TokenizerTests.gguf("gpt-2"))
+        let gguf = try TokenizerTests.gguf("gpt-2")
+        let original = try Tokenizer.fromGGUF(gguf)
+        // The merge list, read back from the pair table, is the file's, in its order.
+        XCTAssertEqual(original.mergeList(), try gguf.stringArray("tokenizer.ggml.merges"))
         let exported = try roundTrip(original)
         XCTAssertEqual(try checkVectors(exported, "ggml-vocab-gpt-2.gguf"), 46)
     }
