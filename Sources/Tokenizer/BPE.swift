@@ -14,9 +14,11 @@ enum MergeSource {
 /// Merges the byte tokens of one word by lowest rank, leftmost first on ties (the order
 /// GPT-2, tiktoken and llama.cpp use). Not thread-safe: the tokenizer serialises access.
 final class BPEMerger {
-    /// (a << 32 | b) -> (rank << 32 | merged); `noMerge` when the pair does not merge.
-    private var pairTable: [UInt64: UInt64]
-    private let lazyConcatenation: Bool
+    /// An explicit merge list (nil for tiktoken's concatenation ranks).
+    private let rules: MergeRules?
+    /// tiktoken: (a << 32 | b) -> (rank << 32 | merged) of the pairs met so far; `noMerge` when
+    /// the pair does not merge.
+    private var pairTable: [UInt64: UInt64] = [:]
     private let pieces: TokenPieces
     private let bytesToID: PieceIndex
     static let noMerge = UInt64.max
@@ -37,28 +39,16 @@ final class BPEMerger {
         self.bytesToID = bytesToID
         switch source {
         case .pairs(let list):
-            var table: [UInt64: UInt64] = [:]
-            table.reserveCapacity(list.count)
-            for (rank, m) in list.enumerated() {
-                let key = Self.key(m.a, m.b)
-                if table[key] == nil { table[key] = UInt64(rank) << 32 | UInt64(UInt32(bitPattern: m.merged)) }
-            }
-            pairTable = table
-            lazyConcatenation = false
+            rules = MergeRules(list)
         case .concatenationRank:
-            pairTable = [:]
-            lazyConcatenation = true
+            rules = nil
         }
     }
 
     /// The explicit merge rules in priority order (of a pair listed twice, the first), or nil
-    /// for tiktoken's concatenation ranks. Read from the pair table, so that the list need not
-    /// be kept beside it (3.4 MB for LLaMA-3's 280,147 merges).
+    /// for tiktoken's concatenation ranks.
     func rankedPairs() -> [(a: Int32, b: Int32)]? {
-        guard !lazyConcatenation else { return nil }
-        return pairTable.sorted { $0.value >> 32 < $1.value >> 32 }.map {
-            (Int32(bitPattern: UInt32(truncatingIfNeeded: $0.key >> 32)), Int32(bitPattern: UInt32(truncatingIfNeeded: $0.key)))
-        }
+        rules?.list.map { ($0.a, $0.b) }
     }
 
     @inline(__always)
@@ -70,9 +60,9 @@ final class BPEMerger {
     @inline(__always)
     private func pair(_ a: Int32, _ b: Int32) -> UInt64 {
         if a < 0 || b < 0 { return Self.noMerge }
+        if let rules { return rules.lookup(a, b) }
         let k = Self.key(a, b)
         if let v = pairTable[k] { return v }
-        guard lazyConcatenation else { return Self.noMerge }
         concat.removeAll(keepingCapacity: true)
         concat.append(contentsOf: pieces[a])
         concat.append(contentsOf: pieces[b])
@@ -177,6 +167,47 @@ final class BPEMerger {
 }
 
 /// All tokens' bytes in one buffer.
+/// A merge list with an open-addressing index of its pairs: 12 bytes a rule and 4 a slot, at most
+/// three quarters full (5.4 MB for LLaMA-3's 280,147 merges; a [UInt64: UInt64] dictionary of
+/// them took 8.4 MB, and the list was kept beside it for re-export).
+struct MergeRules {
+    /// The rules in priority order, a pair listed twice kept at its first place: rank = index.
+    private(set) var list: [(a: Int32, b: Int32, merged: Int32)] = []
+    private var slots: [Int32]
+    private let mask: Int
+
+    init(_ rules: [(a: Int32, b: Int32, merged: Int32)]) {
+        var n = 16
+        while n * 3 < rules.count * 4 { n <<= 1 }
+        slots = [Int32](repeating: -1, count: n)
+        mask = n - 1
+        list.reserveCapacity(rules.count)
+        for r in rules {
+            var i = Self.slot(r.a, r.b) & mask
+            while slots[i] >= 0 && !(list[Int(slots[i])].a == r.a && list[Int(slots[i])].b == r.b) { i = (i + 1) & mask }
+            if slots[i] < 0 { slots[i] = Int32(list.count); list.append(r) }
+        }
+    }
+
+    /// rank << 32 | merged for the pair (a, b), or BPEMerger.noMerge.
+    @inline(__always)
+    func lookup(_ a: Int32, _ b: Int32) -> UInt64 {
+        var i = Self.slot(a, b) & mask
+        while slots[i] >= 0 {
+            let r = list[Int(slots[i])]
+            if r.a == a && r.b == b { return UInt64(UInt32(slots[i])) << 32 | UInt64(UInt32(bitPattern: r.merged)) }
+            i = (i + 1) & mask
+        }
+        return BPEMerger.noMerge
+    }
+
+    @inline(__always)
+    private static func slot(_ a: Int32, _ b: Int32) -> Int {
+        let k = UInt64(UInt32(bitPattern: a)) << 32 | UInt64(UInt32(bitPattern: b))
+        return Int(truncatingIfNeeded: (k &* 0x9E37_79B9_7F4A_7C15) >> 32)
+    }
+}
+
 /// Token ids by their bytes: open addressing over `TokenPieces`, one Int32 a slot, at most half
 /// full (1 MB for LLaMA-3's 128,256 tokens). A dictionary keyed by byte arrays took ~9 MB: one
 /// heap array per token plus its buckets.
