@@ -57,7 +57,7 @@ public struct GGUFMetadataTable {
     private var values: [String: GGUFValue] = [:]
     private var decoders: [String: () -> GGUFValue] = [:]
 
-    public init(_ values: [String: GGUFValue] = [:]) { self.values = values }
+    public init() {}
 
     /// The value of `key`; a long array is decoded anew on every call.
     public subscript(key: String) -> GGUFValue? {

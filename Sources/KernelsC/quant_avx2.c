@@ -5,13 +5,14 @@
 // Building blocks:
 //   unpack(p, bits)  32 codes of one block → one __m256i, byte k = q[k] (unsigned).
 //   unpack(p, 6)     = unpack(p, 4) | unpack(p + 16, 2) << 4 (a plain row; panel rows: unpack_at).
-//   dot32(q, x)      maddubs: 16 int16 sums of adjacent u8·s8 products of one block. For B ≤ 4
+//   dot32(q, x)      8 int32 sums of one block's u8·s8 products: maddubs (16 int16 sums of
+//                    adjacent products) then madd with ones, or one vpdpbusd (VNNI). For B ≤ 4
 //                    the pair sums are ≤ 2·15·127 = 3810, for B = 6 ≤ 2·63·127 = 16002 (all
 //                    fit int16: the plain maddubs, no sign trick); for B = 8 (q up to 255 would overflow
 //                    int16) the codes are used as q − 128 with the sign trick
 //                    |q−128| · sign(x, q−128) (pair sums ≤ 2·128·127 = 32512), and the missing
 //                    128·Σx is added back from the activation sums (folded into the offset:
-//                    m + 128·s). madd_epi16 with ones then widens each block to 8 int32.
+//                    m + 128·s).
 //   A8/A4 blocks     every 32-block has its own activation scale dx_b, so each block's int32
 //                    sums are converted to fp32 and scaled by dx_b (one FMA per block and row,
 //                    as ggml's q4_1·q8_1 dot does); the group scale s_g multiplies the group's

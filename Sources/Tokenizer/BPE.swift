@@ -51,17 +51,13 @@ final class BPEMerger {
         rules?.list.map { ($0.a, $0.b) }
     }
 
-    @inline(__always)
-    private static func key(_ a: Int32, _ b: Int32) -> UInt64 {
-        UInt64(UInt32(bitPattern: a)) << 32 | UInt64(UInt32(bitPattern: b))
-    }
 
     /// The packed (rank, merged) of a pair, or `noMerge`.
     @inline(__always)
     private func pair(_ a: Int32, _ b: Int32) -> UInt64 {
         if a < 0 || b < 0 { return Self.noMerge }
         if let rules { return rules.lookup(a, b) }
-        let k = Self.key(a, b)
+        let k = pairKey(a, b)
         if let v = pairTable[k] { return v }
         concat.removeAll(keepingCapacity: true)
         concat.append(contentsOf: pieces[a])
@@ -166,7 +162,6 @@ final class BPEMerger {
     }
 }
 
-/// All tokens' bytes in one buffer.
 /// A merge list with an open-addressing index of its pairs: 12 bytes a rule and 4 a slot, at most
 /// three quarters full (5.4 MB for LLaMA-3's 280,147 merges; a [UInt64: UInt64] dictionary of
 /// them took 8.4 MB, and the list was kept beside it for re-export).
@@ -203,9 +198,14 @@ struct MergeRules {
 
     @inline(__always)
     private static func slot(_ a: Int32, _ b: Int32) -> Int {
-        let k = UInt64(UInt32(bitPattern: a)) << 32 | UInt64(UInt32(bitPattern: b))
-        return Int(truncatingIfNeeded: (k &* 0x9E37_79B9_7F4A_7C15) >> 32)
+        Int(truncatingIfNeeded: (pairKey(a, b) &* 0x9E37_79B9_7F4A_7C15) >> 32)
     }
+}
+
+/// The pair (a, b) as one key: a << 32 | b.
+@inline(__always)
+private func pairKey(_ a: Int32, _ b: Int32) -> UInt64 {
+    UInt64(UInt32(bitPattern: a)) << 32 | UInt64(UInt32(bitPattern: b))
 }
 
 /// Token ids by their bytes: open addressing over `TokenPieces`, one Int32 a slot, at most half
@@ -248,6 +248,7 @@ struct PieceIndex {
     }
 }
 
+/// All tokens' bytes in one buffer.
 struct TokenPieces {
     private(set) var bytes: [UInt8] = []
     private(set) var starts: [Int] = [0]
