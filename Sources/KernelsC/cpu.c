@@ -28,7 +28,7 @@ static int detect(void) {
     if (__builtin_cpu_supports("avx")) f |= TSR_CPU_F16C; // F16C ships with every AVX2 part
     // (the AVX-512 names are reported only when the OS saves the AVX-512 register state)
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512vnni"))
+        __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("gfni"))
         f |= TSR_CPU_AVX512_VNNI;
 #elif defined(__aarch64__)
     f |= TSR_CPU_NEON; // Advanced SIMD (and fp16 conversion) is baseline on AArch64

@@ -27,9 +27,11 @@
 // there the integer block dots use vpdpbusd on 256-bit vectors (u8·s8 products summed four to an
 // int32 lane and accumulated in one instruction) in place of maddubs, the int16 adds and madd.
 // Both give the same exact int32 dots in the same lanes, so every fp32 operation after them is
-// the same: the two paths' outputs are bit-identical.
+// the same: the two paths' outputs are bit-identical. The VNNI build also unpacks 2-, 3- and
+// 4-bit panel codes with GFNI (vgf2p8affineqb: any bits of a byte moved to any others in one
+// instruction, here a shift and a mask), which every AVX-512 VNNI CPU the path runs on has.
 #ifdef TSR_AVX2_VNNI
-#define X86_TARGET "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni"
+#define X86_TARGET "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni,gfni"
 #define X86_NAME(name) name##_avx2vnni
 #else
 #define X86_TARGET "avx2,fma,f16c"
@@ -39,6 +41,21 @@
 #define INLINE static inline __attribute__((always_inline, target(X86_TARGET)))
 
 INLINE float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+#ifdef TSR_AVX2_VNNI
+/// The GFNI bit matrix that moves bit `src` of every byte to bit `dst` (or'ed together for several
+/// moves): vgf2p8affineqb with it sets result bit i from the source bits that byte 7 − i of the
+/// matrix selects, so every bit not moved is cleared.
+#define GF_MOVE(dst, src) ((uint64_t)1 << (src) << (8 * (7 - (dst))))
+INLINE __m256i gf_move(__m256i v, uint64_t m) { return _mm256_gf2p8affine_epi64_epi8(v, _mm256_set1_epi64x((long long)m), 0); }
+
+/// (v >> lo) & (2^n − 1) in every byte, one instruction.
+INLINE __m256i bits_at(__m256i v, const int lo, const int n) {
+    uint64_t m = 0;
+    for (int i = 0; i < n; i++) m |= GF_MOVE(i, lo + i);
+    return gf_move(v, m);
+}
+#endif
 
 INLINE float hsum_ps(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -236,7 +253,8 @@ AVX2 void tsr_q_dequantize_avx2(const tsr_qweights *w, float *dst, int rowBegin,
 // horizontal sum per row: per block one int32 vector of the 8 rows' exact dots, one convert and
 // one FMA with dx_b; per group one FMA with the 8 rows' scales and one with their offsets
 // (folded through the activation group sums), all loaded as one fp16 vector each.
-//   B = 2: two loads (rows 0-3, 4-7; 8 bytes each); `srli_epi16` by 0/2/4/6 + `and 3` gives four
+//   B = 2: two loads (rows 0-3, 4-7; 8 bytes each); `srli_epi16` by 0/2/4/6 + `and 3` (the VNNI
+//          build: `and 3`, then one GFNI bits_at each) gives four
 //          code vectors whose 64-bit lane i is q[8s..8s+7] of row i; the activation bytes
 //          x[8s..8s+7] are broadcast to every 64-bit lane. Four maddubs summed in int16
 //          (≤ 4·2·3·127 = 3048), one hadd_epi16 of the two halves (≤ 6096), one madd → int32
@@ -297,31 +315,52 @@ INLINE void panel_unpack(const uint8_t *pb, const int bits, panel_codes *k) {
         for (int h = 0; h < 2; h++) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(pb + 32 * h));
             k->c[4 * h + 0] = _mm256_and_si256(v, m3);
+#ifdef TSR_AVX2_VNNI
+            k->c[4 * h + 1] = bits_at(v, 2, 2);
+            k->c[4 * h + 2] = bits_at(v, 4, 2);
+            k->c[4 * h + 3] = bits_at(v, 6, 2);
+#else
             k->c[4 * h + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
             k->c[4 * h + 2] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3);
             k->c[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16(v, 6), m3);
+#endif
         }
     } else if (bits == 3) {
         const __m256i m33 = _mm256_set1_epi8(0x33), m44 = _mm256_set1_epi8(0x44), m7 = _mm256_set1_epi8(7);
         // The plane's bits moved to 2 and 6: code vectors 0 | 2 and 1 | 3 of rows 0-3 and of rows 4-7.
         const __m256i hv = _mm256_loadu_si256((const __m256i *)(pb + 64));
+#ifdef TSR_AVX2_VNNI
+        const __m256i hA[2] = {_mm256_and_si256(hv, m44), gf_move(hv, GF_MOVE(2, 0) | GF_MOVE(6, 4))};
+        const __m256i hB[2] = {gf_move(hv, GF_MOVE(2, 3) | GF_MOVE(6, 7)), gf_move(hv, GF_MOVE(2, 1) | GF_MOVE(6, 5))};
+#else
         const __m256i hA[2] = {_mm256_and_si256(hv, m44), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m44)};
         const __m256i hB[2] = {_mm256_and_si256(_mm256_srli_epi16(hv, 1), m44), _mm256_and_si256(_mm256_slli_epi16(hv, 1), m44)};
+#endif
         for (int h = 0; h < 2; h++) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(pb + 32 * h));
             __m256i A = _mm256_or_si256(_mm256_and_si256(v, m33), hA[h]);                         // q0 | q2 << 4
+#ifdef TSR_AVX2_VNNI
+            __m256i B = _mm256_or_si256(gf_move(v, GF_MOVE(0, 2) | GF_MOVE(1, 3) | GF_MOVE(4, 6) | GF_MOVE(5, 7)), hB[h]);
+            k->c[4 * h + 2] = bits_at(A, 4, 3);
+            k->c[4 * h + 3] = bits_at(B, 4, 3);
+#else
             __m256i B = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 2), m33), hB[h]);   // q1 | q3 << 4
-            k->c[4 * h + 0] = _mm256_and_si256(A, m7);
-            k->c[4 * h + 1] = _mm256_and_si256(B, m7);
             k->c[4 * h + 2] = _mm256_and_si256(_mm256_srli_epi16(A, 4), m7);
             k->c[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16(B, 4), m7);
+#endif
+            k->c[4 * h + 0] = _mm256_and_si256(A, m7);
+            k->c[4 * h + 1] = _mm256_and_si256(B, m7);
         }
     } else if (bits == 4) {
         const __m256i m15 = _mm256_set1_epi8(15);
         for (int h = 0; h < 4; h++) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(pb + 32 * h));
             k->c[2 * h] = _mm256_and_si256(v, m15);
+#ifdef TSR_AVX2_VNNI
+            k->c[2 * h + 1] = bits_at(v, 4, 4);
+#else
             k->c[2 * h + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
+#endif
         }
     } else if (bits == 6) {
         // Rows 2h, 2h + 1 take bits 2-5 of q[16..31] from the load k = h % 2: its bits 0-3 for

@@ -85,10 +85,11 @@ enum KernelPaths {
         #endif
     }()
 
-    /// Whether this CPU reports the AVX-512 parts the avx2vnni A8/A4 path needs (F, BW, VL, VNNI).
+    /// Whether this CPU reports the AVX-512 parts the avx2vnni A8/A4 path needs (F, BW, VL, VNNI)
+    /// and GFNI.
     static var hasAVX512VNNI: Bool {
         guard let f = cpuFlags else { return false }
-        return ["avx512f", "avx512bw", "avx512vl", "avx512_vnni"].allSatisfy(f.contains)
+        return ["avx512f", "avx512bw", "avx512vl", "avx512_vnni", "gfni"].allSatisfy(f.contains)
     }
 
     /// The path this CPU should run for `family` with nothing forced (x86-64 with AVX2 and FMA:

@@ -15,7 +15,7 @@ extern "C" {
 
 // ---- CPU features -------------------------------------------------------------------------
 enum { TSR_CPU_AVX2_FMA = 1, TSR_CPU_F16C = 2, TSR_CPU_NEON = 4, TSR_CPU_NEON_DOT = 8,
-       TSR_CPU_AVX512_VNNI = 16 /* AVX-512 F, BW, VL and VNNI, with the OS saving their state */ };
+       TSR_CPU_AVX512_VNNI = 16 /* AVX-512 F, BW, VL and VNNI, and GFNI, with the OS saving their state */ };
 /// Bit set of TSR_CPU_* flags for this CPU.
 int tsr_cpu_features(void);
 /// Forces the portable paths (for tests and A/B benchmarks) when `on` is non-zero.
