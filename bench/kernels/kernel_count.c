@@ -1,14 +1,23 @@
-// Instruction-count driver for the A8 GEMV and GEMM (tsr_qgemv_i8, tsr_qgemm_i8): packs random
-// weights of one shape and runs N calls, so that `valgrind --tool=callgrind` can count the
-// instructions of the kernel alone (deterministic; no wall clocks on a shared machine).
+// Instruction-count and timing driver for the A8 GEMV and GEMM (tsr_qgemv_i8, tsr_qgemm_i8):
+// packs random weights of one shape and runs N calls, so that `valgrind --tool=callgrind` can
+// count the instructions of the kernel alone (deterministic; no wall clocks on a shared
+// machine), and prints the wall time per weight of the N calls (for an idle machine).
 //
 //   bench/kernels/count.sh gemv|gemm           builds this with clang -O2 and prints Ir per weight (per token)
+//   bench/kernels/speed.sh                     builds this with clang -O3 and prints ns per weight (GEMV)
 //   kernel_count gemv BITS GROUP ROWS COLS 1 N one decode shape, N GEMVs
 //   kernel_count gemm BITS GROUP ROWS COLS T N one prefill shape, N GEMMs of T tokens
 #include "KernelsC.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+static double seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 static uint64_t state = 0x9E3779B97F4A7C15ULL;
 static uint64_t rnd(void) {
@@ -43,12 +52,14 @@ int main(int argc, char **argv) {
         tsr_quantize_act(x, cols, group, 127, xq + (size_t)t * cols, dx + (size_t)t * blocks, bs, xs + (size_t)t * groups);
     }
     double check = 0;
+    const double start = seconds();
     for (int it = 0; it < n; it++) {
         if (gemm) tsr_qgemm_i8(&w, T, xq, dx, xs, y, rows, 0, rows);
         else tsr_qgemv_i8(&w, xq, dx, xs, y, 0, rows);
         check += y[(size_t)(it % T) * rows + it % rows];
     }
-    printf("%s B%d G%d %dx%d T%d x%d: path %s, checksum %.6g\n", argv[1], bits, group, rows, cols, T, n,
-           tsr_path_name(tsr_kernel_path(TSR_KERNEL_QUANT_I8)), check);
+    const double elapsed = seconds() - start;
+    printf("%s B%d G%d %dx%d T%d x%d: path %s, checksum %.6g, %.4f ns per weight and token\n", argv[1], bits, group, rows, cols, T, n,
+           tsr_path_name(tsr_kernel_path(TSR_KERNEL_QUANT_I8)), check, elapsed / n / ((double)rows * cols * T) * 1e9);
     return 0;
 }
