@@ -471,7 +471,7 @@ INLINE __m256i panel_dot(const uint8_t *pb, const int8_t *xb, const int bits) {
 
 /// tsr_qdot_i8 for the full panel at r0 (a multiple of 8).
 INLINE void qdot_panel(const tsr_qweights *w, const int8_t *xq, const int32_t *bsums, int32_t *out, int r0, int rowBegin, const int bits) {
-    const int blocks = w->cols / 32, bb = tsr_q_block_bytes(bits);
+    const int blocks = w->cols / 32, bb = q_block_bytes(bits);
     const uint8_t *panel = w->codes + (size_t)r0 * tsr_q_row_bytes(bits, w->cols);
     const __m256i perm = panel_to_rows(bits);
     int32_t d[8];
@@ -499,7 +499,7 @@ INLINE void prefetch_ahead(const uint8_t *p, const int bytes) {
 /// The A8/A4 GEMV of the full panel at r0: y[r0..r0+7]. NB > 0 fixes the blocks per group.
 INLINE void gemv_i8_panel(const tsr_qweights *w, const int8_t *xq, const float *dx, const float *xsums, float *y, int r0,
                           const int bits, const int NB) {
-    const int groups = w->cols / w->group, nb = NB ? NB : w->group / 32, bb = tsr_q_block_bytes(bits);
+    const int groups = w->cols / w->group, nb = NB ? NB : w->group / 32, bb = q_block_bytes(bits);
     const uint8_t *panel = w->codes + (size_t)r0 * tsr_q_row_bytes(bits, w->cols);
     const uint16_t *sp = w->scales + (size_t)r0 * groups, *mp = w->offsets + (size_t)r0 * groups;
     const __m256i perm = panel_to_rows(bits);
