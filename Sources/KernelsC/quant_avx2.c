@@ -487,8 +487,9 @@ INLINE void qdot_panel(const tsr_qweights *w, const int8_t *xq, const int32_t *b
 /// from DRAM, and on one core the hardware prefetcher alone left the panel GEMV at 60–75 % of its
 /// in-cache speed; 4 KiB ahead brought a 16384×4096 2-bit GEMV from 0.017 to 0.012 ns per weight
 /// (in cache: 0.011), 3-bit from 0.028 to 0.018 and 4-bit from 0.026 to 0.020 (512 B and 1, 2,
-/// 4, 8, 16 KiB measured; 4 KiB was best or tied on every shape). 6- and 8-bit panels already
-/// stream at the bandwidth without it (it cost them 0–8 %), so they do not prefetch.
+/// 4, 8, 16 KiB measured; 4 KiB was best or tied on every shape; into L2 instead of L1 was
+/// slower). 6- and 8-bit panels already stream at the bandwidth without it (it cost them 0–17 %),
+/// so they do not prefetch. bench/kernels/speed.sh measures these.
 #define PREFETCH_AHEAD 4096
 
 /// Prefetches the `bytes` bytes at p + PREFETCH_AHEAD into L1, one instruction per cache line.
