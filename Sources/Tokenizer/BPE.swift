@@ -51,7 +51,6 @@ final class BPEMerger {
         rules?.list.map { ($0.a, $0.b) }
     }
 
-
     /// The packed (rank, merged) of a pair, or `noMerge`.
     @inline(__always)
     private func pair(_ a: Int32, _ b: Int32) -> UInt64 {
