@@ -26,6 +26,10 @@ public final class AtomicFileWriter {
 
     deinit { if !finished { abort() } }
 
+    /// Throws what `init(path:)` would, leaving nothing behind: a long job calls it first, so an
+    /// output path it could not write is refused before the work, not after.
+    public static func checkWritable(path: String) throws { try AtomicFileWriter(path: path).abort() }
+
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         guard var p = bytes.baseAddress else { return }
         var left = bytes.count

@@ -39,6 +39,7 @@ struct AverageCommand: ParsableCommand {
     }
 
     func run() throws {
+        try AtomicFileWriter.checkWritable(path: output)
         let inputs = try models.map { path -> PackedModelSource in
             guard let s = try ModelLoader.open(path) as? PackedModelSource else {
                 throw ValidationError("\(path) is not a packed Tessera model; average the outputs of tessera tune")

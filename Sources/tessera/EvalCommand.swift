@@ -79,6 +79,7 @@ struct Eval: ParsableCommand {
     }
 
     func run() throws {
+        if let json { try AtomicFileWriter.checkWritable(path: json) }
         let chosen = try selectedTasks(), overrides = try fileOverrides()
         // Read every data file first: a bad file fails before the model loads.
         var data: [(task: ZeroShotTask, path: String, items: [TaskItem])] = []

@@ -55,6 +55,7 @@ struct Quantize: ParsableCommand {
     }
 
     func run() throws {
+        try AtomicFileWriter.checkWritable(path: output)
         let opened = try ModelLoader.open(model)
         let tokenizer = try opened.makeTokenizer()
         // The rotation is a view of the fp weights: each tensor is rotated as RTN reads it.

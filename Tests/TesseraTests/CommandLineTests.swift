@@ -287,6 +287,16 @@ final class CommandLineTests: XCTestCase {
         assertCleanFailure(try run("tessera", ["eval", "/nonexistent/model.gguf", "--tasks", "piqa", "--data", "/nonexistent"]), mentioning: "no such file")
     }
 
+    func testAnOutputThatCannotBeWrittenIsRefusedBeforeTheWork() throws {
+        let model = try TestPaths.requireDemoModel()
+        let q = try run("tessera", ["quantize", model, "--bits", "4", "--group", "64", "-o", "/nonexistent/dir/w4.gguf"])
+        assertCleanFailure(q, mentioning: "cannot create a temporary file in /nonexistent/dir")
+        XCTAssertFalse(q.stderr.contains("token_embd"), "quantized before refusing: \(q.stderr)")
+        assertCleanFailure(try run("tessera", ["average", model, model, "-o", "/nonexistent/dir/avg.gguf"]), mentioning: "/nonexistent/dir")
+        assertCleanFailure(try run("tessera", ["eval", model, "--tasks", "piqa", "--data", TestPaths.data, "--json", "/nonexistent/dir/r.json"]),
+                           mentioning: "/nonexistent/dir")
+    }
+
     func testEvalRunsAndWritesResults() throws {
         let model = try TestPaths.requireDemoModel()
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-eval-\(UUID().uuidString)")
