@@ -118,6 +118,9 @@ struct Chat: ParsableCommand {
         printError(String(format: "chat: %@ — %d blocks, %.0f M parameters, %.0f MB of weights, loaded in %.2f s; context %d, %d threads",
                           model, config.blockCount, Double(config.parameterCount) / 1e6, Double(loaded.model.weightBytes) / 1e6,
                           loaded.loadSeconds, context, loaded.model.pool.threads))
+        if context > config.contextLength {
+            printError("chat: warning: the context \(context) is longer than the \(config.contextLength) tokens the model was trained on; past those, replies may degrade")
+        }
 
         if let oneShot {
             let stats = try conversation.send(oneShot, maxTokens: maxTokens) { text in

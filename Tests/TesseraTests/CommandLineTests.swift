@@ -96,6 +96,12 @@ final class CommandLineTests: XCTestCase {
         // Piped stdin is the same one-shot mode.
         let piped = try run("chat", [model, "--temperature", "0", "--max-tokens", "16"], stdin: "What is the capital of France?")
         XCTAssertEqual(piped.stdout, r.stdout)
+        XCTAssertFalse(r.stderr.contains("warning"), r.stderr)
+        // A context past the model's own 8192 runs, with a warning (as llama.cpp does).
+        let long = try run("chat", [model, "--prompt", "What is the capital of France?", "--temperature", "0", "--max-tokens", "16", "--ctx-size", "9000"])
+        XCTAssertEqual(long.status, 0, long.stderr)
+        XCTAssertEqual(long.stdout, r.stdout)
+        XCTAssertTrue(long.stderr.contains("warning: the context 9000 is longer than the 8192 tokens the model was trained on"), long.stderr)
     }
 
     func testCalibrateBadInput() throws {
