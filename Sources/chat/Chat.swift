@@ -22,46 +22,48 @@ struct Chat: ParsableCommand {
     @Argument(help: "GGUF file or Hugging Face folder (default: the demo model, \(Chat.demoModel)).")
     var model: String = Chat.demoModel
 
-    @Option(name: [.customShort("p"), .long], help: "Run this one prompt non-interactively and exit.")
+    // Values are taken as given, so `-n -1`, `--temperature -1` (refused by validate) and
+    // prompts that begin with "-" reach the checks below instead of ArgumentParser's "missing value".
+    @Option(name: [.customShort("p"), .long], parsing: .unconditional, help: "Run this one prompt non-interactively and exit.")
     var prompt: String?
 
     @Flag(help: "Feed the prompt as-is, without the chat template.")
     var raw = false
 
-    @Option(name: [.long, .customLong("temp")], help: "Temperature (0 = greedy).")
+    @Option(name: [.long, .customLong("temp")], parsing: .unconditional, help: "Temperature (0 = greedy).")
     var temperature: Float = 0.8
 
-    @Option(help: "Top-k (0 = off).")
+    @Option(parsing: .unconditional, help: "Top-k (0 = off).")
     var topK: Int = 40
 
-    @Option(help: "Top-p (1 = off).")
+    @Option(parsing: .unconditional, help: "Top-p (1 = off).")
     var topP: Float = 0.95
 
-    @Option(help: "Min-p (0 = off).")
+    @Option(parsing: .unconditional, help: "Min-p (0 = off).")
     var minP: Float = 0.05
 
-    @Option(help: "Repeat penalty (1 = off).")
+    @Option(parsing: .unconditional, help: "Repeat penalty (1 = off).")
     var repeatPenalty: Float = 1.0
 
-    @Option(help: "Tokens the repeat penalty looks back over.")
+    @Option(parsing: .unconditional, help: "Tokens the repeat penalty looks back over.")
     var repeatLastN: Int = 64
 
-    @Option(name: [.customShort("s"), .long], help: "Random seed (default: random).")
+    @Option(name: [.customShort("s"), .long], parsing: .unconditional, help: "Random seed (default: random).")
     var seed: UInt64?
 
-    @Option(name: [.customShort("n"), .long], help: "Maximum tokens per reply (-1 = until end of turn or full context).")
+    @Option(name: [.customShort("n"), .long], parsing: .unconditional, help: "Maximum tokens per reply (-1 = until end of turn or full context).")
     var maxTokens: Int = -1
 
-    @Option(name: [.long, .customLong("system-prompt")], help: "System prompt.")
+    @Option(name: [.long, .customLong("system-prompt")], parsing: .unconditional, help: "System prompt.")
     var system: String?
 
-    @Option(name: [.customShort("c"), .long], help: "Context size in tokens (0 = the model's, capped at 4096).")
+    @Option(name: [.customShort("c"), .long], parsing: .unconditional, help: "Context size in tokens (0 = the model's, capped at 4096).")
     var ctxSize: Int = 0
 
     @Option(help: "Packed models: run with activations \(ActivationMode.flagHelp) instead of the file's mode.")
     var act: String?
 
-    @Option(name: [.customShort("t"), .long], help: "Worker threads (0 = one per fast physical core).")
+    @Option(name: [.customShort("t"), .long], parsing: .unconditional, help: "Worker threads (0 = one per fast physical core).")
     var threads: Int = 0
 
     @Option(help: "KV cache: f32, or q8 (int8 with one scale per 32 values, as llama.cpp's -ctk q8_0 -ctv q8_0: 1.125 bytes a value instead of 4).")

@@ -64,7 +64,10 @@ final class CommandLineTests: XCTestCase {
 
     func testBadFlags() throws {
         assertCleanFailure(try run("chat", ["--top-p", "1.5", "--prompt", "hi"]), mentioning: "--top-p")
-        assertCleanFailure(try run("chat", ["--threads", "-2", "--prompt", "hi"]), mentioning: "--threads")
+        assertCleanFailure(try run("chat", ["--threads", "-2", "--prompt", "hi"]), mentioning: "--threads must be ≥ 0, got -2")
+        // Negative values reach the range checks (not ArgumentParser's "missing value").
+        assertCleanFailure(try run("chat", ["--temperature", "-1", "--prompt", "hi"]), mentioning: "--temperature must be ≥ 0, got -1")
+        assertCleanFailure(try run("chat", ["-n", "-5", "--prompt", "hi"]), mentioning: "--max-tokens must be -1 or ≥ 0, got -5")
         assertCleanFailure(try run("tessera", ["ppl", "m.gguf", "--file", "x", "--convention", "nope"]), mentioning: "nope")
         assertCleanFailure(try run("bench", ["m.gguf", "-t", "0"]), mentioning: "-t")
     }
@@ -102,6 +105,10 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(long.status, 0, long.stderr)
         XCTAssertEqual(long.stdout, r.stdout)
         XCTAssertTrue(long.stderr.contains("warning: the context 9000 is longer than the 8192 tokens the model was trained on"), long.stderr)
+        // `-n -1` (the documented "until end of turn") and a prompt that begins with "-" are taken as given.
+        let dash = try run("chat", [model, "-p", "-5 plus 7 is?", "-n", "-1", "--temperature", "0", "-c", "256"])
+        XCTAssertEqual(dash.status, 0, dash.stderr)
+        XCTAssertFalse(dash.stdout.isEmpty, dash.stderr)
     }
 
     func testCalibrateBadInput() throws {
