@@ -16,12 +16,8 @@ case "$kernel" in
     *) echo "count.sh: the kernel is gemv or gemm, got $kernel" >&2; exit 2 ;;
 esac
 out=.build/kernel-count${CFLAGS:+-$(echo "$CFLAGS" | tr -dc "A-Za-z0-9_=")}
-mkdir -p "$out"
-cc=${CC:-clang}
-src=Sources/KernelsC
-files=()
-for f in "$src"/*.c; do [ "$(basename "$f")" = threadpool.c ] || files+=("$f"); done
-"$cc" -O2 ${CFLAGS:-} -I"$src" -I"$src/include" "${files[@]}" bench/kernels/kernel_count.c -lm -o "$out/kernel_count"
+# shellcheck disable=SC2086
+bench/kernels/build.sh "$out/kernel_count" -O2 ${CFLAGS:-}
 printf '%-4s %-5s %-10s %-4s %14s %16s\n' bits group shape T "Ir ($kernel)" "Ir/weight/token"
 for bits in ${BITS:-2 3 4 6 8}; do
     for shape in "576 1536" "1536 576"; do

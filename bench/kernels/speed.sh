@@ -8,11 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=.build/kernel-speed
-mkdir -p "$out"
-src=Sources/KernelsC
-files=()
-for f in "$src"/*.c; do [ "$(basename "$f")" = threadpool.c ] || files+=("$f"); done
-"${CC:-clang}" -O3 -I"$src" -I"$src/include" "${files[@]}" bench/kernels/kernel_count.c -lm -o "$out/kernel_speed"
+bench/kernels/build.sh "$out/kernel_speed" -O3
 printf '%-4s %-12s %-8s %s\n' bits shape path "ns per weight (3 runs)"
 for bits in ${BITS:-2 3 4 6 8}; do
     for shape in ${SHAPES:-576x1536x20000 1536x576x20000 16384x4096x40}; do
